@@ -1,0 +1,70 @@
+"""The ``draconis`` command: sub-commands named as DRAGONS' tools.
+
+User errors (:class:`~draconis.errors.DraconisError`) print one line on stderr
+and exit non-zero, with no traceback; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import DraconisError
+
+#: sub-command modules, in the order ``--help`` lists them
+COMMAND_MODULES = (
+    "draconis.commands.demo",
+    "draconis.simulate.cli",
+    "draconis.commands.typewalk",
+    "draconis.commands.dataselect",
+    "draconis.commands.showd",
+    "draconis.commands.showpars",
+    "draconis.commands.reduce",
+    "draconis.commands.caldb",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="draconis",
+        description="Reduce Gemini near-infrared imaging (F2, NIRI, GNIRS, GSAOI) on Dask.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"draconis {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue  # sub-command not built yet
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``draconis`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        status = args.func(args)
+    except DraconisError as err:
+        if args.debug:
+            raise
+        print(f"draconis {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"draconis {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

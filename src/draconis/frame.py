@@ -1,0 +1,243 @@
+"""Frames and streams: the data model every primitive works on.
+
+A :class:`Frame` is one exposure: its primary header (PHU), one
+:class:`Extension` per detector array, and file-level tables.  Each extension
+holds an ``xarray.Dataset`` whose variables ``SCI`` (float32), ``VAR``
+(float32), ``DQ`` (uint16) and ``OBJMASK`` (uint8) have dims ``(y, x)`` and are
+Dask-backed, so building a reduction builds a graph; nothing is read until it
+is computed.
+
+Frames are immutable in spirit: primitives return new frames built with
+:meth:`Frame.replace` / :meth:`Frame.with_extensions`, never modifying the
+headers or arrays of their inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from .errors import DescriptorError
+
+PLANES = ("SCI", "VAR", "DQ", "OBJMASK")
+PLANE_DTYPES = {"SCI": np.float32, "VAR": np.float32, "DQ": np.uint16, "OBJMASK": np.uint8}
+DIMS = ("y", "x")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Extension:
+    """One detector array of a frame.
+
+    Parameters
+    ----------
+    header
+        The SCI extension header (WCS, sections, per-array keywords).
+    data
+        Dataset with some of ``SCI``, ``VAR``, ``DQ``, ``OBJMASK`` over ``(y, x)``.
+    objcat
+        Source catalogue of this array (``OBJCAT``), if sources were detected.
+    """
+
+    header: fits.Header
+    data: xr.Dataset
+    objcat: Table | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.data["SCI"].shape)
+
+    def plane(self, name: str) -> da.Array | None:
+        """The Dask array of plane ``name``, or None when the plane is absent."""
+        if name not in self.data:
+            return None
+        return self.data[name].data
+
+    def with_planes(self, **planes: da.Array | np.ndarray | None) -> Extension:
+        """A copy with the given planes replaced (None removes a plane)."""
+        data = self.data.copy()
+        for name, arr in planes.items():
+            if arr is None:
+                if name in data:
+                    data = data.drop_vars(name)
+                continue
+            arr = arr if isinstance(arr, da.Array) else da.asarray(arr)
+            data[name] = (DIMS, arr.astype(PLANE_DTYPES.get(name, arr.dtype), copy=False))
+        return dataclasses.replace(self, data=data)
+
+    def with_header(self, **cards: Any) -> Extension:
+        """A copy whose header has ``cards`` set (value or (value, comment))."""
+        header = self.header.copy()
+        update_header(header, cards)
+        return dataclasses.replace(self, header=header)
+
+    def replace(self, **changes: Any) -> Extension:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def wcs(self) -> WCS:
+        """The celestial WCS of this array, from its header."""
+        return WCS(self.header, naxis=2, relax=True)
+
+
+def update_header(header: fits.Header, cards: dict[str, Any]) -> None:
+    """Set keyword values on ``header`` in place; (value, comment) tuples keep a comment."""
+    for key, value in cards.items():
+        if value is None:
+            header.remove(key, ignore_missing=True)
+        else:
+            header[key] = value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frame:
+    """One exposure: PHU, detector arrays and file-level tables.
+
+    Parameters
+    ----------
+    phu
+        Primary header.
+    extensions
+        One :class:`Extension` per detector array, in EXTVER order.
+    filename
+        Current file name (base name with suffix); output names derive from it.
+    path
+        File the frame was read from, if any.
+    tables
+        File-level tables by name (e.g. ``REFCAT``).
+    """
+
+    phu: fits.Header
+    extensions: tuple[Extension, ...]
+    filename: str
+    path: str | None = None
+    tables: dict[str, Table] = dataclasses.field(default_factory=dict)
+
+    # -- identity -------------------------------------------------------
+    @property
+    def orig_filename(self) -> str:
+        """The raw file name this frame descends from (ORIGNAME)."""
+        return self.phu.get("ORIGNAME") or self.filename
+
+    @property
+    def stem(self) -> str:
+        """Raw file name without extension and without any processing suffix."""
+        return os.path.splitext(os.path.basename(self.orig_filename))[0]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join("x".join(map(str, e.shape)) for e in self.extensions)
+        return f"<Frame {self.filename} [{shapes}]>"
+
+    def __len__(self) -> int:
+        return len(self.extensions)
+
+    def __getitem__(self, index: int) -> Extension:
+        return self.extensions[index]
+
+    # -- instrument, tags and descriptors ---------------------------------
+    @cached_property
+    def instrument(self):
+        from .instruments import instrument_for
+
+        return instrument_for(self.phu, path=self.path or self.filename)
+
+    @cached_property
+    def tags(self) -> frozenset[str]:
+        """The frame's tags (e.g. ``{'F2', 'IMAGE', 'RAW', ...}``)."""
+        return frozenset(self.instrument.tags(self.phu, self.ext_headers))
+
+    @property
+    def ext_headers(self) -> list[fits.Header]:
+        return [ext.header for ext in self.extensions]
+
+    def descriptor(self, name: str, **kwargs: Any) -> Any:
+        """Value of descriptor ``name`` (per-array descriptors give a list)."""
+        return self.instrument.descriptor(
+            name, self.phu, self.ext_headers, self.tags, path=self.path or self.filename, **kwargs
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Descriptors are also callable as methods, as astrodata users write
+        # ``ad.exposure_time()``; the instrument's registry decides the names.
+        if name.startswith("_") or name in {"instrument", "tags"}:
+            raise AttributeError(name)
+        try:
+            names = self.instrument.descriptor_names()
+        except Exception as err:  # noqa: BLE001 - surface as attribute error
+            raise AttributeError(name) from err
+        if name in names:
+            return lambda **kw: self.descriptor(name, **kw)
+        raise AttributeError(f"Frame has no attribute or descriptor {name!r}")
+
+    def safe_descriptor(self, name: str, default: Any = None, **kwargs: Any) -> Any:
+        """Descriptor value, or ``default`` when it cannot be computed."""
+        try:
+            return self.descriptor(name, **kwargs)
+        except DescriptorError:
+            return default
+
+    # -- building new frames ----------------------------------------------
+    def replace(self, **changes: Any) -> Frame:
+        """A copy with dataclass fields replaced (tags/instrument recomputed)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_extensions(self, extensions: Iterable[Extension]) -> Frame:
+        return self.replace(extensions=tuple(extensions))
+
+    def map_extensions(self, func: Callable[[Extension], Extension]) -> Frame:
+        """A copy with ``func`` applied to every extension."""
+        return self.with_extensions(func(ext) for ext in self.extensions)
+
+    def with_phu(self, **cards: Any) -> Frame:
+        """A copy whose PHU has ``cards`` set; a None value deletes the keyword."""
+        phu = self.phu.copy()
+        update_header(phu, cards)
+        return self.replace(phu=phu)
+
+    def with_suffix(self, suffix: str | None, *, strip: bool = True) -> Frame:
+        """A copy renamed ``<stem><suffix>.fits`` (DRAGONS naming: latest suffix only)."""
+        if not suffix:
+            return self
+        base = self.stem if strip else os.path.splitext(self.filename)[0]
+        return self.replace(filename=f"{base}{suffix}.fits")
+
+    # -- pixel access helpers -------------------------------------------
+    def planes(self, name: str) -> list[da.Array | None]:
+        return [ext.plane(name) for ext in self.extensions]
+
+    def to_datatree(self) -> xr.DataTree:
+        """This frame as an ``xarray.DataTree`` (root: PHU; ``ext1`` ...: arrays)."""
+        nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs={"PHU": self.phu.tostring()})}
+        for i, ext in enumerate(self.extensions, start=1):
+            nodes[f"/ext{i}"] = ext.data.assign_attrs(header=ext.header.tostring())
+        return xr.DataTree.from_dict(nodes)
+
+
+def make_extension(
+    header: fits.Header,
+    sci: da.Array | np.ndarray,
+    var: da.Array | np.ndarray | None = None,
+    dq: da.Array | np.ndarray | None = None,
+    objmask: da.Array | np.ndarray | None = None,
+    objcat: Table | None = None,
+) -> Extension:
+    """Build an :class:`Extension` from arrays (NumPy arrays are wrapped in Dask)."""
+    ext = Extension(header=header.copy(), data=xr.Dataset())
+    return ext.with_planes(SCI=sci, VAR=var, DQ=dq, OBJMASK=objmask).replace(objcat=objcat)
+
+
+class Stream(list):
+    """An ordered list of frames; streams are named by the runner (``main``, ``sky`` ...)."""
+
+
+def frames_by_stem(frames: Sequence[Frame]) -> dict[str, Frame]:
+    """Index frames by their raw file stem (to match frames across streams)."""
+    return {f.stem: f for f in frames}

@@ -1,0 +1,330 @@
+"""Reading frames from and writing frames to multi-extension FITS files.
+
+Opening reads headers only.  Pixel data are wrapped in Dask arrays whose
+chunks read the file through :class:`FitsPixelSource`, which opens the file
+(memory-mapped) and reads only the requested section, so a chunk costs one
+small read and the graph pickles to any worker that sees the same path.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from ..errors import InputError, NotFITSError
+from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, make_extension
+
+# Keywords that describe the data layout of an HDU: astropy rewrites them, so
+# they are dropped from headers kept on frames.
+_STRUCTURAL = (
+    "SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
+    "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM",
+    "TFIELDS",
+)
+
+_read_lock = threading.Lock()
+_pixel_reads = 0
+
+
+def pixel_read_count() -> int:
+    """How many pixel sections have been read from FITS files in this process."""
+    return _pixel_reads
+
+
+class FitsPixelSource:
+    """Array-like view of one FITS image HDU that reads sections on demand.
+
+    Parameters
+    ----------
+    path
+        FITS file.
+    index
+        HDU index in the file.
+    shape, dtype
+        Shape after dropping leading length-1 axes (F2's (1, N, N) cube
+        becomes (N, N)) and the dtype astropy returns for the data.
+    """
+
+    def __init__(self, path: str, index: int, shape: tuple[int, ...], dtype: np.dtype, ndim_raw: int,
+                 memmap: bool = True):
+        self.path = path
+        self.memmap = memmap
+        self.index = index
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(shape)
+        self._lead = ndim_raw - len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        global _pixel_reads
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = (0,) * self._lead + key
+        with _read_lock:
+            _pixel_reads += 1
+        # astropy refuses to memory-map scaled (BZERO/BSCALE) data; sections
+        # of those are read with plain file reads instead.
+        with fits.open(self.path, memmap=self.memmap, lazy_load_hdus=True) as hdul:
+            section = hdul[self.index].section[key]
+        return np.asarray(section, dtype=self.dtype)
+
+    def __reduce__(self):
+        return (FitsPixelSource, (self.path, self.index, self.shape, self.dtype, self.ndim + self._lead, self.memmap))
+
+
+def default_chunks(shape: tuple[int, int]) -> tuple[int, int]:
+    """Row-band chunks: whole rows, a band height from the configuration."""
+    rows = int(dask.config.get("draconis.chunk_rows", 512))
+    return (min(rows, shape[0]), shape[1])
+
+
+def _data_dtype(header: fits.Header) -> np.dtype:
+    bitpix = header.get("BITPIX", 8)
+    scaled = ("BZERO" in header and header["BZERO"] not in (0, 32768, 2**31)) or header.get("BSCALE", 1) != 1
+    if bitpix < 0 or scaled:
+        return np.dtype(np.float32 if bitpix in (-32, 8, 16) else np.float64)
+    if bitpix == 16 and header.get("BZERO") == 32768:
+        return np.dtype(np.uint16)
+    if bitpix == 32 and header.get("BZERO") == 2**31:
+        return np.dtype(np.uint32)
+    return np.dtype({8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64}[bitpix])
+
+
+def _clean_header(header: fits.Header) -> fits.Header:
+    out = header.copy(strip=False)
+    for key in _STRUCTURAL:
+        out.remove(key, ignore_missing=True, remove_all=True)
+    return out
+
+
+def _check_complete(hdul: fits.HDUList, path: str) -> None:
+    size = os.path.getsize(path)
+    for index in range(len(hdul)):
+        info = hdul.fileinfo(index)
+        if info is None:
+            continue
+        if info["datLoc"] + info["datSpan"] > size:
+            raise NotFITSError(path, f"truncated FITS file: HDU {index} needs {info['datLoc'] + info['datSpan']} bytes, file has {size}")
+
+
+def open_fits(path: str | os.PathLike, *, chunks: tuple[int, int] | None = None) -> Frame:
+    """Open a raw or processed Gemini FITS file as a lazy :class:`Frame`.
+
+    Parameters
+    ----------
+    path
+        The file.
+    chunks
+        Dask chunks for the pixel planes; default: row bands
+        (``draconis.chunk_rows`` rows, whole width).
+
+    Raises
+    ------
+    NotFITSError
+        The file is missing, not FITS, or truncated.
+    InputError
+        The file has no image extension.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(path, "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+                _check_complete(hdul, path)
+                headers = [(type(h), h.header.copy(), h.name, h.ver) for h in hdul]
+                tables = {i: Table.read(h) for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)}
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as err:
+        raise NotFITSError(path, f"not a readable FITS file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+    return _build_frame(path, headers, tables, chunks)
+
+
+def _build_frame(path, headers, tables, chunks) -> Frame:
+    phu = headers[0][1]
+    planes: dict[int, dict[str, Any]] = {}
+    sci_headers: dict[int, fits.Header] = {}
+    objcats: dict[int, Table] = {}
+    file_tables: dict[str, Table] = {}
+    auto_ver = 0
+    for index, (kind, header, name, ver) in enumerate(headers):
+        if index == 0:
+            continue
+        name = (header.get("EXTNAME") or "").strip().upper()
+        if kind is fits.BinTableHDU:
+            if name == "OBJCAT":
+                objcats[header.get("EXTVER", 1)] = tables[index]
+            else:
+                file_tables[name or f"TABLE{index}"] = tables[index]
+            continue
+        if header.get("NAXIS", 0) == 0:
+            continue
+        if name in PLANES:
+            ver = header.get("EXTVER", 1)
+        elif name in ("", "SCI") or name not in PLANES:
+            # NIRI raw files carry no EXTNAME: every image HDU is a science array.
+            auto_ver += 1
+            ver = header.get("EXTVER", auto_ver) if name == "SCI" else auto_ver
+            name = "SCI"
+        raw_shape = tuple(header[f"NAXIS{k}"] for k in range(header["NAXIS"], 0, -1))
+        shape = raw_shape
+        while len(shape) > 2 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 2:
+            raise InputError(path, f"HDU {index} has shape {raw_shape}: expected a 2-D image")
+        scaled = any(k in header for k in ("BZERO", "BSCALE", "BLANK"))
+        source = FitsPixelSource(path, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
+        arr = da.from_array(source, chunks=chunks or default_chunks(shape), asarray=False,
+                            meta=np.empty((0, 0), dtype=source.dtype),
+                            name=f"fits-{path}-{index}-{os.path.getmtime(path)}")
+        planes.setdefault(ver, {})[name] = arr
+        if name == "SCI":
+            sci_headers[ver] = _clean_header(header)
+    if not planes or not all("SCI" in p for p in planes.values()):
+        raise InputError(path, "no image (SCI) extension found")
+    extensions = []
+    for ver in sorted(planes):
+        p = planes[ver]
+        sci = p["SCI"]
+        if sci.dtype != np.float32 and "VAR" in p:
+            sci = sci.astype(np.float32)
+        extensions.append(make_extension(sci_headers[ver], sci, p.get("VAR"), p.get("DQ"),
+                                         p.get("OBJMASK"), objcats.get(ver)))
+    phu = _clean_header(phu)
+    filename = os.path.basename(path)
+    # The raw name every later product is named after (DRAGONS' ORIGNAME).
+    phu.setdefault("ORIGNAME", filename)
+    return Frame(phu=phu, extensions=tuple(extensions), filename=filename, path=os.path.abspath(path),
+                 tables=file_tables)
+
+
+# ----------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------
+def _plane_hdu(name: str, data: np.ndarray, header: fits.Header | None, ver: int) -> fits.ImageHDU:
+    hdu = fits.ImageHDU(data=data, header=header.copy() if header is not None else None)
+    hdu.header["EXTNAME"] = name
+    hdu.header["EXTVER"] = ver
+    return hdu
+
+
+def _table_hdu(table: Table, name: str, ver: int | None = None) -> fits.BinTableHDU:
+    hdu = fits.table_to_hdu(Table(table, copy=False))
+    hdu.header["EXTNAME"] = name
+    if ver is not None:
+        hdu.header["EXTVER"] = ver
+    return hdu
+
+
+def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits.HDUList:
+    """The HDUList of ``frame`` with computed ``arrays`` (one dict of planes per extension)."""
+    phu = frame.phu.copy()
+    phu.setdefault("ORIGNAME", frame.orig_filename)
+    hdus: list[fits.hdu.base.ExtensionHDU] = [fits.PrimaryHDU(header=phu)]
+    for ver, (ext, planes) in enumerate(zip(frame.extensions, arrays), start=1):
+        for name in PLANES:
+            if name in planes:
+                data = np.asarray(planes[name]).astype(PLANE_DTYPES[name], copy=False)
+                hdus.append(_plane_hdu(name, data, ext.header if name == "SCI" else None, ver))
+        if ext.objcat is not None:
+            hdus.append(_table_hdu(ext.objcat, "OBJCAT", ver))
+    for name, table in frame.tables.items():
+        hdus.append(_table_hdu(table, name))
+    return fits.HDUList(hdus)
+
+
+def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, overwrite: bool = True) -> str:
+    """Write ``hdulist`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "output file exists and overwrite is False")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            hdulist.writeto(tmp, overwrite=True, output_verify="silentfix")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(path)
+
+
+def _write_computed(frame: Frame, path: str, overwrite: bool, *arrays_flat: np.ndarray) -> str:
+    names = _plane_names(frame)
+    arrays: list[dict[str, np.ndarray]] = []
+    it = iter(arrays_flat)
+    for ext_names in names:
+        arrays.append({n: next(it) for n in ext_names})
+    return write_hdulist_atomic(build_hdulist(frame, arrays), path, overwrite=overwrite)
+
+
+def _plane_names(frame: Frame) -> list[list[str]]:
+    return [[n for n in PLANES if n in ext.data] for ext in frame.extensions]
+
+
+def write_fits_delayed(frame: Frame, path: str | os.PathLike, *, overwrite: bool = True):
+    """A Dask delayed task that computes ``frame``'s planes and writes the file.
+
+    Computing many of these at once (``dask.compute(*tasks)``) writes many
+    frames in parallel on whatever scheduler is active.
+    """
+    flat = [ext.data[n].data for ext, names in zip(frame.extensions, _plane_names(frame)) for n in names]
+    return dask.delayed(_write_computed, pure=False)(frame, str(path), overwrite, *flat)
+
+
+def write_fits(frame: Frame, path: str | os.PathLike, *, overwrite: bool = True) -> str:
+    """Compute ``frame`` and write it as a multi-extension FITS file, atomically."""
+    return write_fits_delayed(frame, path, overwrite=overwrite).compute()
+
+
+def write_many(frames: Sequence[Frame], paths: Sequence[str | os.PathLike], *, overwrite: bool = True) -> list[str]:
+    """Write several frames in one computation (shared inputs are read once)."""
+    tasks = [write_fits_delayed(f, p, overwrite=overwrite) for f, p in zip(frames, paths)]
+    return list(dask.compute(*tasks))
+
+
+def frame_from_hdulist(hdulist: fits.HDUList, filename: str) -> Frame:
+    """A frame from an in-memory HDUList (used by tests and the simulator)."""
+    headers = [(type(h), h.header.copy(), h.name, h.ver) for h in hdulist]
+    tables = {i: Table.read(h) for i, h in enumerate(hdulist) if isinstance(h, fits.BinTableHDU)}
+    planes: dict[int, dict[str, np.ndarray]] = {}
+    sci_headers = {}
+    auto = 0
+    for index, h in enumerate(hdulist):
+        if index == 0 or isinstance(h, fits.BinTableHDU) or h.data is None:
+            continue
+        name = (h.header.get("EXTNAME") or "").strip().upper()
+        if name not in PLANES:
+            auto += 1
+            name, ver = "SCI", auto
+        else:
+            ver = h.header.get("EXTVER", 1)
+        data = np.asarray(h.data)
+        while data.ndim > 2 and data.shape[0] == 1:
+            data = data[0]
+        planes.setdefault(ver, {})[name] = data
+        if name == "SCI":
+            sci_headers[ver] = _clean_header(h.header)
+    exts: list[Extension] = []
+    objcats = {headers[i][1].get("EXTVER", 1): t for i, t in tables.items() if headers[i][2] == "OBJCAT"}
+    for ver in sorted(planes):
+        p = planes[ver]
+        exts.append(make_extension(sci_headers[ver], da.from_array(p["SCI"], chunks=default_chunks(p["SCI"].shape)),
+                                   p.get("VAR"), p.get("DQ"), p.get("OBJMASK"), objcats.get(ver)))
+    others = {headers[i][2]: t for i, t in tables.items() if headers[i][2] != "OBJCAT"}
+    return Frame(phu=_clean_header(headers[0][1]), extensions=tuple(exts), filename=filename, tables=others)

@@ -1,0 +1,209 @@
+"""Declared primitive parameters: one declaration feeds showpars, ``-p`` and the docs.
+
+A :class:`Param` carries a name, type, default, allowed range or choices and a
+one-line description.  Instrument modules overlay defaults with
+:func:`register_overrides`; user values (``-p prim:name=value``) are coerced
+and validated here before any graph is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ParameterError
+
+_NONE_STRINGS = {"none", "null"}
+_TRUE = {"true", "t", "yes", "y", "1", "on"}
+_FALSE = {"false", "f", "no", "n", "0", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One parameter of a primitive.
+
+    Parameters
+    ----------
+    name
+        Parameter name as users type it (DRAGONS' name).
+    type
+        ``bool``, ``int``, ``float``, ``str`` or ``list`` (a list of strings or
+        frames); ``object`` accepts anything (e.g. a frame or a file name).
+    default
+        Core default (instrument overlays may change it).
+    doc
+        One-line description, shown by showpars.
+    optional
+        None is an allowed value.
+    choices
+        Allowed values, if the parameter is a choice.
+    low, high
+        Range bounds (None = unbounded); ``closed`` says which ends are inclusive.
+    """
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    optional: bool = False
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    closed: tuple[bool, bool] = (True, True)
+
+    def range_text(self) -> str | None:
+        """DRAGONS-style range, e.g. ``[0,inf)``; None when unbounded."""
+        if self.low is None and self.high is None:
+            return None
+        lo = "-inf" if self.low is None else _num(self.low)
+        hi = "inf" if self.high is None else _num(self.high)
+        left = "[" if self.closed[0] and self.low is not None else "("
+        right = "]" if self.closed[1] and self.high is not None else ")"
+        return f"{left}{lo},{hi}{right}"
+
+    def coerce(self, value: Any, *, where: str = "") -> Any:
+        """``value`` converted to this parameter's type and checked, or ParameterError."""
+        label = f"{where}:{self.name}" if where else self.name
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS and self.type is not str):
+            if self.optional or self.default is None:
+                return None
+            raise ParameterError(f"{label}: None is not allowed (expected {self.type.__name__})")
+        if isinstance(value, str) and self.type is str and value.strip().lower() in _NONE_STRINGS and self.optional:
+            return None
+        try:
+            out = self._convert(value)
+        except (TypeError, ValueError) as err:
+            raise ParameterError(f"{label}: cannot use {value!r} (expected {self._expected()})") from err
+        if self.choices is not None and out not in self.choices:
+            raise ParameterError(f"{label}: {value!r} is not one of {', '.join(map(repr, self.choices))}")
+        if isinstance(out, (int, float)) and not isinstance(out, bool):
+            self._check_range(out, label)
+        return out
+
+    def _convert(self, value: Any) -> Any:
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, (int, float)) and value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if self.type is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        if self.type is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if self.type is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if self.type is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, Iterable):
+                return list(value)
+            return [value]
+        return value  # object: files, frames...
+
+    def _check_range(self, value: float, label: str) -> None:
+        lo_ok = self.low is None or (value >= self.low if self.closed[0] else value > self.low)
+        hi_ok = self.high is None or (value <= self.high if self.closed[1] else value < self.high)
+        if not (lo_ok and hi_ok):
+            raise ParameterError(f"{label}: {value!r} is outside the valid range {self.range_text()}")
+
+    def _expected(self) -> str:
+        text = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+                list: "a comma-separated list"}.get(self.type, "a value")
+        return text + (" or None" if self.optional else "")
+
+
+def _num(x: float) -> str:
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def P(name: str, type_: type, default: Any, doc: str, **kw: Any) -> Param:
+    """Shorthand constructor used in primitive declarations."""
+    return Param(name, type_, default, doc, **kw)
+
+
+def suffix_param(default: str | None) -> Param:
+    return Param("suffix", str, default, "text appended to output filenames", optional=True)
+
+
+#: Parameters every primitive accepts (handled by the runner).
+UNIVERSAL = (
+    Param("skip_primitive", bool, False, "do not run this primitive"),
+    Param("write_outputs", bool, False, "write this primitive's outputs to disk"),
+)
+
+
+class Params(Mapping):
+    """Resolved, validated parameter values of one primitive call (read-only)."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = MappingProxyType(dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params({dict(self._values)!r})"
+
+    def replace(self, **changes: Any) -> Params:
+        return Params({**self._values, **changes})
+
+
+# ----------------------------------------------------------------------
+# Instrument default overlays
+# ----------------------------------------------------------------------
+#: (instrument, kind) -> primitive -> parameter -> value; kind is "DARK" (the
+#: instrument class used for darks) or "IMAGE" (science and imaging flats).
+_OVERRIDES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+
+
+def register_overrides(instrument: str, kind: str, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+    """Declare instrument defaults that differ from the core declaration."""
+    if kind not in ("DARK", "IMAGE"):
+        raise ValueError(f"kind must be DARK or IMAGE, not {kind!r}")
+    table = _OVERRIDES.setdefault((instrument, kind), {})
+    for prim, values in overrides.items():
+        table.setdefault(prim, {}).update(values)
+
+
+def overrides_for(instrument: str | None, kind: str | None) -> dict[str, dict[str, Any]]:
+    return _OVERRIDES.get((instrument or "", kind or ""), {})
+
+
+def parameter_kind(tags: Iterable[str]) -> str:
+    """Which primitive class DRAGONS would use for these tags: ``IMAGE`` or ``DARK``."""
+    tags = set(tags)
+    return "IMAGE" if "IMAGE" in tags or ("FLAT" in tags and "DARK" not in tags) else "DARK"
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

@@ -1,0 +1,145 @@
+"""The registry of primitives, keyed by their DRAGONS names.
+
+A primitive is a plain function ``func(frames, p, ctx) -> list[Frame]``:
+
+- ``frames``: the frames of its input stream (a list; never modified),
+- ``p``: the resolved :class:`~draconis.parameters.Params`,
+- ``ctx``: the :class:`Context` the runner provides (other streams,
+  calibrations, logging, calling other primitives),
+
+declared with :func:`primitive`::
+
+    @primitive("addVAR",
+               suffix_param("_varAdded"),
+               P("read_noise", bool, False, "add read-noise variance"),
+               P("poisson_noise", bool, False, "add Poisson variance"))
+    def add_var(frames, p, ctx):
+        ...
+
+Primitives extend lazy graphs: they never compute pixel data (small
+summaries excepted, computed for many frames at once), do no file I/O and
+return new frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..errors import ParameterError
+from ..frame import Frame
+from ..parameters import UNIVERSAL, Param, Params, overrides_for, suggest
+
+PrimitiveFunc = Callable[[list[Frame], Params, "Context"], list[Frame]]
+
+
+class Context(Protocol):
+    """What a primitive may ask of the runner."""
+
+    log: logging.Logger
+    mode: str
+
+    def stream(self, name: str) -> list[Frame]:
+        """Frames of stream ``name`` (empty list if it does not exist)."""
+
+    def set_stream(self, name: str, frames: Sequence[Frame]) -> None:
+        """Replace stream ``name``."""
+
+    def calibration(self, caltype: str, frame: Frame) -> Frame | None:
+        """The processed calibration of ``caltype`` for ``frame`` (user_cal, then DB), opened lazily."""
+
+    def call(self, name: str, frames: Sequence[Frame], **arguments: Any) -> list[Frame]:
+        """Run another primitive internally with the parameter-passing rules."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimitiveSpec:
+    """A registered primitive: its function, parameters and needs."""
+
+    name: str
+    func: PrimitiveFunc
+    params: tuple[Param, ...]
+    doc: str
+    calibrations: tuple[str, ...] = ()
+    inherits: tuple[str, ...] = ()
+
+    def param(self, name: str) -> Param:
+        for prm in self.all_params():
+            if prm.name == name:
+                return prm
+        raise ParameterError(f"primitive {self.name} has no parameter {name!r}"
+                             f"{suggest(name, [q.name for q in self.all_params()])}")
+
+    def all_params(self) -> tuple[Param, ...]:
+        return self.params + UNIVERSAL
+
+    def has_param(self, name: str) -> bool:
+        return any(p.name == name for p in self.all_params())
+
+    def defaults(self, instrument: str | None = None, kind: str | None = None) -> dict[str, Any]:
+        """Declared defaults overlaid with the instrument's (the showpars view)."""
+        values = {p.name: p.default for p in self.all_params()}
+        for source in (*self.inherits, self.name):
+            for key, value in overrides_for(instrument, kind).get(source, {}).items():
+                if key in values:
+                    values[key] = value
+        return values
+
+    def resolve(self, instrument: str | None, kind: str | None, user: Mapping[str, Any] = (),
+                recipe: Mapping[str, Any] = ()) -> Params:
+        """Parameters in DRAGONS' order: default < instrument < user < recipe arguments."""
+        values = self.defaults(instrument, kind)
+        for source in (user, recipe):
+            for key, value in dict(source).items():
+                values[key] = self.param(key).coerce(value, where=self.name)
+        return Params(values)
+
+
+PRIMITIVES: dict[str, PrimitiveSpec] = {}
+
+
+def primitive(name: str, *params: Param, calibrations: Iterable[str] = (),
+              inherits: Iterable[str] = ()) -> Callable[[PrimitiveFunc], PrimitiveFunc]:
+    """Register a primitive under its DRAGONS name (a duplicate name is an error).
+
+    Parameters
+    ----------
+    name
+        The primitive name users type (``addDQ``, ``stackFrames``...).
+    *params
+        Its parameter declarations.
+    calibrations
+        Calibration types it asks for (``processed_dark``...).
+    inherits
+        Primitives whose instrument overrides also apply (``skyCorrect``
+        takes those of ``stackSkyFrames`` and ``subtractSky``).
+    """
+    names = [p.name for p in params]
+    if len(names) != len(set(names)):
+        raise ValueError(f"primitive {name}: duplicate parameter names")
+
+    def register(func: PrimitiveFunc) -> PrimitiveFunc:
+        if name in PRIMITIVES:
+            raise ValueError(f"primitive {name!r} registered twice ({PRIMITIVES[name].func.__module__} "
+                             f"and {func.__module__})")
+        doc = (func.__doc__ or "").strip()
+        PRIMITIVES[name] = PrimitiveSpec(name, func, tuple(params), doc, tuple(calibrations), tuple(inherits))
+        func.primitive_name = name  # type: ignore[attr-defined]
+        return func
+
+    return register
+
+
+def get_primitive(name: str) -> PrimitiveSpec:
+    """The registered primitive ``name``, or ParameterError suggesting close names."""
+    load_all()
+    try:
+        return PRIMITIVES[name]
+    except KeyError:
+        raise ParameterError(f"unknown primitive {name!r}{suggest(name, PRIMITIVES)}") from None
+
+
+def load_all() -> None:
+    """Import the primitive modules (explicitly listed; no scanning)."""
+    from . import MODULES  # noqa: F401  (importing registers)
