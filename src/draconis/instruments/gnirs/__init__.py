@@ -1,0 +1,1 @@
+"""GNIRS instrument support."""

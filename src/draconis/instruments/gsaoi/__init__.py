@@ -1,0 +1,1 @@
+"""GSAOI instrument support."""

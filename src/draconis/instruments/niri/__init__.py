@@ -1,0 +1,1 @@
+"""NIRI instrument support."""
