@@ -1,1 +1,1 @@
-"""F2 instrument support."""
+"""F2 support: lookup tables (lookup.py) and the F2 instrument class (instrument.py)."""

@@ -1,1 +1,1 @@
-"""GNIRS instrument support."""
+"""GNIRS support: lookup tables (lookup.py) and the GNIRS instrument class (instrument.py)."""

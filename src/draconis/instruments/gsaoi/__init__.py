@@ -1,1 +1,1 @@
-"""GSAOI instrument support."""
+"""GSAOI support: lookup tables (lookup.py) and the GSAOI instrument class (instrument.py)."""

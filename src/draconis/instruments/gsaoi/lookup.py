@@ -14,10 +14,13 @@
     ``{(filter, array_id): zeropoint}`` in magnitudes for 1 electron/s.
 ``FILTER_WAVELENGTHS``
     central wavelength (microns) by filter name.
-``ARRAY_ORIGINS``, ``ARRAY_SHIFTS``, ``ARRAY_ROTATIONS``, ``TILE_GAPS``
-    the 2x2 array layout: each array's origin on the detector (x, y pixels,
-    0-based), its shift (pixels) and rotation (degrees) in the mosaic, and the
-    (x, y) gaps between tiles in pixels.
+``ARRAY_ORIGINS``, ``ARRAY_SHIFTS``, ``ARRAY_ROTATIONS``, ``ARRAY_GEOMETRY``, ``TILE_GAPS``
+    the 2x2 array layout: the four mosaic positions (0-based detector
+    pixels of their lower-left corners), the shift (pixels) and rotation
+    (degrees) of the array at each position, the same as a dict keyed by
+    position, and the (x, y) gaps between tiles in pixels.
+``ARRAY_DETECTOR_ORIGINS``
+    ``{array_id: position}``: which array sits where (from DETSEC).
 ``PIXEL_SCALE``
     nominal plate scale (arcsec/pixel).
 
@@ -39,6 +42,8 @@ __all__ = [
     "ARRAY_ORIGINS",
     "ARRAY_SHIFTS",
     "ARRAY_ROTATIONS",
+    "ARRAY_DETECTOR_ORIGINS",
+    "ARRAY_GEOMETRY",
     "TILE_GAPS",
     "ARRAY_SIZE",
     "PIXEL_SCALE",
@@ -120,9 +125,10 @@ FILTER_WAVELENGTHS: dict[str, float] = {
 #: Pixels per side of one H2RG array.
 ARRAY_SIZE: int = 2048
 
-#: Lower-left corner (x, y), 0-based detector pixels, of each array (extension order).
+#: Lower-left corner (x, y), 0-based detector pixels, of the four mosaic positions, in the
+#: order of ARRAY_SHIFTS/ARRAY_ROTATIONS (NOT the extension order: see ARRAY_DETECTOR_ORIGINS).
 ARRAY_ORIGINS: tuple[tuple[int, int], ...] = ((0, 0), (2048, 0), (0, 2048), (2048, 2048))
-#: Mosaic shift (x, y) in pixels of each array relative to the first.
+#: Mosaic shift (x, y) in pixels of the array at each ARRAY_ORIGINS position relative to (0, 0).
 ARRAY_SHIFTS: tuple[tuple[float, float], ...] = (
     (0.0, 0.0),
     (2198.604018, -1.248663),
@@ -131,6 +137,19 @@ ARRAY_SHIFTS: tuple[tuple[float, float], ...] = (
 )
 #: Mosaic rotation (degrees) of each array.
 ARRAY_ROTATIONS: tuple[float, ...] = (0.0, 0.033606, -0.582767, -0.769542)
+#: Where each array sits on the detector (0-based lower-left corner, from DETSEC of real raw
+#: files, whose extensions come in ARRAY_IDS order: 074 lower right, 064 lower left,
+#: 071 upper left, 061 upper right).
+ARRAY_DETECTOR_ORIGINS: dict[str, tuple[int, int]] = {
+    "H2RG-032-074": (2048, 0),
+    "H2RG-032-064": (0, 0),
+    "H2RG-032-071": (0, 2048),
+    "H2RG-032-061": (2048, 2048),
+}
+#: {detector origin: ((shift x, shift y), rotation degrees)} of the mosaic geometry.
+ARRAY_GEOMETRY: dict[tuple[int, int], tuple[tuple[float, float], float]] = {
+    origin: (shift, rotation) for origin, shift, rotation in zip(ARRAY_ORIGINS, ARRAY_SHIFTS, ARRAY_ROTATIONS)
+}
 #: Gaps (x, y) between tiles in pixels.
 TILE_GAPS: tuple[int, int] = (145, 140)
 

@@ -1,1 +1,1 @@
-"""NIRI instrument support."""
+"""NIRI support: lookup tables (lookup.py) and the NIRI instrument class (instrument.py)."""

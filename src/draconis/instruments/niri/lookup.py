@@ -189,7 +189,7 @@ NOMINAL_ZEROPOINTS: dict[tuple[str, str], float] = {
 }
 
 #: Nominal plate scales (arcsec/pixel) by camera.
-PIXEL_SCALES: dict[str, float] = {"f6": 0.1171, "f14": 0.0499, "f32": 0.0219}
+PIXEL_SCALES: dict[str, float] = {"f6": 0.1171, "f14": 0.0499, "f13.9": 0.0499, "f32": 0.0219}
 
 
 def read_noise(read_mode: str, coadds: int = 1) -> float:
