@@ -9,7 +9,7 @@ methods whose header source or formula differ (instruments.md §3).
 """
 from __future__ import annotations
 
-import math
+import inspect
 from typing import Any, ClassVar, Sequence
 
 from astropy.io.fits import Header
@@ -91,17 +91,9 @@ class Instrument(CommonDescriptors):
         if method is None or not is_descriptor(method):
             raise DescriptorError(view.path, f"unknown descriptor {name!r} for {self.name}; "
                                              f"known: {', '.join(self.descriptor_names())}")
-        try:
-            return method(self, view, **kwargs)
-        except TypeError as err:
-            if "argument" in str(err):
+        if kwargs:
+            try:
+                inspect.signature(method).bind(self, view, **kwargs)
+            except TypeError as err:
                 raise DescriptorError(view.path, f"descriptor {name}: bad options {sorted(kwargs)} ({err})") from err
-            raise
-
-    # -- helpers shared by subclasses -----------------------------------------
-    @staticmethod
-    def finite(value: float | None) -> float | None:
-        """None for NaN/inf values."""
-        if value is None:
-            return None
-        return value if math.isfinite(value) else None
+        return method(self, view, **kwargs)
