@@ -294,3 +294,34 @@ def test_written_file_is_readable_fits(built):
     with fits.open(frame.path) as hdul:
         assert len(hdul) == 5
         assert hdul[1].data.shape == (2048, 2048)
+
+
+def test_every_descriptor_gives_a_value_or_a_descriptor_error(built):
+    from draconis.errors import DescriptorError
+
+    failures = {}
+    for name, frame in built.items():
+        for descriptor in frame.inst.descriptor_names():
+            try:
+                frame.d(descriptor)
+            except DescriptorError as err:
+                assert frame.path.name in str(err)
+                failures.setdefault(descriptor, 0)
+                failures[descriptor] += 1
+    # Only keywords genuinely absent from some real files may fail.
+    assert set(failures) <= {"observation_class", "camera", "detector_x_offset", "detector_y_offset",
+                             "wcs_ra", "wcs_dec"}, failures
+    assert failures.get("observation_class") == 7  # old NIRI and GNIRS South files have no OBSCLASS
+
+
+@pytest.mark.parametrize("name", ["S20230301S0170.fits", "S20181023S0087.fits", "N20030325S0353.fits",
+                                  "N20151213S0022.fits"])
+def test_frames_opened_by_draconis_get_the_same_answers(built, name):
+    import draconis
+
+    frame = built[name]
+    opened = draconis.open(str(frame.path))
+    assert opened.tags == frame.tags
+    assert opened.descriptor("filter_name", pretty=True) == frame.d("filter_name", pretty=True)
+    assert opened.descriptor("gain") == frame.d("gain")
+    assert opened.descriptor("data_section") == frame.d("data_section")

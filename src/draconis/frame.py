@@ -88,6 +88,15 @@ class Extension:
         return WCS(self.header, naxis=2, relax=True)
 
 
+def _with_shape(header: fits.Header, shape: tuple[int, ...]) -> fits.Header:
+    """``header`` with NAXIS/NAXIS1/NAXIS2 of a (ny, nx) array (a copy if they are added)."""
+    if len(shape) != 2 or (header.get("NAXIS1") == shape[1] and header.get("NAXIS2") == shape[0]):
+        return header
+    out = header.copy()
+    out["NAXIS"], out["NAXIS1"], out["NAXIS2"] = 2, int(shape[1]), int(shape[0])
+    return out
+
+
 def update_header(header: fits.Header, cards: dict[str, Any]) -> None:
     """Set keyword values on ``header`` in place; (value, comment) tuples keep a comment."""
     for key, value in cards.items():
@@ -154,9 +163,11 @@ class Frame:
         """The frame's tags (e.g. ``{'F2', 'IMAGE', 'RAW', ...}``)."""
         return frozenset(self.instrument.tags(self.phu, self.ext_headers))
 
-    @property
+    @cached_property
     def ext_headers(self) -> list[fits.Header]:
-        return [ext.header for ext in self.extensions]
+        # The instrument layer sees headers only: give it each array's shape as
+        # NAXIS1/NAXIS2 (the FITS reader strips them as structural keywords).
+        return [_with_shape(ext.header, ext.shape) for ext in self.extensions]
 
     def descriptor(self, name: str, **kwargs: Any) -> Any:
         """Value of descriptor ``name`` (per-array descriptors give a list)."""
