@@ -451,3 +451,28 @@ def test_every_instrument_lists_the_required_descriptors():
         assert required <= set(inst.descriptor_names()), inst.name
     assert "lyot_stop" in INSTRUMENTS["F2"].descriptor_names()
     assert "read_speed_setting" in INSTRUMENTS["GSAOI"].descriptor_names()
+
+
+# ---------------------------------------------------------------- non-linearity
+def test_nonlinearity_formulas_round_trip():
+    import numpy as np
+
+    from draconis.instruments import nonlinearity as nl
+
+    rng = np.random.default_rng(42)
+    electrons = rng.uniform(0, 150000, size=(8, 16))
+    coeffs = f2_lookup.NONLINEARITY_COEFFS
+    linear = nl.linearize_polynomial(electrons, coeffs)
+    assert linear[0, 0] == pytest.approx(electrons[0, 0] * (coeffs[0] + coeffs[1] * electrons[0, 0]
+                                                           + coeffs[2] * electrons[0, 0] ** 2))
+    assert np.allclose(nl.delinearize_polynomial(linear, coeffs), electrons, rtol=1e-9, atol=1e-6)
+    niri = niri_lookup.NONLINEARITY[("Medium Background", 1024, "Shallow")]
+    assert np.allclose(nl.delinearize_irdc(nl.linearize_irdc(electrons, niri.gamma, niri.eta), niri.gamma,
+                                           niri.eta), electrons, rtol=1e-9, atol=1e-6)
+    gn = gnirs_lookup.nonlinearity("SN7638228.1.2", "Bright Objects", "Shallow")
+    even, odd = (gn.even.gamma, gn.even.eta), (gn.odd.gamma, gn.odd.eta)
+    rows = nl.linearize_irdc_rows(electrons, even, odd)
+    assert rows[1, 3] == pytest.approx(nl.linearize_irdc(electrons[1, 3], *odd))
+    assert rows[2, 3] == pytest.approx(nl.linearize_irdc(electrons[2, 3], *even))
+    assert np.allclose(nl.delinearize_irdc_rows(rows, even, odd), electrons, rtol=1e-9, atol=1e-6)
+    assert nl.exposure_scale(10.0, niri.time_delta) == pytest.approx(10.0 / (10.0 + 0.09442515154))
