@@ -60,7 +60,7 @@ class Instrument(CommonDescriptors):
         return sorted(name for name in dir(cls)
                       if not name.startswith("_") and is_descriptor(getattr(cls, name)))
 
-    def descriptor(self, name: str, phu: Header, ext_headers: Sequence[Header], tags: frozenset[str],
+    def descriptor(self, name: str, phu: Header, ext_headers: Sequence[Header], tags: frozenset[str] | None,
                    path: object = None, **kwargs: Any) -> Any:
         """Compute descriptor ``name`` for one frame.
 
@@ -70,8 +70,8 @@ class Instrument(CommonDescriptors):
             Descriptor name, e.g. ``'exposure_time'``.
         phu, ext_headers : Header, list of Header
             Primary header and the pixel (SCI) extension headers, in order.
-        tags : frozenset of str
-            The frame's tags (from :meth:`tags`).
+        tags : frozenset of str or None
+            The frame's tags (from :meth:`tags`); None computes them.
         path : str, optional
             File name used in error messages.
         **kwargs
@@ -82,6 +82,8 @@ class Instrument(CommonDescriptors):
         DescriptorError
             Unknown descriptor, bad option, or a needed keyword is missing.
         """
+        if tags is None:  # convenience for callers without a frame
+            tags = self.tags(phu, ext_headers)
         view = HeaderView(phu, list(ext_headers), frozenset(tags), None if path is None else str(path), self, name)
         return self.compute(name, view, **kwargs)
 
