@@ -476,3 +476,16 @@ def test_nonlinearity_formulas_round_trip():
     assert rows[2, 3] == pytest.approx(nl.linearize_irdc(electrons[2, 3], *even))
     assert np.allclose(nl.delinearize_irdc_rows(rows, even, odd), electrons, rtol=1e-9, atol=1e-6)
     assert nl.exposure_scale(10.0, niri.time_delta) == pytest.approx(10.0 / (10.0 + 0.09442515154))
+
+
+def test_non_sidereal_wcs_is_converted_from_apparent_to_icrs():
+    cards = {**NIRI_BASE, "TRKFRAME": "APPT", "FRAME": "APPT", "RATRACK": 0.1, "DATE-OBS": "2021-10-17",
+             "TIME-OBS": "05:31:24.5"}
+    wcs = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 325.07561954, "CRVAL2": -15.1543014}
+    frame = Frame(cards, [wcs])
+    assert "NON_SIDEREAL" in frame.tags
+    # Precession from 2021.8 back to J2000 moves this position by ~0.3 deg in RA.
+    assert frame.d("wcs_ra") == pytest.approx(324.779, abs=2e-3)
+    assert frame.d("wcs_dec") == pytest.approx(-15.252, abs=2e-3)
+    sidereal = Frame(NIRI_BASE, [wcs])
+    assert sidereal.d("wcs_ra") == pytest.approx(325.07561954)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .context import HeaderView
 from .filters import filter_wavelength, join_filters, nearest_band, pretty_filters
-from .keywords import as_float, combine_date_time, parse_date, parse_dec, parse_ra, parse_time, strip_component_id
+from .keywords import apparent_to_icrs, as_float, combine_date_time, parse_date, parse_dec, parse_ra, parse_time, strip_component_id
 from .registry import descriptor
 from .sections import Section, format_section, full_section, parse_section
 
@@ -291,15 +291,23 @@ class CommonDescriptors:
                 return float(header["CRVAL1"]), float(header["CRVAL2"])
         raise h.error("no celestial WCS (CTYPE1 'RA---TAN' with CRVAL1/CRVAL2) in extension 1 or PHU")
 
+    def _wcs_icrs(self, h: HeaderView) -> tuple[float, float]:
+        ra, dec = self._wcs_reference(h)
+        apparent = "APPT" in (str(h.phu_value("TRKFRAME", "")), str(h.phu_value("FRAME", "")))
+        if "NON_SIDEREAL" in h.tags and apparent:
+            # Non-sidereal targets are tracked (and their WCS written) in apparent coordinates.
+            ra, dec = apparent_to_icrs(ra, dec, h.d("ut_datetime"))
+        return ra, dec
+
     @descriptor
     def wcs_ra(self, h: HeaderView) -> float:
-        """RA (degrees) of the WCS reference point of the first extension."""
-        return self._wcs_reference(h)[0]
+        """RA (degrees, ICRS) of the WCS reference point of the first extension."""
+        return self._wcs_icrs(h)[0]
 
     @descriptor
     def wcs_dec(self, h: HeaderView) -> float:
-        """Dec (degrees) of the WCS reference point of the first extension."""
-        return self._wcs_reference(h)[1]
+        """Dec (degrees, ICRS) of the WCS reference point of the first extension."""
+        return self._wcs_icrs(h)[1]
 
     @descriptor
     def airmass(self, h: HeaderView) -> float:

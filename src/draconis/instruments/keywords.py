@@ -17,6 +17,7 @@ __all__ = [
     "combine_date_time",
     "strip_component_id",
     "as_float",
+    "apparent_to_icrs",
 ]
 
 _ID_RE = re.compile(r"_G\d{4}.*$")
@@ -114,3 +115,15 @@ def combine_date_time(date: dt.date, time: dt.time | None) -> dt.datetime:
 def finite_or_none(value: float) -> float | None:
     """Return the value unless it is NaN or infinite."""
     return value if math.isfinite(value) else None
+
+
+def apparent_to_icrs(ra: float, dec: float, when: dt.datetime) -> tuple[float, float]:
+    """Convert apparent (true equator and equinox of date) RA/Dec to ICRS, degrees."""
+    # Imported here: astropy.coordinates is slow to import and rarely needed.
+    import astropy.units as u
+    from astropy.coordinates import ICRS, TETE, SkyCoord
+    from astropy.time import Time
+
+    coord = SkyCoord(ra * u.deg, dec * u.deg, frame=TETE(obstime=Time(when, scale="utc")))
+    icrs = coord.transform_to(ICRS())
+    return float(icrs.ra.deg), float(icrs.dec.deg)
