@@ -489,3 +489,11 @@ def test_non_sidereal_wcs_is_converted_from_apparent_to_icrs():
     assert frame.d("wcs_dec") == pytest.approx(-15.252, abs=2e-3)
     sidereal = Frame(NIRI_BASE, [wcs])
     assert sidereal.d("wcs_ra") == pytest.approx(325.07561954)
+
+
+def test_all_descriptor_names_is_the_union():
+    from draconis.instruments import all_descriptor_names
+
+    names = all_descriptor_names()
+    assert "lyot_stop" in names and "read_speed_setting" in names and "exposure_time" in names
+    assert names == sorted(set(names))

@@ -19,7 +19,7 @@ from .gsaoi.instrument import GSAOI
 from .niri.instrument import NIRI
 from .sections import Section, format_section, parse_section
 
-__all__ = ["instrument_for", "Instrument", "Section", "parse_section", "format_section", "INSTRUMENTS",
+__all__ = ["instrument_for", "all_descriptor_names", "Instrument", "Section", "parse_section", "format_section", "INSTRUMENTS",
            "F2", "NIRI", "GNIRS", "GSAOI"]
 
 #: One shared (stateless) instance per instrument, by name.
@@ -53,3 +53,8 @@ def instrument_for(phu: Header, path: object = None) -> Instrument:
         raise UnknownInstrumentError(path, f"instrument {value!r} is not supported "
                                            f"(expected one of F2, NIRI, GNIRS, GSAOI)")
     return INSTRUMENTS[name]
+
+
+def all_descriptor_names() -> list[str]:
+    """Sorted names of the descriptors of every instrument (for expression checking)."""
+    return sorted({name for inst in INSTRUMENTS.values() for name in inst.descriptor_names()})
