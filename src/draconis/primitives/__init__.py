@@ -10,6 +10,8 @@ import importlib
 _MODULE_NAMES: tuple[str, ...] = (
     # filled in as stages land: "prepare", "calibrate", "stack", "calmaking",
     # "bookkeeping", "sky", "detect", "register", "resample"
+    "sky",
+    "detect",
 )
 
 MODULES = tuple(importlib.import_module(f"{__name__}.{m}") for m in _MODULE_NAMES)

@@ -1,0 +1,227 @@
+"""Source detection and object masks: detectSources, dilateObjectMask, addObjectMaskToDQ, transferObjectMask.
+
+detectSources needs pixels: it is one of the "small summaries" DESIGN allows.
+Every array of every frame is detected in ONE ``dask.compute`` (a
+``dask.delayed`` task per array); the results, a catalogue (OBJCAT) and the
+segmentation map bit-packed (1/8 byte per pixel), are attached to the frames,
+and OBJMASK is a lazy plane that unpacks its row band when computed. The
+mask primitives are lazy (overlapping blocks for dilation, one task per tile
+for the WCS transfer).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+from scipy import ndimage
+
+from ..errors import ParameterError
+from ..frame import Extension, Frame
+from ..kernels.detect import detect_array
+from ..parameters import P, suffix_param
+from .registry import primitive
+from .sky import OBJECT_DQ_BIT, dilate_lazy
+
+#: PHU keyword recording an object-mask dilation (prevents dilating twice).
+DILATION_KEYWORD = "OBJMDILA"
+_INTERPOLANT_ORDER = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
+
+
+# ---------------------------------------------------------------------------
+# detectSources
+# ---------------------------------------------------------------------------
+@primitive("detectSources",
+           suffix_param("_sourcesDetected"),
+           P("mask", bool, False, "replace DQ-flagged pixels before detection"),
+           P("replace_flags", int, 249, "DQ bit mask selecting pixels to replace / to treat as bad", low=0),
+           P("set_saturation", bool, False, "pass saturation level to the detector"),
+           P("detect_minarea", int, 8, "minimum connected pixels for a detection", low=1),
+           P("detect_thresh", float, 2.0, "detection threshold (sigma above background)", low=0.1),
+           P("analysis_thresh", float, 2.0, "isophotal analysis threshold (sigma)", low=0.1),
+           P("deblend_mincont", float, 0.005, "deblending minimum contrast", low=0.0),
+           P("phot_min_radius", float, 3.5, "minimum photometry aperture radius (pix)", low=1.0),
+           P("back_size", int, 32, "background mesh size (pix)", low=1),
+           P("back_filtersize", int, 8, "background median filter size (meshes)", low=1))
+def detect_sources(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Detect sources on every array; attach OBJCAT and OBJMASK (one compute for all frames)."""
+    tasks = [dask.delayed(_detect_packed)(ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ"),
+                                          **_detect_kwargs(frame, i, p))
+             for frame in frames for i, ext in enumerate(frame.extensions)]
+    results = iter(dask.compute(*tasks))
+    outputs = []
+    for frame in frames:
+        exts = []
+        for ext in frame.extensions:
+            table, packed = next(results)
+            exts.append(_attach(ext, table, packed))
+            ctx.log.debug("detectSources: %s: %d source(s)", frame.filename, len(table))
+        ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
+                     "+".join(str(len(e.objcat)) for e in exts))
+        outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
+    return outputs
+
+
+def _detect_kwargs(frame: Frame, index: int, p) -> dict:
+    ext = frame[index]
+    try:
+        wcs = ext.wcs if ext.wcs.has_celestial else None
+    except Exception:  # noqa: BLE001 - no WCS: no world coordinates
+        wcs = None
+    saturation = None
+    if p.set_saturation:
+        value = _safe(frame, "saturation_level")
+        saturation = value[index] if isinstance(value, (list, tuple)) else value
+    return dict(detect_thresh=p.detect_thresh, analysis_thresh=p.analysis_thresh,
+                detect_minarea=p.detect_minarea, deblend_mincont=p.deblend_mincont, back_size=p.back_size,
+                back_filtersize=p.back_filtersize, phot_min_radius=p.phot_min_radius, mask=p.mask,
+                replace_flags=p.replace_flags, saturation=saturation, wcs=wcs,
+                pixel_scale=_safe(frame, "pixel_scale"))
+
+
+def _safe(frame: Frame, name: str):
+    try:
+        return frame.descriptor(name)
+    except Exception:  # noqa: BLE001 - optional information
+        return None
+
+
+def _detect_packed(sci, var, dq, **kwargs):
+    table, segmentation = detect_array(sci, var, dq, **kwargs)
+    return table, np.packbits(segmentation, axis=1)
+
+
+def _attach(ext: Extension, table, packed: np.ndarray) -> Extension:
+    sci = ext.plane("SCI")
+    width = sci.shape[1]
+    rows = sci.chunks[0]
+    lazy = da.from_array(packed, chunks=(rows, packed.shape[1]), name=False)
+    objmask = lazy.map_blocks(np.unpackbits, axis=1, count=width, dtype=np.uint8, chunks=(rows, (width,)))
+    if objmask.chunks != sci.chunks:
+        objmask = objmask.rechunk(sci.chunks)
+    return ext.with_planes(OBJMASK=objmask).replace(objcat=table)
+
+
+# ---------------------------------------------------------------------------
+# dilateObjectMask / addObjectMaskToDQ
+# ---------------------------------------------------------------------------
+@primitive("dilateObjectMask",
+           suffix_param("_objmaskDilated"),
+           P("dilation", float, 1.0, "OBJMASK dilation radius (pix)", low=0.0),
+           P("repeat", bool, False, "allow dilating an already-dilated mask"))
+def dilate_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Dilate each OBJMASK with a disc of radius ``dilation`` px (once, unless repeat=True)."""
+    outputs = []
+    for frame in frames:
+        if DILATION_KEYWORD in frame.phu and not p.repeat:
+            ctx.log.warning("dilateObjectMask: %s already dilated (%s=%s); set repeat=True to dilate again",
+                            frame.filename, DILATION_KEYWORD, frame.phu[DILATION_KEYWORD])
+            outputs.append(frame)
+            continue
+        if all(ext.plane("OBJMASK") is None for ext in frame.extensions):
+            ctx.log.warning("dilateObjectMask: %s has no OBJMASK; unchanged", frame.filename)
+            outputs.append(frame)
+            continue
+        exts = [ext if ext.plane("OBJMASK") is None else
+                ext.with_planes(OBJMASK=dilate_lazy(ext.plane("OBJMASK"), p.dilation)) for ext in frame.extensions]
+        outputs.append(frame.with_extensions(exts).with_phu(
+            **{DILATION_KEYWORD: (p.dilation, "OBJMASK dilation radius (pix)")}).with_suffix(p.suffix))
+    return outputs
+
+
+@primitive("addObjectMaskToDQ", suffix_param("_objectMaskAdded"))
+def add_object_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:
+    """OR the OBJMASK into DQ (object pixels get DQ bit 1, bad_pixel)."""
+    outputs = []
+    for frame in frames:
+        if all(ext.plane("OBJMASK") is None for ext in frame.extensions):
+            ctx.log.warning("addObjectMaskToDQ: %s has no OBJMASK; unchanged", frame.filename)
+            outputs.append(frame)
+            continue
+        outputs.append(frame.map_extensions(_mask_into_dq).with_suffix(p.suffix))
+    return outputs
+
+
+def _mask_into_dq(ext: Extension) -> Extension:
+    objmask = ext.plane("OBJMASK")
+    if objmask is None:
+        return ext
+    bits = (objmask != 0).astype(np.uint16) * np.uint16(OBJECT_DQ_BIT)
+    dq = ext.plane("DQ")
+    return ext.with_planes(DQ=bits if dq is None else dq | bits)
+
+
+# ---------------------------------------------------------------------------
+# transferObjectMask
+# ---------------------------------------------------------------------------
+@primitive("transferObjectMask",
+           suffix_param("_objmaskTransferred"),
+           P("source", str, None, "stream or file holding the source image", optional=True),
+           P("interpolant", str, "poly3", "nearest | linear | poly3 | poly5 | spline3 | spline5",
+             choices=tuple(_INTERPOLANT_ORDER)),
+           P("dq_threshold", float, 0.01, "fractional contribution that sets an output mask pixel",
+             low=0.0, high=1.0),
+           P("dilation", float, 1.5, "OBJMASK dilation radius (pix)", low=0.0))
+def transfer_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Resample the OBJMASK of a stacked image onto every frame through the WCSs, then dilate it."""
+    source = _source_frame(p.source, ctx)
+    sources = [(ext.plane("OBJMASK"), ext.wcs) for ext in source.extensions if ext.plane("OBJMASK") is not None]
+    if not sources:
+        raise ParameterError(f"transferObjectMask: source {source.filename} has no OBJMASK (run detectSources)")
+    order = _INTERPOLANT_ORDER[p.interpolant]
+    outputs = []
+    for frame in frames:
+        exts = []
+        for ext in frame.extensions:
+            mask = transfer_mask(ext, sources, order=order, threshold=p.dq_threshold)
+            exts.append(ext.with_planes(OBJMASK=dilate_lazy(mask, p.dilation)))
+        outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
+    return outputs
+
+
+def _source_frame(source: str | None, ctx) -> Frame:
+    if not source:
+        raise ParameterError("transferObjectMask: parameter 'source' (a stream name or file) is required")
+    frames = ctx.stream(source)
+    if not frames:
+        import os
+        if not os.path.isfile(source):
+            raise ParameterError(f"transferObjectMask: source {source!r} is neither a stream nor a file")
+        from ..io.fits import open_fits
+        frames = [open_fits(source)]
+    if len(frames) > 1:
+        ctx.log.warning("transferObjectMask: stream %r holds %d frames; using the first (%s)", source,
+                        len(frames), frames[0].filename)
+    return frames[0]
+
+
+def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: float) -> da.Array:
+    """Lazy uint8 mask of ``ext`` from source (mask, wcs) pairs, one task per tile of ``ext``."""
+    template = ext.plane("SCI")
+    target_wcs = ext.wcs
+    whole = [(m.rechunk(-1).to_delayed().ravel()[0], w) for m, w in sources]
+    y_edges = np.cumsum((0,) + template.chunks[0])
+    x_edges = np.cumsum((0,) + template.chunks[1])
+    rows = []
+    for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
+        row = []
+        for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
+            tile = dask.delayed(_transfer_tile, pure=True)(whole, target_wcs, (int(y0), int(y1), int(x0), int(x1)),
+                                                         order, threshold)
+            row.append(da.from_delayed(tile, shape=(int(y1 - y0), int(x1 - x0)), dtype=np.uint8))
+        rows.append(row)
+    return da.block(rows)
+
+
+def _transfer_tile(sources, target_wcs, box, order, threshold) -> np.ndarray:
+    y0, y1, x0, x1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
+    out = np.zeros(yy.size, dtype=bool)
+    for mask, wcs in sources:
+        sx, sy = wcs.all_world2pix(ra, dec, 0)
+        values = ndimage.map_coordinates(np.asarray(mask, np.float32), [sy, sx], order=order, mode="constant",
+                                         cval=0.0, prefilter=order > 1)
+        out |= values > threshold
+    return out.reshape(yy.shape).astype(np.uint8)

@@ -1,0 +1,528 @@
+"""Sky primitives: separateSky, associateSky, skyCorrect (stackSkyFrames + subtractSky), cleanReadout.
+
+The sky of a science frame is the combination of its associated sky frames
+(median with min/max rejection by default). It is built lazily, one row band
+at a time: the row bands of the ``k`` skies are stacked with ``da.stack`` and
+combined by :func:`draconis.kernels.combine.combine_block` in one
+``blockwise`` task per band, so the frame axis is never rechunked and a task
+holds ``k`` row bands. Frames whose sky lists are identical share one sky
+graph, and the per-sky work (object-mask dilation, background level) is
+shared by every window the sky appears in.
+
+Levels (the background of a frame, used to normalise skies to each other
+and to match a sky to its science frame) are lazy 0-d Dask arrays computed
+from a sample of each *input* frame (every 10th column; every column where
+the instrument's illuminated area is small), never from the stacked sky, so
+the stack itself streams tile by tile. The level of a stack is that of its
+first sky when skies are normalised (``scale``/``zero``), else the median of
+the sky levels.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.table import Table
+
+from ..errors import ParameterError
+from ..frame import Frame
+from ..kernels import sky as ksky
+from ..parameters import P, suffix_param
+from .registry import primitive
+from .sky_pointing import (
+    config_key, field_centre, field_size_arcsec, frame_time, group_positions, pointing_positions,
+    same_config, separation_arcsec,
+)
+
+#: DQ bit that object-mask pixels get in the sky frames (bad_pixel, as OR-ing OBJMASK does).
+OBJECT_DQ_BIT = 1
+#: Tags of instruments whose illuminated area is small (a keyhole): levels use every pixel.
+_FULL_SAMPLING_TAGS = frozenset({"GNIRS"})
+_SAMPLE_STEP = 10
+
+
+# ---------------------------------------------------------------------------
+# separateSky
+# ---------------------------------------------------------------------------
+@primitive("separateSky",
+           suffix_param("_skySeparated"),
+           P("ref_obj", str, None, "comma-separated filenames forced to be OBJECT", optional=True),
+           P("ref_sky", str, None, "comma-separated filenames forced to be SKY", optional=True),
+           P("frac_FOV", float, 0.9, "fraction of the field used to decide two pointings overlap",
+             low=0.3, high=1.0))
+def separate_sky(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Classify frames as object and/or sky; objects stay in the stream, skies go to stream ``sky``."""
+    is_obj, is_sky = classify_frames(frames, ref_obj=p.ref_obj, ref_sky=p.ref_sky, frac_fov=p.frac_FOV,
+                                     log=ctx.log)
+    objects, skies = [], []
+    for frame, obj, sky in zip(frames, is_obj, is_sky):
+        out = frame.with_phu(OBJFRAME=(True, "frame is an object frame") if obj else None,
+                             SKYFRAME=(True, "frame is a sky frame") if sky else None)
+        out = out.with_suffix(p.suffix)
+        if obj:
+            objects.append(out)
+        if sky:
+            skies.append(out)
+    ctx.log.info("separateSky: %d object frame(s), %d sky frame(s)%s", len(objects), len(skies),
+                 " (every frame is both)" if len(objects) == len(skies) == len(frames) else "")
+    ctx.set_stream("sky", skies)
+    return objects
+
+
+def _names(text: str | None) -> set[str]:
+    if not text:
+        return set()
+    return {os.path.splitext(os.path.basename(t.strip()))[0] for t in text.split(",") if t.strip()}
+
+
+def _matches(frame: Frame, names: set[str]) -> bool:
+    return frame.stem in names or os.path.splitext(frame.filename)[0] in names
+
+
+def classify_frames(frames: Sequence[Frame], *, ref_obj: str | None = None, ref_sky: str | None = None,
+                    frac_fov: float = 0.9, log=None) -> tuple[list[bool], list[bool]]:
+    """Object and sky flags per frame (a frame may be both).
+
+    Order of evidence: explicit ``ref_obj``/``ref_sky`` names; OBJFRAME/SKYFRAME
+    keywords from an earlier run; otherwise pointings grouped by overlap
+    (field centres closer than ``frac_fov`` × field size). One group: every
+    frame is both. Two groups: the group nearest the target is object. More:
+    groups nearest the target are object until at least half the frames are.
+    Unguided frames (no wavefront sensor) among guided ones are sky only.
+    """
+    n = len(frames)
+    obj_names, sky_names = _names(ref_obj), _names(ref_sky)
+    if obj_names or sky_names:
+        is_obj = [_matches(f, obj_names) for f in frames]
+        is_sky = [_matches(f, sky_names) for f in frames]
+        if not sky_names:
+            is_sky = [not o for o in is_obj]
+        elif not obj_names:
+            is_obj = [not s for s in is_sky]
+        return _ensure_both(frames, is_obj, is_sky, log)
+    if all("OBJFRAME" in f.phu or "SKYFRAME" in f.phu for f in frames):
+        return ([bool(f.phu.get("OBJFRAME", False)) for f in frames],
+                [bool(f.phu.get("SKYFRAME", False)) for f in frames])
+    positions, target = pointing_positions(frames)
+    size = min(field_size_arcsec(f) for f in frames)
+    groups = group_positions(positions, frac_fov * size)
+    groups.sort(key=lambda g: float(np.hypot(*(positions[g].mean(axis=0) - target))))
+    if len(groups) == 1:
+        is_obj, is_sky = [True] * n, [True] * n
+    else:
+        chosen = list(groups[0])
+        for group in groups[1:]:
+            if len(groups) == 2 or len(chosen) >= n / 2:
+                break
+            chosen.extend(group)
+        is_obj = [i in set(chosen) for i in range(n)]
+        is_sky = [not o for o in is_obj]
+    guided = [f.safe_descriptor("wavefront_sensor") is not None for f in frames]
+    if any(guided) and not all(guided):
+        for i, g in enumerate(guided):
+            if not g:
+                is_obj[i], is_sky[i] = False, True
+    return _ensure_both(frames, is_obj, is_sky, log)
+
+
+def _ensure_both(frames, is_obj, is_sky, log) -> tuple[list[bool], list[bool]]:
+    """If a class is empty, every frame becomes both (warned)."""
+    if not any(is_obj) or not any(is_sky):
+        if log is not None:
+            missing = "object" if not any(is_obj) else "sky"
+            log.warning("separateSky: no %s frames identified; treating every frame as both object and sky",
+                        missing)
+        return [True] * len(frames), [True] * len(frames)
+    return list(is_obj), list(is_sky)
+
+
+# ---------------------------------------------------------------------------
+# associateSky
+# ---------------------------------------------------------------------------
+@primitive("associateSky",
+           suffix_param("_skyAssociated"),
+           P("time", float, 600.0, "sky association window (s)", low=0.0),
+           P("distance", float, 1.0, "minimum separation (arcsec) between a science frame and an acceptable sky",
+             low=0.0),
+           P("min_skies", int, 3, "minimum skies per frame (overrides time if needed)", optional=True, low=0),
+           P("max_skies", int, None, "maximum skies per frame (None = no limit)", optional=True, low=1),
+           P("use_all", bool, False, "use every other frame (science and sky) farther than distance, "
+                                     "ignoring time/config"),
+           P("sky", list, None, "explicit sky frame(s)", optional=True))
+def associate_sky(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Attach to each science frame the list of its sky frames (table SKYTABLE)."""
+    if p.sky:
+        candidates = _as_frames(p.sky)
+        ctx.set_stream("sky", candidates)
+    elif p.use_all:
+        candidates = _unique([*frames, *ctx.stream("sky")])
+    else:
+        candidates = list(ctx.stream("sky"))
+        if not candidates:
+            ctx.log.warning("associateSky: the 'sky' stream is empty; using the input frames as sky candidates")
+            candidates = list(frames)
+    kept, orphans = [], []
+    for frame in frames:
+        skies = choose_skies(frame, candidates, time=p.time, distance=p.distance, min_skies=p.min_skies,
+                             max_skies=p.max_skies, use_all=p.use_all, log=ctx.log)
+        if not skies:
+            orphans.append(frame)
+            continue
+        table = Table({"SKYNAME": [s.filename for s in skies]})
+        kept.append(frame.replace(tables={**frame.tables, "SKYTABLE": table}).with_suffix(p.suffix))
+    if orphans:
+        ctx.log.warning("associateSky: no sky frames for %s; moved to stream 'no_skies'",
+                        ", ".join(f.filename for f in orphans))
+        ctx.set_stream("no_skies", [*ctx.stream("no_skies"), *orphans])
+    return kept
+
+
+def choose_skies(frame: Frame, candidates: Sequence[Frame], *, time: float, distance: float,
+                 min_skies: int | None, max_skies: int | None, use_all: bool = False, log=None) -> list[Frame]:
+    """The sky frames for ``frame``, in time order (associateSky's rule).
+
+    Candidates: same configuration (unless ``use_all``), more than ``distance``
+    arcsec from the frame. Sorted by |Δt|, the nearest ``n`` are taken, with
+    n = min(max_skies or all, max(min_skies, number within ``time`` s));
+    ``use_all`` takes every candidate.
+    """
+    t0 = frame_time(frame)
+    centre = field_centre(frame)
+    key = None if use_all else config_key(frame)
+    pool = []
+    for sky in candidates:
+        if sky.stem == frame.stem:
+            continue
+        if key is not None and not same_config(key, config_key(sky)):
+            continue
+        if separation_arcsec(centre, field_centre(sky)) <= distance:
+            continue
+        pool.append((abs((frame_time(sky) - t0).total_seconds()), sky))
+    pool.sort(key=lambda item: item[0])
+    if use_all:
+        return sorted((s for _, s in pool), key=frame_time)
+    minimum = min_skies or 0
+    within = sum(1 for dt_, _ in pool if dt_ <= time)
+    n = max(minimum, within)
+    if max_skies is not None:
+        n = min(n, max_skies)
+    n = min(n, len(pool))
+    if log is not None:
+        _explain_choice(frame, pool, n, within, minimum, time, log)
+    return sorted((s for _, s in pool[:n]), key=frame_time)
+
+
+def _explain_choice(frame, pool, n, within, minimum, time, log) -> None:
+    """Say when min_skies changed the choice or could not be honoured (never silently)."""
+    if len(pool) < minimum:
+        log.warning("associateSky: %s has only %d sky candidate(s) (min_skies=%d): using %s",
+                    frame.filename, len(pool), minimum, f"all {len(pool)}" if pool else "none")
+    elif within < minimum:
+        log.info("associateSky: %s: %d sky frame(s) within %g s; min_skies=%d takes the %d nearest in time "
+                 "(up to %.0f s away)", frame.filename, within, time, minimum, n, pool[n - 1][0])
+    log.debug("associateSky: %s -> %d sky frame(s)", frame.filename, n)
+
+
+def _as_frames(items: Sequence[Any]) -> list[Frame]:
+    from ..io.fits import open_fits
+    return [item if isinstance(item, Frame) else open_fits(item) for item in items]
+
+
+def _unique(frames: Sequence[Frame]) -> list[Frame]:
+    seen, out = set(), []
+    for f in frames:
+        if f.stem not in seen:
+            seen.add(f.stem)
+            out.append(f)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# skyCorrect
+# ---------------------------------------------------------------------------
+_STACK_PARAMS = (
+    P("apply_dq", bool, True, "ignore DQ-flagged pixels when combining"),
+    P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True),
+    P("operation", str, "median", "combiner: mean | wtmean (inverse-variance) | median | lmedian (lower median)",
+      choices=("mean", "wtmean", "median", "lmedian")),
+    P("reject_method", str, "minmax", "none | minmax | sigclip | varclip",
+      choices=("none", "minmax", "sigclip", "varclip")),
+    P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0.0),
+    P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0.0),
+    P("mclip", bool, True, "use median (not mean) as clipping centre"),
+    P("max_iters", int, None, "iteration limit (None = until convergence)", optional=True, low=1),
+    P("nlow", int, 1, "number of lowest values rejected per pixel", low=0),
+    P("nhigh", int, 1, "number of highest values rejected per pixel", low=0),
+    P("memory", float, 1.0, "GB allowed for one combine; above it the stack is done in row strips",
+      optional=True, low=0.01),
+    P("debug_pixel", int, None, "print stacking details for this pixel", optional=True, low=0),
+    P("save_rejection_map", bool, False, "store per-pixel rejected count as a table/plane"),
+    P("debug_old_normalization", bool, False, "use legacy background-ratio normalisation"),
+    P("separate_ext", bool, True, "compute scale/offset per extension instead of globally"),
+    P("scale", bool, True, "multiplicative normalisation of the skies to the first"),
+    P("zero", bool, False, "additive normalisation of the skies to the first"),
+    P("mask_objects", bool, True, "mask OBJMASK pixels in sky frames before stacking"),
+    P("dilation", float, 2.0, "OBJMASK dilation radius (pix)", low=0.0),
+)
+
+
+@primitive("skyCorrect",
+           suffix_param("_skyCorrected"),
+           P("reset_sky", bool, False, "add back the original sky level after subtraction"),
+           P("scale_sky", bool, True, "multiply sky stack to match the science background"),
+           P("offset_sky", bool, False, "add a constant to the sky stack to match the science background"),
+           P("sky", list, None, "explicit sky frame(s)", optional=True),
+           P("save_sky", bool, False, "write each stacked sky as <name>_sky.fits"),
+           P("debug_threshold", float, 0.001, "convergence threshold of sky scaling iteration"),
+           *_STACK_PARAMS,
+           inherits=("stackSkyFrames", "subtractSky"))
+def sky_correct(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Subtract from each frame the stack of its associated sky frames (lazy)."""
+    builder = SkyBuilder(p, ctx.log)
+    explicit = _as_frames(p.sky) if p.sky else None
+    pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
+    outputs, saved = [], []
+    for frame in frames:
+        skies = explicit if explicit is not None else _skies_of(frame, pool, ctx.log)
+        if skies is None:
+            outputs.append(frame)
+            continue
+        out, sky_frame = builder.subtract(frame, skies)
+        outputs.append(out.with_suffix(p.suffix))
+        if p.save_sky:
+            saved.append(sky_frame)
+    ctx.log.info("skyCorrect: %d frame(s), %d distinct sky stack(s)", len(frames), len(builder.stacks))
+    if p.save_sky:
+        ctx.set_stream("sky_stacks", saved)
+    return outputs
+
+
+def _sky_pool(frames: Sequence[Frame]) -> dict[str, Frame]:
+    """Frames by file name and by stem; earlier streams win (the sky stream carries the OBJMASKs)."""
+    pool: dict[str, Frame] = {}
+    for f in frames:
+        pool.setdefault(f.filename, f)
+        pool.setdefault(f.stem, f)
+    return pool
+
+
+def _lookup(name: str, pool: dict[str, Frame]) -> Frame | None:
+    base = os.path.splitext(os.path.basename(name))[0]
+    for key in (os.path.basename(name), base, base.split("_")[0]):
+        if key in pool:
+            return pool[key]
+    return None
+
+
+def _skies_of(frame: Frame, pool: dict[str, Frame], log) -> list[Frame] | None:
+    table = frame.tables.get("SKYTABLE")
+    if table is None or len(table) == 0:
+        log.warning("skyCorrect: %s has no associated sky frames (run associateSky first); left unchanged",
+                    frame.filename)
+        return None
+    skies = []
+    for name in table["SKYNAME"]:
+        sky = _lookup(str(name), pool)
+        if sky is None:
+            raise ParameterError(f"skyCorrect: sky frame {name} of {frame.filename} is not in the 'sky' stream")
+        skies.append(sky)
+    return skies
+
+
+class SkyBuilder:
+    """Builds sky stacks and sky-subtracted frames, sharing work between frames.
+
+    ``stacks`` maps the tuple of sky names to the per-extension lazy stack
+    ``(sci, var, dq, level)``: identical sky lists reuse one graph.
+    """
+
+    def __init__(self, p, log):
+        self.p = p
+        self.log = log
+        self.stacks: dict[tuple[str, ...], list[tuple[da.Array, da.Array | None, da.Array, da.Array]]] = {}
+        self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
+        self._warned_no_mask = False
+        self.combine = _combine_kwargs(p)
+
+    # -- per-sky preparation (shared by every window the sky appears in) --------
+    def prepared(self, sky: Frame, index: int):
+        key = (sky.stem, index)
+        if key not in self._prepared:
+            ext = sky[index]
+            sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
+            dq = da.zeros(sci.shape, dtype=np.uint16, chunks=sci.chunks) if dq is None else dq
+            objmask = ext.plane("OBJMASK")
+            if self.p.mask_objects:
+                if objmask is None:
+                    self._warn_no_mask(sky)
+                else:
+                    mask = dilate_lazy(objmask, self.p.dilation)
+                    dq = dq | (mask.astype(np.uint16) * np.uint16(OBJECT_DQ_BIT))
+            level = lazy_level(sci, dq, None, step=sample_step(sky), threshold=self.p.debug_threshold)
+            self._prepared[key] = (sci, var, dq, level)
+        return self._prepared[key]
+
+    def _warn_no_mask(self, sky: Frame) -> None:
+        if not self._warned_no_mask:
+            self.log.warning("skyCorrect: mask_objects=True but sky frame %s has no OBJMASK "
+                             "(run detectSources on the skies first); its objects are not masked", sky.filename)
+            self._warned_no_mask = True
+
+    # -- stacks ---------------------------------------------------------------
+    def stack(self, skies: Sequence[Frame]):
+        key = tuple(s.filename for s in skies)
+        if key not in self.stacks:
+            next_ = len(skies[0])
+            self.stacks[key] = [self._stack_ext([self.prepared(s, i) for s in skies]) for i in range(next_)]
+        return self.stacks[key]
+
+    def _stack_ext(self, parts):
+        sci0 = parts[0][0]
+        scis = [q[0].rechunk(sci0.chunks) for q in parts]
+        dqs = [q[2].rechunk(sci0.chunks) for q in parts]
+        have_var = all(q[1] is not None for q in parts)
+        levels = da.stack([q[3] for q in parts])
+        mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
+        combine = _fit_rejection(self.combine, len(parts), self.log)
+        args = [da.stack(scis), "kyx", da.stack(dqs), "kyx", levels, "k"]
+        if have_var:
+            args[2:2] = [da.stack([q[1].rechunk(sci0.chunks) for q in parts]), "kyx"]
+        token = dask.base.tokenize(*[a for a in args[::2]], mode, combine)
+        out = da.blockwise(_stack_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
+                           name=f"sky-stack-{token}", have_var=have_var, mode=mode, combine=combine)
+        stack_level = levels[0] if mode else _median_level(levels)
+        return out[0], (out[1] if have_var else None), out[2].astype(np.uint16), stack_level
+
+    # -- subtraction ------------------------------------------------------------
+    def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
+        if any(len(s) != len(frame) for s in skies):
+            raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
+        stacks = self.stack(skies)
+        exts, sky_exts = [], []
+        for ext, (sky_sci, sky_var, sky_dq, sky_level) in zip(frame.extensions, stacks):
+            exts.append(self._subtract_ext(frame, ext, sky_sci, sky_var, sky_dq, sky_level))
+            sky_exts.append(ext.with_planes(SCI=sky_sci, VAR=sky_var, DQ=sky_dq, OBJMASK=None).replace(objcat=None))
+        tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        out = frame.with_extensions(exts).replace(tables=tables).with_phu(
+            SUBSKY=(stamp, "UT time stamp for skyCorrect"))
+        sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
+        return out, sky_frame
+
+    def _subtract_ext(self, frame, ext, sky_sci, sky_var, sky_dq, sky_level):
+        p = self.p
+        sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
+        need_level = p.scale_sky or p.offset_sky or p.reset_sky
+        sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
+                               threshold=p.debug_threshold) if need_level else None
+        factor = None
+        if p.scale_sky:
+            factor = (sci_level / sky_level).astype(np.float32)
+            sky_sci = sky_sci * factor
+            sky_var = None if sky_var is None else sky_var * factor * factor
+        elif p.offset_sky:
+            sky_sci = sky_sci + (sci_level - sky_level).astype(np.float32)
+        out = sci - sky_sci
+        if p.reset_sky:
+            out = out + sci_level.astype(np.float32)
+        out_var = var + sky_var if (var is not None and sky_var is not None) else var
+        out_dq = sky_dq if dq is None else dq | sky_dq
+        return ext.with_planes(SCI=out.astype(np.float32), VAR=out_var, DQ=out_dq)
+
+
+def _combine_kwargs(p) -> dict[str, Any]:
+    return {"operation": p.operation, "reject_method": p.reject_method, "lsigma": p.lsigma,
+            "hsigma": p.hsigma, "mclip": p.mclip, "max_iters": p.max_iters, "nlow": p.nlow,
+            "nhigh": p.nhigh, "apply_dq": p.apply_dq}
+
+
+def _fit_rejection(combine: dict[str, Any], k: int, log) -> dict[str, Any]:
+    """Min/max rejection needs nlow + nhigh < k: reduce them (with a warning) for short sky lists."""
+    if combine["reject_method"] != "minmax" or combine["nlow"] + combine["nhigh"] < k:
+        return combine
+    nlow, nhigh = combine["nlow"], combine["nhigh"]
+    while nlow + nhigh >= k and (nlow or nhigh):
+        if nhigh >= nlow and nhigh:
+            nhigh -= 1
+        else:
+            nlow -= 1
+    log.warning("skyCorrect: only %d sky frame(s): min/max rejection reduced to nlow=%d, nhigh=%d",
+                k, nlow, nhigh)
+    return {**combine, "nlow": nlow, "nhigh": nhigh,
+            "reject_method": combine["reject_method"] if nlow or nhigh else "none"}
+
+
+def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> np.ndarray:
+    """blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
+    if have_var:
+        var, dq, levels = rest
+    else:
+        var, (dq, levels) = None, rest
+    levels = np.asarray(levels, dtype=np.float64)
+    zero = scale = None
+    if mode == "scale":
+        scale = np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
+    elif mode == "zero":
+        zero = levels[0] - levels
+    return ksky.sky_stack_block(sci, var, dq, zero=zero, scale=scale, combine=combine)
+
+
+def _median_level(levels: da.Array) -> da.Array:
+    return da.from_delayed(dask.delayed(np.median, pure=True)(levels), shape=(), dtype=np.float64)
+
+
+def sample_step(frame: Frame) -> int:
+    """Column step of the level sample: every 10th column, every column for keyhole imaging."""
+    return 1 if frame.tags & _FULL_SAMPLING_TAGS else _SAMPLE_STEP
+
+
+def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, step: int,
+               threshold: float = 0.001) -> da.Array:
+    """The background level of a plane as a lazy 0-d array (pixels flagged in dq/objmask ignored)."""
+    def sample(a):
+        return None if a is None else a[:, ::step]
+    value = dask.delayed(ksky.sampled_level, pure=True)(sample(sci), sample(dq), sample(objmask),
+                                                         threshold=threshold)
+    return da.from_delayed(value, shape=(), dtype=np.float64)
+
+
+def dilate_lazy(mask: da.Array, radius: float) -> da.Array:
+    """Binary dilation of a lazy mask by a disc (overlapping blocks; zeros beyond the edges)."""
+    if radius < 1:
+        return (mask != 0).astype(np.uint8)
+    depth = int(math.ceil(radius))
+    return da.map_overlap(ksky.dilate_mask, mask, depth=depth, boundary=0, dtype=np.uint8, radius=radius)
+
+
+# ---------------------------------------------------------------------------
+# cleanReadout
+# ---------------------------------------------------------------------------
+@primitive("cleanReadout",
+           suffix_param("_readoutCleaned"),
+           P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0.0),
+           P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0.0),
+           P("pattern_x_size", int, 16, "pattern box width (pix)"),
+           P("pattern_y_size", int, 4, "pattern box height (pix)"),
+           P("debug_subtract_background", bool, True, "remove box median before pattern fit"),
+           P("level_bias_offset", bool, True, "level quadrant bias offsets"),
+           P("smoothing_extent", int, 5, "smoothing width at quadrant boundary (pix)", low=1),
+           P("intraquad_smooth", int, 50, "smoothing height at bias jump (pix)", low=1),
+           P("sg_win_size", int, 25, "Savitzky-Golay window (pix)", low=3),
+           P("simple_thres", float, 0.6, "pattern edge threshold", low=0.0),
+           P("pat_strength_thres", float, 15.0, "minimum pattern strength to clean", low=0.0),
+           P("clean", str, "skip", "'default' (clean if pattern strong), 'force', 'skip'",
+             choices=("default", "force", "skip")),
+           P("debug_canny_sigma", float, 3.0, "Canny smoothing sigma", low=1.0))
+def clean_readout(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Remove readout pattern noise; with clean='skip' (the default) frames pass through unchanged."""
+    if p.clean == "skip":
+        ctx.log.info("cleanReadout: clean='skip'; frames left unchanged")
+    else:
+        ctx.log.warning("cleanReadout: clean=%r is not implemented in draconis; frames left unchanged", p.clean)
+    return list(frames)
