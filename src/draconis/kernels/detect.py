@@ -89,7 +89,9 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
     residual = data - background
     kernel = make_2dgaussian_kernel(FILTER_FWHM, size=5)
     convolved = convolve(residual, kernel, normalize_kernel=True)
-    segm = detect_sources(convolved, detect_thresh * rms, n_pixels=int(detect_minarea))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no sources found" is an answer, not a problem
+        segm = detect_sources(convolved, detect_thresh * rms, n_pixels=int(detect_minarea))
     if segm is None:
         return empty_catalog(), np.zeros(data.shape, bool)
     parents = segm.data.copy()
