@@ -43,7 +43,7 @@ def ev(text, strict=False, **values):
 
 # -- parsing ---------------------------------------------------------------
 def test_precedence_not_then_and_then_or():
-    tree = parse("not a==1 and b==2 or c==3", known=None).tree
+    tree = parse("not a==1 and b==2 or c==3", known=()).tree
     assert isinstance(tree, Or)
     first, second = tree.items
     assert isinstance(first, And) and isinstance(first.items[0], Not)
@@ -52,7 +52,7 @@ def test_precedence_not_then_and_then_or():
 
 
 def test_parentheses_override_precedence():
-    tree = parse("not (a==1 or b==2) and c==3", known=None).tree
+    tree = parse("not (a==1 or b==2) and c==3", known=()).tree
     assert isinstance(tree, And)
     assert isinstance(tree.items[0], Not) and isinstance(tree.items[0].item, Or)
 
@@ -61,7 +61,7 @@ def test_parentheses_override_precedence():
                                          ("2.5E-1", 0.25), ("-3", -3), ("'FS 17'", "FS 17"),
                                          ('"K-red"', "K-red"), (r"'it\'s'", "it's"), ("None", None)])
 def test_literals(text, value):
-    tree = parse(f"object=={text}", known=None).tree
+    tree = parse(f"object=={text}", known=()).tree
     assert tree.right == Literal(value)
     assert type(tree.right.value) is type(value)
 

@@ -523,7 +523,8 @@ def parse(text: str, *, strict: bool = False, known: Iterable[str] | None = None
         Compare raw descriptor values with plain equality.
     known
         The valid descriptor names; a name outside them is an error.  ``None``
-        uses every descriptor of every instrument draconis knows.
+        uses every descriptor of every instrument draconis knows; an empty
+        collection turns the check off (the grammar still applies).
 
     Raises
     ------

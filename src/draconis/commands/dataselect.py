@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from ..errors import InputError
@@ -81,6 +82,24 @@ def stderr_reporter(prog: str) -> Callable[[str, str], None]:
     return report
 
 
+def emit(lines: Iterable[str]) -> int:
+    """Print ``lines`` to standard output; a reader that went away is not an error.
+
+    Returns 0, or 141 (as a shell reports SIGPIPE) when the pipe was closed,
+    e.g. by ``| head``.
+    """
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return 0
+
+
 def write_list(path: str, names: Sequence[str], header: Sequence[str]) -> None:
     """Write ``#``-prefixed ``header`` lines then one name per line to ``path``."""
     try:
@@ -105,6 +124,5 @@ def run(args: argparse.Namespace) -> int:
         header = [f"Includes tags: {tags}", f"Excludes tags: {xtags}", f"Descriptor expression: {args.expr}"]
         write_list(args.output, selected, header)
     if not args.output or args.verbose:
-        for name in selected:
-            print(name)
+        return emit(selected)
     return 0

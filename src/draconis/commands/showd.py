@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
+import io
 from collections.abc import Sequence
 
 from ..errors import DescriptorError
-from .dataselect import input_names, split_list, stderr_reporter
+from .dataselect import emit, input_names, split_list, stderr_reporter
 
 PROG = "draconis showd"
 #: cells longer than this are shortened unless --long is given
@@ -97,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
             report(name, f"{name}: descriptor " + "; ".join(problems))
     header = ["filename", *descriptors]
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    else:
-        print("\n".join(table_lines(header, rows)))
-    return 0
+        return emit(csv_lines(header, rows))
+    return emit(table_lines(header, rows))
+
+
+def csv_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The rows as comma-separated lines (quoted where a value holds a comma)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().splitlines()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from ..errors import InputError
-from .dataselect import stderr_reporter, write_list
+from .dataselect import emit, stderr_reporter, write_list
 
 PROG = "draconis typewalk"
 #: files looked at unless -f says otherwise
@@ -82,16 +82,29 @@ def compile_mask(pattern: str | None) -> re.Pattern[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``draconis typewalk``; returns the exit status."""
-    from ..dataselect import open_frames
-
     top = os.path.abspath(args.dir)
     if not os.path.isdir(top):
         raise InputError(args.dir, "no such directory")
     mask = compile_mask(args.filemask)
     required = [t.upper() for t in args.tags or []]
     excluded = [t.upper() for t in args.xtags or []]
-    report = stderr_reporter(PROG)
     listed: list[str] = []
+    status = emit(_listing(args, top, mask, required, excluded, listed))
+    if args.out:
+        logic = "any (OR)" if args.use_or else "all (AND)"
+        header = [f"Written by draconis typewalk on {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                  f"Directory: {top}", f"Required tags: {' '.join(required) or '-'} ({logic})",
+                  f"Excluded tags: {' '.join(excluded) or '-'}"]
+        write_list(args.out, listed, header)
+    return status
+
+
+def _listing(args: argparse.Namespace, top: str, mask: re.Pattern[str], required: list[str],
+             excluded: list[str], listed: list[str]) -> Iterator[str]:
+    """The output lines, produced as files are opened (``listed`` collects the paths)."""
+    from ..dataselect import open_frames
+
+    report = stderr_reporter(PROG)
     batch = max(args.batch or 0, 0)
     for directory, names in walk(top, mask, recurse=not args.norecurse):
         printed_dir = False
@@ -100,17 +113,10 @@ def run(args: argparse.Namespace) -> int:
             if not wanted(frame.tags, required, excluded, any_of=args.use_or):
                 continue
             if not printed_dir:
-                print(f"directory:  {directory}")
+                yield f"directory:  {directory}"
                 printed_dir = True
-            print(tag_line(os.path.basename(path), frame.tags))
+            yield tag_line(os.path.basename(path), frame.tags)
             listed.append(path)
             if batch and len(listed) % batch == 0:
                 sys.stdout.flush()
-    print("Done DataSpider.typewalk(..)")
-    if args.out:
-        logic = "any (OR)" if args.use_or else "all (AND)"
-        header = [f"Written by draconis typewalk on {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                  f"Directory: {top}", f"Required tags: {' '.join(required) or '-'} ({logic})",
-                  f"Excluded tags: {' '.join(excluded) or '-'}"]
-        write_list(args.out, listed, header)
-    return 0
+    yield "Done DataSpider.typewalk(..)"
