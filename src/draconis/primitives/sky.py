@@ -45,6 +45,8 @@ OBJECT_DQ_BIT = 1
 #: Tags of instruments whose illuminated area is small (a keyhole): levels use every pixel.
 _FULL_SAMPLING_TAGS = frozenset({"GNIRS"})
 _SAMPLE_STEP = 10
+#: Fewest pixels a level is measured on when the array allows it.
+_MIN_SAMPLES = 20000
 
 
 # ---------------------------------------------------------------------------
@@ -447,11 +449,14 @@ def _fit_rejection(combine: dict[str, Any], k: int, log) -> dict[str, Any]:
     if combine["reject_method"] != "minmax" or combine["nlow"] + combine["nhigh"] < k:
         return combine
     nlow, nhigh = combine["nlow"], combine["nhigh"]
-    while nlow + nhigh >= k and (nlow or nhigh):
-        if nhigh >= nlow and nhigh:
-            nhigh -= 1
-        else:
+    while nlow + nhigh >= k:
+        # keep the rejection symmetric, so that the kept values stay centred
+        if nlow == nhigh:
+            nlow, nhigh = nlow - 1, nhigh - 1
+        elif nlow > nhigh:
             nlow -= 1
+        else:
+            nhigh -= 1
     log.warning("skyCorrect: only %d sky frame(s): min/max rejection reduced to nlow=%d, nhigh=%d",
                 k, nlow, nhigh)
     return {**combine, "nlow": nlow, "nhigh": nhigh,
@@ -474,7 +479,8 @@ def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> 
 
 
 def _median_level(levels: da.Array) -> da.Array:
-    return da.from_delayed(dask.delayed(np.median, pure=True)(levels), shape=(), dtype=np.float64)
+    median = dask.delayed(lambda v: np.asarray(np.median(v), dtype=np.float64), pure=True)(levels)
+    return da.from_delayed(median, shape=(), dtype=np.float64)
 
 
 def sample_step(frame: Frame) -> int:
@@ -485,11 +491,17 @@ def sample_step(frame: Frame) -> int:
 def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, step: int,
                threshold: float = 0.001) -> da.Array:
     """The background level of a plane as a lazy 0-d array (pixels flagged in dq/objmask ignored)."""
+    # small arrays: sample more densely, so the level rests on enough pixels
+    step = max(1, min(step, sci.size // _MIN_SAMPLES))
+
     def sample(a):
         return None if a is None else a[:, ::step]
-    value = dask.delayed(ksky.sampled_level, pure=True)(sample(sci), sample(dq), sample(objmask),
-                                                         threshold=threshold)
+    value = dask.delayed(_level_array, pure=True)(sample(sci), sample(dq), sample(objmask), threshold)
     return da.from_delayed(value, shape=(), dtype=np.float64)
+
+
+def _level_array(sci, dq, objmask, threshold) -> np.ndarray:
+    return np.asarray(ksky.sampled_level(sci, dq, objmask, threshold=threshold), dtype=np.float64)
 
 
 def dilate_lazy(mask: da.Array, radius: float) -> da.Array:
