@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: message is one line that names the file, e.g. ``"skipping x.fits: no such file"``
 Reporter = Callable[[str, str], None]
 
-__all__ = ["expr_parser", "select_data", "open_frames", "describe_error"]
+__all__ = ["expr_parser", "select_data", "open_frames", "describe_error", "descriptor_problem"]
 
 
 def expr_parser(expr: str, strict: bool = False) -> Expression:
@@ -147,11 +147,19 @@ def select_data(
         failures: list[str] = []
         matched = expr.evaluate(frame, on_error=lambda d, err: failures.append(_descriptor_problem(d, err)))
         if failures:
-            report(name, f"{name}: " + "; ".join(failures) + " (comparison taken as false)")
+            them = "it" if len(failures) == 1 else "them"
+            report(name, f"{name}: " + "; ".join(failures) + f", so comparisons using {them} are false")
         if matched:
             selected.append(name)
     return selected
 
 
+def descriptor_problem(descriptor: str, err: Exception) -> str:
+    """Why ``descriptor`` failed, in one line without the file name or the descriptor name."""
+    problem = describe_error(err)
+    prefix = f"descriptor {descriptor}:"
+    return problem[len(prefix):].strip() if problem.startswith(prefix) else problem
+
+
 def _descriptor_problem(descriptor: str, err: Exception) -> str:
-    return f"descriptor {descriptor} failed: {describe_error(err)}"
+    return f"descriptor {descriptor} failed ({descriptor_problem(descriptor, err)})"

@@ -59,13 +59,13 @@ def format_value(value: object, *, long: bool) -> str:
 
 def cell(frame, name: str, *, long: bool, problems: list[str]) -> str:
     """The cell of descriptor ``name`` for ``frame``; a failure shows its error text."""
-    from ..dataselect import describe_error
+    from ..dataselect import descriptor_problem
 
     try:
         return format_value(frame.descriptor(name), long=long)
     except Exception as err:  # noqa: BLE001 - one bad descriptor must not stop the table
-        problem = describe_error(err)
-        problems.append(f"{name}: {problem}")
+        problem = descriptor_problem(name, err)
+        problems.append(f"{name} failed ({problem})")
         return f"ERROR: {problem}" if long else format_value(f"ERROR: {problem}", long=False)
 
 
