@@ -425,7 +425,9 @@ class SkyBuilder:
                                threshold=p.debug_threshold) if need_level else None
         factor = None
         if p.scale_sky:
-            factor = (sci_level / sky_level).astype(np.float32)
+            # a non-positive sky level cannot be scaled to: subtract the sky as it is
+            factor = da.where(sky_level > 0, sci_level / da.where(sky_level > 0, sky_level, 1.0), 1.0)
+            factor = factor.astype(np.float32)
             sky_sci = sky_sci * factor
             sky_var = None if sky_var is None else sky_var * factor * factor
         elif p.offset_sky:
@@ -471,7 +473,8 @@ def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> 
         var, (dq, levels) = None, rest
     levels = np.asarray(levels, dtype=np.float64)
     zero = scale = None
-    if mode == "scale":
+    if mode == "scale" and levels[0] > 0:
+        # a sky without a positive level cannot be scaled; it is left as it is
         scale = np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
     elif mode == "zero":
         zero = levels[0] - levels
