@@ -1,0 +1,373 @@
+"""Opening calibration databases and running statements on them safely.
+
+Many processes may add and look up calibrations at once (a cluster reducing
+several targets).  SQLite copes with that in WAL mode (readers never block
+the writer) with a busy timeout; writes open ``BEGIN IMMEDIATE`` so two
+writers queue on the lock instead of deadlocking on a lock upgrade; and any
+"database is locked" / serialization failure left over is retried with
+jittered exponential backoff.  Adding the same file twice updates its row
+(an upsert on the unique path), so retries and races never duplicate.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from sqlalchemy import create_engine, delete, event, inspect, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from ..errors import CalDBError
+from .config import DatabaseSpec, database_spec
+from .ingest import describe_file
+from .models import SCHEMA_VERSION, Base, Calibration, SchemaInfo
+
+__all__ = ["CalibrationDatabase", "CalFile", "open_database"]
+
+log = logging.getLogger("draconis.caldb")
+T = TypeVar("T")
+
+#: how long a statement keeps retrying on lock contention before giving up
+RETRY_SECONDS = 120.0
+_SQLITE_BUSY_MS = 30000
+_TRANSIENT_PGCODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+
+
+class CalFile(NamedTuple):
+    """One stored calibration as ``list_files`` reports it."""
+
+    name: str
+    directory: str
+    caltype: str
+    path: str
+
+
+def _is_transient(err: DBAPIError) -> bool:
+    """Lock contention that a retry resolves (never a connection or schema problem)."""
+    orig = getattr(err, "orig", None)
+    if getattr(orig, "pgcode", None) in _TRANSIENT_PGCODES:
+        return True
+    text = str(orig or err).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _sqlite_engine(path: str) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": _SQLITE_BUSY_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        # We issue BEGIN ourselves (below) so writes can take the lock up front.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except Exception:  # noqa: BLE001 - switching needs a moment alone; init already did it
+            pass
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("draconis_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _server_engine(url: str) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args["connect_timeout"] = 10
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
+        raise CalDBError(f"{url}: not a usable database URL ({_first_line(err)})") from err
+
+
+class CalibrationDatabase:
+    """One calibration database (an SQLite file or an SQLAlchemy URL).
+
+    This is the object :func:`draconis.caldb.set_local_database` returns; it
+    has DRAGONS' local-database method names (``init``, ``add_cal``,
+    ``remove_cal``, ``list_files``).
+
+    Parameters
+    ----------
+    spec : DatabaseSpec or str
+        Configured database, or a path / URL.
+    """
+
+    def __init__(self, spec: DatabaseSpec | str):
+        self.spec = spec if isinstance(spec, DatabaseSpec) else database_spec(str(spec), ("get", "store"))
+        if not self.spec.is_local:
+            raise CalDBError(f"{self.spec.url}: remote (archive) databases cannot be used offline")
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+
+    # -- identity ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The file (SQLite) or URL without password, for messages."""
+        return self.spec.path if self.spec.kind == "sqlite" else self.spec.describe().split("  ")[0]
+
+    def __repr__(self) -> str:
+        return f"<CalibrationDatabase {self.name}>"
+
+    # -- engine --------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, made per process (connections must not cross a fork)."""
+        with self._lock:
+            if self._engine is None or self._engine_pid != os.getpid():
+                if self._engine is not None:
+                    self._engine.dispose(close=False)
+                self._engine = (_sqlite_engine(self.spec.path) if self.spec.kind == "sqlite"
+                                else _server_engine(self.spec.url))
+                self._engine_pid = os.getpid()
+                self._ready = False
+        return self._engine
+
+    def _retry(self, func: Callable[[], T], what: str) -> T:
+        delay, deadline = 0.01, time.monotonic() + RETRY_SECONDS
+        while True:
+            try:
+                return func()
+            except DBAPIError as err:
+                if not _is_transient(err) or time.monotonic() > deadline:
+                    raise self._error(err, what) from err
+                log.debug("%s: %s busy, retrying in %.2fs", what, self.name, delay)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    def _error(self, err: BaseException, what: str) -> CalDBError:
+        text = _first_line(err)
+        if self.spec.kind != "sqlite" and any(s in text.lower() for s in ("connect", "connection", "resolve",
+                                                                         "timeout", "refused", "host")):
+            return CalDBError(f"{self.name}: cannot connect to the calibration database ({text})")
+        return CalDBError(f"{self.name}: {what} failed ({text})")
+
+    def _write(self, func: Callable[[Connection], T], what: str) -> T:
+        def attempt() -> T:
+            with self.engine.connect().execution_options(draconis_write=True) as conn, conn.begin():
+                return func(conn)
+        return self._retry(attempt, what)
+
+    def _read(self, func: Callable[[Connection], T], what: str) -> T:
+        def attempt() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return func(conn)
+        return self._retry(attempt, what)
+
+    # -- state ---------------------------------------------------------------
+    def exists(self) -> bool:
+        """True when the database has been initialised (its tables exist)."""
+        if self.spec.kind == "sqlite" and not os.path.isfile(self.spec.path):
+            return False
+        return self._retry(lambda: inspect(self.engine).has_table(Calibration.__tablename__), "inspection")
+
+    def check_ready(self) -> None:
+        """Raise a clear :class:`CalDBError` unless the database can be used.
+
+        Raises
+        ------
+        CalDBError
+            SQLite file missing, not initialised, server unreachable.
+        """
+        if self.spec.kind == "sqlite" and not os.path.isfile(self.spec.path):
+            raise CalDBError(f"{self.spec.path}: calibration database does not exist; "
+                             f"create it with 'draconis caldb init'")
+        if self._ready and self._engine_pid == os.getpid():
+            return
+        if not self.exists():
+            raise CalDBError(f"{self.name}: not an initialised calibration database; "
+                             f"run 'draconis caldb init'")
+        self._ready = True
+
+    def init(self, wipe: bool = False) -> None:
+        """Create the database (its tables); with ``wipe``, empty an existing one.
+
+        Raises
+        ------
+        CalDBError
+            It exists and ``wipe`` is False; the location cannot be written;
+            the server cannot be reached.
+        """
+        created_file = False
+        if self.spec.kind == "sqlite":
+            created_file = self._prepare_sqlite_file(wipe)
+        try:
+            if not created_file and self.exists():
+                if not wipe:
+                    raise CalDBError(f"{self.name}: calibration database already exists "
+                                     f"(use -w/--wipe to empty it)")
+                self._retry(lambda: Base.metadata.drop_all(self.engine), "wiping")
+            self._create_tables()
+        except BaseException:
+            if created_file:
+                self._remove_sqlite_files()
+            raise
+        self._ready = True
+        log.info("initialised calibration database %s", self.name)
+
+    def _prepare_sqlite_file(self, wipe: bool) -> bool:
+        path = self.spec.path
+        parent = os.path.dirname(path) or "."
+        if os.path.isdir(path):
+            raise CalDBError(f"{path}: is a directory, not a database file")
+        if not os.path.isdir(parent):
+            raise CalDBError(f"{path}: cannot create the calibration database: directory {parent} does not exist")
+        if os.path.exists(path):
+            return False
+        if not os.access(parent, os.W_OK):
+            raise CalDBError(f"{path}: cannot create the calibration database: directory {parent} is not writable")
+        return True
+
+    def _remove_sqlite_files(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(self.spec.path + suffix)
+            except OSError:
+                pass
+
+    def _create_tables(self) -> None:
+        def create(conn: Connection) -> None:
+            Base.metadata.create_all(conn)
+            conn.execute(delete(SchemaInfo))
+            conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION, created=_now()))
+
+        if self.spec.kind == "sqlite":
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            except SQLAlchemyError as err:
+                raise CalDBError(f"{self.spec.path}: cannot create the calibration database "
+                                 f"({_first_line(err)})") from err
+        self._write(create, "initialisation")
+
+    # -- contents ------------------------------------------------------------
+    def add_cal(self, path: str | os.PathLike, caltype: str | None = None) -> CalFile:
+        """Add (or update) one processed calibration file.
+
+        Parameters
+        ----------
+        path : str or path
+            A processed dark, flat, standard, or a BPM; the file stays where it is.
+        caltype : str, optional
+            Expected type (checked against the tags).
+
+        Returns
+        -------
+        CalFile
+            What was stored.
+
+        Raises
+        ------
+        CalDBError
+            Not a processed calibration, descriptors missing, database unusable.
+        """
+        self.check_ready()
+        values = describe_file(path, caltype)
+        self.add_values(values)
+        log.info("added %s (%s) to %s", values["path"], values["caltype"], self.name)
+        return CalFile(values["filename"], values["directory"], values["caltype"], values["path"])
+
+    def add_values(self, values: dict[str, Any]) -> None:
+        """Upsert one row (column values as :func:`~draconis.caldb.ingest.describe_file` returns)."""
+        self.check_ready()
+        values = {**values, "ingested": _now()}
+        self._write(lambda conn: conn.execute(self._upsert(conn, values)), f"adding {values['path']}")
+
+    @staticmethod
+    def _upsert(conn: Connection, values: dict[str, Any]):
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:  # other servers: delete-then-insert inside the same transaction
+            conn.execute(delete(Calibration).where(Calibration.path == values["path"]))
+            return Calibration.__table__.insert().values(**values)
+        stmt = insert(Calibration).values(**values)
+        changes = {key: stmt.excluded[key] for key in values if key != "path"}
+        return stmt.on_conflict_do_update(index_elements=["path"], set_=changes)
+
+    def remove_cal(self, name: str | os.PathLike) -> int:
+        """Forget a calibration; the file on disk is never touched.
+
+        Parameters
+        ----------
+        name : str or path
+            A path (removes that entry) or a file name (removes every entry
+            with that name, in any directory).
+
+        Returns
+        -------
+        int
+            Number of entries removed.
+
+        Raises
+        ------
+        CalDBError
+            Nothing by that name is stored.
+        """
+        self.check_ready()
+        name = os.fspath(name)
+        full = os.path.abspath(name)
+        base = os.path.basename(name)
+
+        def remove(conn: Connection) -> int:
+            count = conn.execute(delete(Calibration).where(Calibration.path == full)).rowcount
+            if not count and base:
+                count = conn.execute(delete(Calibration).where(Calibration.filename == base)).rowcount
+            return count
+
+        count = self._write(remove, f"removing {name}")
+        if not count:
+            raise CalDBError(f"{name}: not in the calibration database {self.name}")
+        log.info("removed %s from %s", name, self.name)
+        return count
+
+    def list_files(self) -> list[CalFile]:
+        """Every stored calibration, sorted by type then name."""
+        self.check_ready()
+        stmt = (select(Calibration.filename, Calibration.directory, Calibration.caltype, Calibration.path)
+                .order_by(Calibration.caltype, Calibration.filename, Calibration.directory))
+        return self._read(lambda conn: [CalFile(*row) for row in conn.execute(stmt)], "listing")
+
+    def query(self, stmt) -> list[Any]:
+        """Run a SELECT and return its rows (with retries)."""
+        self.check_ready()
+        return self._read(lambda conn: list(conn.execute(stmt)), "query")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+_OPEN: dict[str, CalibrationDatabase] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_database(spec: DatabaseSpec | str) -> CalibrationDatabase:
+    """The (per-process shared) :class:`CalibrationDatabase` for a spec, path or URL."""
+    db = CalibrationDatabase(spec)
+    with _OPEN_LOCK:
+        return _OPEN.setdefault(db.spec.url, db)
