@@ -76,7 +76,6 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
         bool map of source pixels (the OBJMASK).
     """
     from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
-    from astropy.convolution import convolve
 
     data = np.array(sci, dtype=np.float64)
     bad = ~np.isfinite(data)
@@ -88,7 +87,7 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
     rms = np.where(rms > 0, rms, np.max(rms) if np.max(rms) > 0 else 1.0)
     residual = data - background
     kernel = make_2dgaussian_kernel(FILTER_FWHM, size=5)
-    convolved = convolve(residual, kernel, normalize_kernel=True)
+    convolved = ndimage.convolve(residual, kernel.array / kernel.array.sum(), mode="nearest")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no sources found" is an answer, not a problem
         segm = detect_sources(convolved, detect_thresh * rms, n_pixels=int(detect_minarea))

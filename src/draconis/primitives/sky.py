@@ -115,6 +115,9 @@ def classify_frames(frames: Sequence[Frame], *, ref_obj: str | None = None, ref_
     size = min(field_size_arcsec(f) for f in frames)
     groups = group_positions(positions, frac_fov * size)
     groups.sort(key=lambda g: float(np.hypot(*(positions[g].mean(axis=0) - target))))
+    if log is not None:
+        log.info("separateSky: %d pointing group(s) (overlap distance %.1f arcsec): %s", len(groups),
+                 frac_fov * size, "; ".join(",".join(frames[i].stem for i in g) for g in groups))
     if len(groups) == 1:
         is_obj, is_sky = [True] * n, [True] * n
     else:
@@ -127,6 +130,9 @@ def classify_frames(frames: Sequence[Frame], *, ref_obj: str | None = None, ref_
         is_sky = [not o for o in is_obj]
     guided = [f.safe_descriptor("wavefront_sensor") is not None for f in frames]
     if any(guided) and not all(guided):
+        if log is not None:
+            log.info("separateSky: unguided frames are sky: %s",
+                     ", ".join(f.filename for f, g in zip(frames, guided) if not g))
         for i, g in enumerate(guided):
             if not g:
                 is_obj[i], is_sky[i] = False, True
