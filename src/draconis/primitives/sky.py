@@ -405,7 +405,7 @@ class SkyBuilder:
         out = da.blockwise(_stack_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
                            name=f"sky-stack-{token}", have_var=have_var, mode=mode, combine=combine)
         stack_level = levels[0] if mode else _median_level(levels)
-        return out[0], (out[1] if have_var else None), out[2].astype(np.uint16), stack_level
+        return out, have_var, stack_level
 
     # -- subtraction ------------------------------------------------------------
     def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
@@ -413,9 +413,10 @@ class SkyBuilder:
             raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
         stacks = self.stack(skies)
         exts, sky_exts = [], []
-        for ext, (sky_sci, sky_var, sky_dq, sky_level) in zip(frame.extensions, stacks):
-            exts.append(self._subtract_ext(frame, ext, sky_sci, sky_var, sky_dq, sky_level))
-            sky_exts.append(ext.with_planes(SCI=sky_sci, VAR=sky_var, DQ=sky_dq, OBJMASK=None).replace(objcat=None))
+        for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks):
+            exts.append(self._subtract_ext(frame, ext, cube, have_var, sky_level))
+            sky_exts.append(ext.with_planes(SCI=cube[0], VAR=cube[1] if have_var else None,
+                                            DQ=cube[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
         tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         out = frame.with_extensions(exts).replace(tables=tables).with_phu(
@@ -423,27 +424,45 @@ class SkyBuilder:
         sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
         return out, sky_frame
 
-    def _subtract_ext(self, frame, ext, sky_sci, sky_var, sky_dq, sky_level):
+    def _subtract_ext(self, frame, ext, cube, have_var, sky_level):
+        """One fused task per tile: match the sky to the frame, subtract, propagate VAR and DQ."""
         p = self.p
         sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
-        need_level = p.scale_sky or p.offset_sky or p.reset_sky
-        sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
-                               threshold=p.debug_threshold) if need_level else None
-        factor = None
-        if p.scale_sky:
-            # a non-positive sky level cannot be scaled to: subtract the sky as it is
-            factor = da.where(sky_level > 0, sci_level / da.where(sky_level > 0, sky_level, 1.0), 1.0)
-            factor = factor.astype(np.float32)
-            sky_sci = sky_sci * factor
-            sky_var = None if sky_var is None else sky_var * factor * factor
-        elif p.offset_sky:
-            sky_sci = sky_sci + (sci_level - sky_level).astype(np.float32)
-        out = sci - sky_sci
-        if p.reset_sky:
-            out = out + sci_level.astype(np.float32)
-        out_var = var + sky_var if (var is not None and sky_var is not None) else var
-        out_dq = sky_dq if dq is None else dq | sky_dq
-        return ext.with_planes(SCI=out.astype(np.float32), VAR=out_var, DQ=out_dq)
+        mode = "scale" if p.scale_sky else ("offset" if p.offset_sky else None)
+        if mode or p.reset_sky:
+            sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
+                                   threshold=p.debug_threshold)
+        else:
+            sci_level = da.zeros((), dtype=np.float64)
+        args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", sci_level, (), sky_level, ()]
+        args += [var, "yx"] if var is not None else []
+        args += [dq, "yx"] if dq is not None else []
+        out = da.blockwise(_subtract_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
+                           mode=mode, reset=p.reset_sky, have_var=(have_var, var is not None),
+                           have_dq=dq is not None)
+        out_var = out[1] if var is not None else None
+        return ext.with_planes(SCI=out[0], VAR=out_var, DQ=out[2].astype(np.uint16))
+
+
+def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var, have_dq) -> np.ndarray:
+    """blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
+    rest = list(rest)
+    var = rest.pop(0) if have_var[1] else None
+    dq = rest.pop(0) if have_dq else None
+    sci_level, sky_level = float(sci_level), float(sky_level)
+    factor, offset = 1.0, 0.0
+    if mode == "scale" and sky_level > 0:  # a non-positive sky level cannot be scaled to
+        factor = sci_level / sky_level
+    elif mode == "offset":
+        offset = sci_level - sky_level
+    out = np.empty((3,) + sci.shape, dtype=np.float32)
+    out[0] = sci - (sky[0] * np.float32(factor) + np.float32(offset))
+    if reset:
+        out[0] += np.float32(sci_level)
+    sky_var = sky[1] * np.float32(factor * factor) if have_var[0] else 0.0
+    out[1] = (var if var is not None else 0.0) + sky_var
+    out[2] = (sky[2].astype(np.uint16) | (dq if dq is not None else 0)).astype(np.float32)
+    return out
 
 
 def _combine_kwargs(p) -> dict[str, Any]:
