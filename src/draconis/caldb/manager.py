@@ -10,18 +10,24 @@ jittered exponential backoff.  Adding the same file twice updates its row
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import create_engine, delete, event, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+try:  # POSIX only; elsewhere SQLite's own busy handling is all there is
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 from ..errors import CalDBError
 from .config import DatabaseSpec, database_spec
@@ -161,9 +167,32 @@ class CalibrationDatabase:
             return CalDBError(f"{self.name}: cannot connect to the calibration database ({text})")
         return CalDBError(f"{self.name}: {what} failed ({text})")
 
+    @contextlib.contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """For SQLite, queue writers on a lock file beside the database.
+
+        SQLite's busy handler polls with sleeps of up to 100 ms, so under
+        heavy contention writers spend most of their time asleep; an flock
+        wakes the next writer as soon as the lock is released.
+        """
+        if self.spec.kind != "sqlite" or fcntl is None:
+            yield
+            return
+        try:
+            fd = os.open(self.spec.path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # read-only location: rely on SQLite's locking alone
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write(self, func: Callable[[Connection], T], what: str) -> T:
         def attempt() -> T:
-            with self.engine.connect().execution_options(draconis_write=True) as conn, conn.begin():
+            with self._writer_turn(), self.engine.connect().execution_options(draconis_write=True) as conn, \
+                    conn.begin():
                 return func(conn)
         return self._retry(attempt, what)
 
@@ -241,7 +270,7 @@ class CalibrationDatabase:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
             try:
                 os.unlink(self.spec.path + suffix)
             except OSError:
@@ -293,21 +322,19 @@ class CalibrationDatabase:
         """Upsert one row (column values as :func:`~draconis.caldb.ingest.describe_file` returns)."""
         self.check_ready()
         values = {**values, "ingested": _now()}
-        self._write(lambda conn: conn.execute(self._upsert(conn, values)), f"adding {values['path']}")
+        unknown = set(values) - set(_ROW_COLUMNS)
+        if unknown:
+            raise CalDBError(f"{values.get('path')}: unknown column(s) {', '.join(sorted(unknown))}")
+        row = {key: values.get(key) for key in _ROW_COLUMNS}
+        self._write(lambda conn: self._upsert(conn, row), f"adding {values['path']}")
 
     @staticmethod
-    def _upsert(conn: Connection, values: dict[str, Any]):
-        dialect = conn.dialect.name
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:  # other servers: delete-then-insert inside the same transaction
-            conn.execute(delete(Calibration).where(Calibration.path == values["path"]))
-            return Calibration.__table__.insert().values(**values)
-        stmt = insert(Calibration).values(**values)
-        changes = {key: stmt.excluded[key] for key in values if key != "path"}
-        return stmt.on_conflict_do_update(index_elements=["path"], set_=changes)
+    def _upsert(conn: Connection, row: dict[str, Any]) -> None:
+        stmt = _upsert_statement(conn.dialect.name)
+        if stmt is None:  # other servers: delete-then-insert inside the same transaction
+            conn.execute(delete(Calibration).where(Calibration.path == row["path"]))
+            stmt = Calibration.__table__.insert()
+        conn.execute(stmt, row)
 
     def remove_cal(self, name: str | os.PathLike) -> int:
         """Forget a calibration; the file on disk is never touched.
@@ -356,6 +383,25 @@ class CalibrationDatabase:
         """Run a SELECT and return its rows (with retries)."""
         self.check_ready()
         return self._read(lambda conn: list(conn.execute(stmt)), "query")
+
+
+_ROW_COLUMNS = tuple(c.name for c in Calibration.__table__.columns if c.name != "id")
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str):
+    """INSERT ... ON CONFLICT (path) DO UPDATE, built once per dialect (None if unsupported)."""
+    if dialect not in _UPSERTS:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return None
+        stmt = insert(Calibration)
+        changes = {key: stmt.excluded[key] for key in _ROW_COLUMNS if key != "path"}
+        _UPSERTS[dialect] = stmt.on_conflict_do_update(index_elements=["path"], set_=changes)
+    return _UPSERTS[dialect]
 
 
 def _now() -> dt.datetime:

@@ -202,3 +202,32 @@ def scratch_database(kind: str, tmp_path: str | os.PathLike, script: str | os.Pa
     with scratch_postgres_database(postgres_server(script)) as url:
         yield url
 
+
+
+def concurrency_worker(location: str, paths: list[str], shared: list[str]) -> dict[str, Any]:
+    """Add ``paths`` one by one to the database at ``location``, looking each up right after.
+
+    Each calibration is asked for as if it were the science frame (a dark
+    matches itself), so the lookup must return that very file.  ``shared``
+    files are added too, by every worker, to race on the same rows.  Returns
+    counts and every error or wrong answer (for tests run in many processes).
+    """
+    from . import CalibConfig, database_spec, get_calibration, open_database
+
+    db = open_database(location)
+    config = CalibConfig((database_spec(location, ("get",)),), "concurrency test")
+    result: dict[str, Any] = {"added": 0, "found": 0, "errors": [], "wrong": []}
+    for index, path in enumerate(paths):
+        try:
+            db.add_cal(path)
+            result["added"] += 1
+            if shared and index % 5 == 0:
+                db.add_cal(shared[(index // 5) % len(shared)])
+            found = get_calibration(path, "processed_dark", config=config)
+            if found == os.path.abspath(path):
+                result["found"] += 1
+            else:
+                result["wrong"].append((path, found))
+        except Exception as err:  # noqa: BLE001 - report everything to the parent process
+            result["errors"].append(f"{path}: {type(err).__name__}: {err}")
+    return result
