@@ -1,0 +1,352 @@
+"""numba code behind :func:`draconis.kernels.combine.combine_block`.
+
+The block arrives flattened to ``(N, npix)``.  Reading one pixel's N values
+straight from it touches N pages per pixel, which no prefetcher follows, so
+pixels are processed in tiles: a tile of T pixels is first copied (and
+normalised) into a pixel-major ``(T, N)`` buffer with contiguous reads of
+each frame, then every pixel works on one contiguous row.  All buffers are
+allocated once per chunk of pixels, never per pixel.  The definitions
+implemented here are documented in :mod:`draconis.kernels.combine`.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._select import median_sorted, median_unsorted, sort_pairs
+
+MEAN, WTMEAN, MEDIAN, LMEDIAN = 0, 1, 2, 3
+NONE, MINMAX, SIGCLIP, VARCLIP = 0, 1, 2, 3
+
+#: Flags accepted at each level of the DQ hierarchy, best level first.
+DQ_HIERARCHY = (0, 2 | 4, 2 | 4 | 8, 2 | 4 | 8 | 32, 2 | 4 | 8 | 32 | 1, 2 | 4 | 8 | 32 | 1 | 64, 0xFFFF)
+_L1, _L2, _L3, _L4, _L5 = (0xFFFF ^ m for m in DQ_HIERARCHY[1:6])
+_NO_LEVEL = 7  # marks a non-finite value: never used
+
+# Up to this many values a branch-free rank sort (O(n^2) compares that the
+# compiler vectorises) beats quicksort, whose cost on random data is branch
+# misprediction: measured 0.45 us against 1.5 us for 50 values.
+_RANK_SORT_MAX = 96
+# Values per tile buffer (T * N): ~32k float64 keeps a tile's SCI+VAR+DQ in L2.
+_TILE_VALUES = 32768
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _dq_level(d):
+    if d == 0:
+        return 0
+    if d & _L1 == 0:
+        return 1
+    if d & _L2 == 0:
+        return 2
+    if d & _L3 == 0:
+        return 3
+    if d & _L4 == 0:
+        return 4
+    if d & _L5 == 0:
+        return 5
+    return 6
+
+
+@numba.njit(nogil=True, cache=True)
+def _load_tile(sci, var, dq, p0, t, scl, zer, ts, tv, td):
+    """Copy pixels ``p0..p0+t`` of every frame, normalised, into the pixel-major tiles."""
+    for i in range(sci.shape[0]):
+        s = scl[i]
+        z = zer[i]
+        for k in range(t):
+            ts[k, i] = np.float64(sci[i, p0 + k]) * s + z
+        if tv.shape[1] > 0:
+            s2 = s * s
+            for k in range(t):
+                tv[k, i] = np.float64(var[i, p0 + k]) * s2
+        if td.shape[1] > 0:
+            for k in range(t):
+                td[k, i] = dq[i, p0 + k]
+
+
+@numba.njit(nogil=True, cache=True)
+def _gather(xs, ds, use_levels, vals, ix, lev):
+    """Copy the usable values of the best DQ level of one pixel into ``vals[:g]``.
+
+    Returns ``(g, or_of_all_dq)``; ``ix[:g]`` are the frame indices.
+    """
+    n = xs.shape[0]
+    has_dq = ds.shape[0] > 0
+    alldq = 0
+    best = _NO_LEVEL
+    for i in range(n):
+        d = 0
+        if has_dq:
+            d = np.int64(ds[i])
+            alldq |= d
+        if not math.isfinite(xs[i]):
+            lev[i] = _NO_LEVEL
+            continue
+        level = _dq_level(d) if use_levels else 0
+        lev[i] = level
+        best = min(best, level)
+    g = 0
+    if best == _NO_LEVEL:
+        return 0, alldq
+    for i in range(n):
+        if lev[i] <= best:
+            vals[g] = xs[i]
+            ix[g] = i
+            g += 1
+    return g, alldq
+
+
+@numba.njit(nogil=True, cache=True)
+def _rank_sort_pairs(vals, ix, g, sv, si):
+    """Sort ``vals[:g]`` (with ``ix``) by computing each value's rank; ties keep input order."""
+    for i in range(g):
+        x = vals[i]
+        c = np.int32(0)
+        for j in range(g):
+            c += np.int32(vals[j] < x)
+        for j in range(i):
+            c += np.int32(vals[j] == x)
+        sv[c] = x
+        si[c] = ix[i]
+    for i in range(g):
+        vals[i] = sv[i]
+        ix[i] = si[i]
+
+
+@numba.njit(nogil=True, cache=True)
+def _sort(vals, ix, g, sv, si, stack):
+    if g <= _RANK_SORT_MAX:
+        _rank_sort_pairs(vals, ix, g, sv, si)
+    else:
+        sort_pairs(vals, ix, 0, g, stack)
+
+
+@numba.njit(nogil=True, cache=True)
+def minmax_range(g, n, nlow, nhigh):
+    """Kept range ``[nl, g - nh)`` of ``g`` sorted usable values out of ``n`` inputs."""
+    if g == n:
+        nl, nh = nlow, nhigh
+    else:
+        nl = int(math.floor(nlow * g / n + 0.5))
+        nh = int(math.floor(nhigh * g / n + 0.5))
+    while nl + nh >= g:
+        if nl > nh:
+            nl -= 1
+        elif nh > nl:
+            nh -= 1
+        else:
+            nl -= 1
+            nh -= 1
+    return nl, g - nh
+
+
+@numba.njit(nogil=True, cache=True)
+def _centre_and_std(vals, lo, hi, mclip):
+    n = hi - lo
+    s = 0.0
+    for k in range(lo, hi):
+        s += vals[k]
+    mean = s / n
+    ss = 0.0
+    for k in range(lo, hi):
+        d = vals[k] - mean
+        ss += d * d
+    centre = median_sorted(vals, lo, hi, False) if mclip else mean
+    return centre, math.sqrt(ss / n)
+
+
+@numba.njit(nogil=True, cache=True)
+def _sigclip(vals, lo, hi, lsig, hsig, mclip, max_iters):
+    """Iterative clip of the sorted ``vals[lo:hi]``; returns the kept range.
+
+    On sorted data the kept values are always a contiguous range, so each
+    pass only moves the two ends inwards.
+    """
+    it = 0
+    while hi - lo > 1 and (max_iters < 0 or it < max_iters):
+        centre, std = _centre_and_std(vals, lo, hi, mclip)
+        low = centre - lsig * std
+        high = centre + hsig * std
+        a = lo
+        while a < hi and vals[a] < low:
+            a += 1
+        b = hi
+        while b > a and vals[b - 1] > high:
+            b -= 1
+        if b == a or (a == lo and b == hi):
+            break
+        lo, hi = a, b
+        it += 1
+    return lo, hi
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _within(x, v, centre, lsig, hsig):
+    sd = math.sqrt(max(v, 0.0))
+    return centre - lsig * sd <= x <= centre + hsig * sd
+
+
+@numba.njit(nogil=True, cache=True)
+def _varclip(vals, ix, lo, hi, vs, lsig, hsig, mclip, max_iters):
+    """As :func:`_sigclip` but each value's own sqrt(VAR) is its sigma.
+
+    Kept values are compacted to the front of the range, preserving order.
+    """
+    it = 0
+    while hi - lo > 1 and (max_iters < 0 or it < max_iters):
+        centre, _ = _centre_and_std(vals, lo, hi, mclip)
+        kept = 0
+        for k in range(lo, hi):
+            kept += _within(vals[k], vs[ix[k]], centre, lsig, hsig)
+        if kept == 0 or kept == hi - lo:
+            break
+        w = lo
+        for k in range(lo, hi):
+            if _within(vals[k], vs[ix[k]], centre, lsig, hsig):
+                vals[w] = vals[k]
+                ix[w] = ix[k]
+                w += 1
+        hi = w
+        it += 1
+    return lo, hi
+
+
+@numba.njit(nogil=True, cache=True)
+def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
+    """Combine the used values ``vals[lo:hi]``; returns (value, variance, dq)."""
+    n = hi - lo
+    has_var = vs.shape[0] > 0
+    has_dq = ds.shape[0] > 0
+    sx = 0.0
+    sv = 0.0
+    sw = 0.0
+    sxw = 0.0
+    wt_ok = has_var
+    outdq = 0
+    for k in range(lo, hi):
+        i = ix[k]
+        x = vals[k]
+        sx += x
+        if has_dq:
+            outdq |= np.int64(ds[i])
+        if has_var:
+            v = vs[i]
+            sv += v
+            if v > 0.0 and math.isfinite(v):
+                sw += 1.0 / v
+                sxw += x / v
+            else:
+                wt_ok = False
+    mean = sx / n
+    if not has_var:
+        ss = 0.0
+        for k in range(lo, hi):
+            d = vals[k] - mean
+            ss += d * d
+        sv = ss / (n - 1) if n > 1 else 0.0  # sample variance stands in for mean(VAR)
+    else:
+        sv = sv / n
+    if op == MEAN or (op == WTMEAN and not wt_ok):
+        return mean, sv / n, outdq
+    if op == WTMEAN:
+        return sxw / sw, 1.0 / sw, outdq
+    lower = op == LMEDIAN
+    if is_sorted:
+        med = median_sorted(vals, lo, hi, lower)
+    else:
+        med = median_unsorted(vals, lo, hi, lower)
+    return med, 0.5 * math.pi * sv / n, outdq
+
+
+@numba.njit(nogil=True, cache=True)
+def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
+                   lsig, hsig, mclip, max_iters, nlow, nhigh, out_s, out_v, out_d, out_n):
+    """Combine pixels ``start..stop`` of the flattened block, with its own work buffers.
+
+    ``var``/``dq`` of shape ``(0, 1)`` mean the plane is absent.
+    """
+    n = sci.shape[0]
+    tile = max(8, min(256, _TILE_VALUES // n))
+    ts = np.empty((tile, n), np.float64)
+    tv = np.empty((tile, n if var.shape[0] > 0 else 0), np.float64)
+    td = np.empty((tile, n if dq.shape[0] > 0 else 0), np.uint16)
+    vals = np.empty(n, np.float64)
+    ix = np.empty(n, np.int64)
+    sv = np.empty(n, np.float64)
+    si = np.empty(n, np.int64)
+    lev = np.empty(n, np.int8)
+    stack = np.empty(128, np.int64)
+    for p0 in range(start, stop, tile):
+        t = min(tile, stop - p0)
+        _load_tile(sci, var, dq, p0, t, scl, zer, ts, tv, td)
+        for k in range(t):
+            p = p0 + k
+            vs = tv[k]
+            ds = td[k]
+            g, alldq = _gather(ts[k], ds, use_levels, vals, ix, lev)
+            if g == 0:
+                out_s[p] = 0.0
+                out_v[p] = 0.0
+                out_d[p] = alldq
+                out_n[p] = 0
+                continue
+            lo = 0
+            hi = g
+            if rej != NONE:
+                _sort(vals, ix, g, sv, si, stack)
+                if rej == MINMAX:
+                    lo, hi = minmax_range(g, n, nlow, nhigh)
+                elif rej == SIGCLIP:
+                    lo, hi = _sigclip(vals, 0, g, lsig, hsig, mclip, max_iters)
+                else:
+                    lo, hi = _varclip(vals, ix, 0, g, vs, lsig, hsig, mclip, max_iters)
+            value, variance, outdq = _combine_used(vals, ix, lo, hi, vs, ds, op, rej != NONE)
+            out_s[p] = value
+            out_v[p] = variance
+            out_d[p] = outdq
+            out_n[p] = min(hi - lo, 65535)
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def combine_parallel(sci, var, dq, scl, zer, use_levels, op, rej, lsig, hsig,
+                     mclip, max_iters, nlow, nhigh, out_s, out_v, out_d, out_n, chunk):
+    npix = sci.shape[1]
+    nchunks = (npix + chunk - 1) // chunk
+    for c in numba.prange(nchunks):
+        combine_pixels(c * chunk, min((c + 1) * chunk, npix), sci, var, dq, scl, zer,
+                       use_levels, op, rej, lsig, hsig, mclip, max_iters, nlow,
+                       nhigh, out_s, out_v, out_d, out_n)
+
+
+@numba.njit(nogil=True, cache=True)
+def median_pixels(start, stop, sci, mask, lower, fill, out):
+    """Median of the unmasked finite values of pixels ``start..stop``, else ``fill``."""
+    n = sci.shape[0]
+    tile = max(8, min(256, _TILE_VALUES // n))
+    ts = np.empty((tile, n), np.float64)
+    tm = np.empty((tile, n if mask.shape[0] > 0 else 0), np.bool_)
+    ones = np.ones(n)
+    zeros = np.zeros(n)
+    vals = np.empty(n, np.float64)
+    for p0 in range(start, stop, tile):
+        t = min(tile, stop - p0)
+        _load_tile(sci, sci, mask, p0, t, ones, zeros, ts, ts[:, :0], tm)
+        for k in range(t):
+            g = 0
+            for i in range(n):
+                x = ts[k, i]
+                if math.isfinite(x) and not (tm.shape[1] > 0 and tm[k, i]):
+                    vals[g] = x
+                    g += 1
+            out[p0 + k] = median_unsorted(vals, 0, g, lower) if g > 0 else fill
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def median_parallel(sci, mask, lower, fill, out, chunk):
+    npix = sci.shape[1]
+    nchunks = (npix + chunk - 1) // chunk
+    for c in numba.prange(nchunks):
+        median_pixels(c * chunk, min((c + 1) * chunk, npix), sci, mask, lower, fill, out)

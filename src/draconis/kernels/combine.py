@@ -1,0 +1,284 @@
+"""Combine N aligned frames pixel by pixel: DQ hierarchy, rejection, combination.
+
+This is the compute-bound heart of stackFrames (and of every sky, dark and
+flat stack).  :func:`combine_block` takes one block of the frame cube,
+``(N, y, x)``, and returns the combined ``(y, x)`` planes.  It is a pure
+NumPy-in/NumPy-out function compiled with numba: it releases the GIL, never
+allocates per pixel (one small work buffer per chunk of pixels), and is safe
+to call from many threads at once (dask workers do).
+
+Definitions (per output pixel)
+------------------------------
+*Usable values*: inputs whose transformed value ``sci * scale + zero`` is
+finite.  NaN/inf inputs never enter a combination.
+
+*DQ hierarchy* (``apply_dq`` and a DQ cube given): the pixel is formed from
+the usable inputs of the best level present, where an input's level is the
+first of these whose allowed bits cover all its flags:
+0 no flag; 1 only non_linear|saturated (2|4); 2 also cosmic_ray (8);
+3 also overlap (32); 4 also bad_pixel (1); 5 also unilluminated (64);
+6 anything (no_data 16 and unknown bits).  Without ``apply_dq`` every
+usable input is level 0.  The output DQ is the OR of the DQ of the inputs
+that entered the final combination; a pixel with no usable input at all is
+0 in SCI and VAR, ``n_used`` 0, and its DQ is the OR of every input's DQ.
+
+*minmax*: ``nlow``/``nhigh`` are scaled by ``g / N`` (``g`` usable inputs at
+the chosen level) and rounded half up; if that leaves nothing, the larger of
+the two (both when equal) is decreased until at least one value remains.
+
+*sigclip*: iterate: centre = median (``mclip``) or mean of the remaining
+values, sigma = their standard deviation (ddof=0, about the mean, as
+astropy's ``sigma_clip`` with ``stdfunc='std'``); keep ``centre - lsigma*sigma
+<= x <= centre + hsigma*sigma``; stop when nothing changes or after
+``max_iters`` passes.  *varclip* is the same with sigma replaced by
+``sqrt(VAR)`` of each value.  A pass that would reject every value is not
+applied.
+
+*Combination*: mean; wtmean ``sum(x/v)/sum(1/v)`` (a plain mean when VAR is
+absent or any used VAR is not positive and finite); median (mean of the two
+middle values for even n); lmedian (lower middle value).
+*Variance*: with VAR: mean ``mean(v)/n``; wtmean ``1/sum(1/v)``;
+(l)median ``pi/2 * mean(v)/n``.  Without VAR: ``s**2/n`` with ``s**2`` the
+sample variance (ddof=1) of the used values, times ``pi/2`` for medians, and
+0 when only one value is used.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import numba
+import numpy as np
+
+from ..errors import ParameterError
+from . import _combine_core as core
+from ._combine_core import DQ_HIERARCHY
+
+__all__ = [
+    "CombineParameterError",
+    "combine_block",
+    "median_along_frames",
+    "DQ_HIERARCHY",
+    "OPERATIONS",
+    "REJECT_METHODS",
+]
+
+OPERATIONS = ("mean", "wtmean", "median", "lmedian")
+REJECT_METHODS = ("none", "minmax", "sigclip", "varclip")
+
+# Pixels handed to one thread at a time: enough to amortise the per-chunk
+# buffer allocation, small enough to balance chunks of unequal cost.
+_CHUNK = 2048
+# Below this many pixels a parallel launch costs more than it saves.
+_MIN_PARALLEL_PIXELS = 8192
+
+
+class CombineParameterError(ParameterError, ValueError):
+    """A combine/reject parameter is invalid (also a ValueError for NumPy-style callers)."""
+
+
+# --------------------------------------------------------------------------- dispatch
+
+# numba's "workqueue" threading layer aborts the process when two threads
+# launch parallel kernels at once; "omp" and "tbb" do not.  Until we know the
+# layer is one of the safe ones, only the thread holding this lock runs the
+# parallel kernel and the others run the serial one (which releases the GIL,
+# so they still run concurrently).
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _layer_is_threadsafe() -> bool:
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run yet
+        return False
+
+
+def _run(serial, parallel_kernel, npix: int, parallel: bool | None, args: tuple) -> None:
+    """Run ``serial(0, npix, *args)`` or ``parallel_kernel(*args, chunk)``, thread-safely."""
+    if parallel is False or npix < _MIN_PARALLEL_PIXELS or numba.get_num_threads() == 1:
+        serial(0, npix, *args)
+    elif _layer_is_threadsafe():
+        parallel_kernel(*args, _CHUNK)
+    elif _PARALLEL_LOCK.acquire(blocking=False):
+        try:
+            parallel_kernel(*args, _CHUNK)
+        finally:
+            _PARALLEL_LOCK.release()
+    else:
+        serial(0, npix, *args)
+
+
+_ABSENT_F32 = np.zeros((0, 1), np.float32)
+_ABSENT_U16 = np.zeros((0, 1), np.uint16)
+_ABSENT_BOOL = np.zeros((0, 1), np.bool_)
+
+
+def _as_cube(a, dtype, name: str, shape: tuple | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 3:
+        raise CombineParameterError(f"{name} must be a 3-d (frame, y, x) array, got shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise CombineParameterError(f"{name} has shape {a.shape}, expected {shape} like sci")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _per_frame(values, default: float, n: int, name: str) -> np.ndarray:
+    if values is None:
+        return np.full(n, default, np.float64)
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size != n:
+        raise CombineParameterError(f"{name} has {arr.size} values, expected one per frame ({n})")
+    return np.ascontiguousarray(arr)
+
+
+def _check_choice(value: str, choices: tuple, name: str) -> int:
+    if value not in choices:
+        raise CombineParameterError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return choices.index(value)
+
+
+def _check_rejection(rej: int, n: int, lsigma, hsigma, max_iters, nlow, nhigh) -> int:
+    if lsigma < 0 or hsigma < 0:
+        raise CombineParameterError(f"lsigma={lsigma}, hsigma={hsigma}: clipping thresholds must be >= 0")
+    if max_iters is not None and max_iters < 1:
+        raise CombineParameterError(f"max_iters={max_iters} must be None or >= 1")
+    if nlow < 0 or nhigh < 0:
+        raise CombineParameterError(f"nlow={nlow}, nhigh={nhigh} must be >= 0")
+    if rej == core.MINMAX and nlow + nhigh >= n:
+        raise CombineParameterError(
+            f"minmax rejection of nlow={nlow} + nhigh={nhigh} values leaves nothing of {n} inputs")
+    return -1 if max_iters is None else int(max_iters)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def combine_block(
+    sci: np.ndarray,
+    var: np.ndarray | None = None,
+    dq: np.ndarray | None = None,
+    *,
+    operation: Literal["mean", "wtmean", "median", "lmedian"] = "mean",
+    reject_method: Literal["none", "minmax", "sigclip", "varclip"] = "sigclip",
+    lsigma: float = 3.0,
+    hsigma: float = 3.0,
+    mclip: bool = True,
+    max_iters: int | None = None,
+    nlow: int = 0,
+    nhigh: int = 0,
+    apply_dq: bool = True,
+    zero: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    parallel: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Combine a block of N aligned frames along the frame axis.
+
+    Parameters
+    ----------
+    sci : ndarray, shape (N, y, x)
+        Pixel values (converted to C-contiguous float32 if they are not).
+    var, dq : ndarray, shape (N, y, x), optional
+        Variance (float32) and data-quality flags (uint16) of the inputs.
+    operation : {'mean', 'wtmean', 'median', 'lmedian'}
+        Combiner applied to the values left after rejection.
+    reject_method : {'none', 'minmax', 'sigclip', 'varclip'}
+        Per-pixel rejection; 'varclip' without ``var`` behaves as 'sigclip'.
+    lsigma, hsigma : float
+        Lower and upper clipping thresholds, in sigma (sigclip, varclip).
+    mclip : bool
+        Clip about the median (True) or the mean (False).
+    max_iters : int or None
+        Maximum number of clipping passes; None iterates until nothing changes.
+    nlow, nhigh : int
+        Number of lowest and highest values rejected by 'minmax' (scaled per
+        pixel by the fraction of usable inputs, see the module notes).
+    apply_dq : bool
+        Use the DQ hierarchy to choose which inputs enter each pixel.
+    zero, scale : array of N floats, optional
+        Per-frame normalisation applied first: ``sci * scale + zero``,
+        ``var * scale**2``.
+    parallel : bool or None
+        Use numba threads inside this call.  None (default) does so for
+        large blocks; pass False when the caller already runs one call per
+        core (e.g. many dask threads).
+
+    Returns
+    -------
+    sci, var : ndarray of float32, shape (y, x)
+        Combined values and their variance.
+    dq : ndarray of uint16, shape (y, x)
+        OR of the DQ of the inputs used at each pixel.
+    n_used : ndarray of uint16, shape (y, x)
+        Number of values that entered each pixel's final combination.
+
+    Raises
+    ------
+    CombineParameterError
+        (a ParameterError and a ValueError) for unknown methods, bad shapes
+        or thresholds, or ``nlow + nhigh >= N`` with 'minmax'.
+
+    Notes
+    -----
+    The exact definitions (DQ levels, rounding of minmax counts, the sigma
+    used by sigclip, the variance formulas) are in the module docstring.
+    """
+    cube = _as_cube(sci, np.float32, "sci")
+    n, ny, nx = cube.shape
+    if n == 0:
+        raise CombineParameterError("combine_block needs at least one input frame")
+    op = _check_choice(operation, OPERATIONS, "operation")
+    rej = _check_choice(reject_method, REJECT_METHODS, "reject_method")
+    iters = _check_rejection(rej, n, lsigma, hsigma, max_iters, nlow, nhigh)
+    has_var = var is not None
+    if rej == core.VARCLIP and not has_var:
+        rej = core.SIGCLIP
+    var2 = _as_cube(var, np.float32, "var", cube.shape).reshape(n, -1) if has_var else _ABSENT_F32
+    dq2 = _as_cube(dq, np.uint16, "dq", cube.shape).reshape(n, -1) if dq is not None else _ABSENT_U16
+    npix = ny * nx
+    outs = (np.empty(npix, np.float32), np.empty(npix, np.float32),
+            np.empty(npix, np.uint16), np.empty(npix, np.uint16))
+    args = (cube.reshape(n, -1), var2, dq2, _per_frame(scale, 1.0, n, "scale"),
+            _per_frame(zero, 0.0, n, "zero"), bool(apply_dq and dq is not None), op, rej,
+            float(lsigma), float(hsigma), bool(mclip), iters, int(nlow), int(nhigh)) + outs
+    if npix:
+        _run(core.combine_pixels, core.combine_parallel, npix, parallel, args)
+    return tuple(o.reshape(ny, nx) for o in outs)
+
+
+def median_along_frames(
+    sci: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    lower: bool = False,
+    fill: float = np.nan,
+    parallel: bool | None = None,
+) -> np.ndarray:
+    """Median of each pixel over the frame axis, ignoring masked and non-finite values.
+
+    Parameters
+    ----------
+    sci : ndarray, shape (N, y, x)
+        Pixel values.
+    mask : ndarray of bool, shape (N, y, x), optional
+        True where a value must not be used.
+    lower : bool
+        For an even count return the lower middle value instead of the mean
+        of the two middle values.
+    fill : float
+        Output where no value is usable.
+    parallel : bool or None
+        As for :func:`combine_block`.
+
+    Returns
+    -------
+    ndarray of float32, shape (y, x)
+    """
+    cube = _as_cube(sci, np.float32, "sci")
+    n, ny, nx = cube.shape
+    mask2 = _as_cube(mask, np.bool_, "mask", cube.shape).reshape(n, -1) if mask is not None else _ABSENT_BOOL
+    out = np.empty(ny * nx, np.float32)
+    if out.size:
+        _run(core.median_pixels, core.median_parallel, out.size, parallel,
+             (cube.reshape(n, -1), mask2, bool(lower), float(fill), out))
+    return out.reshape(ny, nx)
