@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name == name:
+            if err.name and (name == err.name or name.startswith(err.name + ".")):
                 continue  # sub-command not built yet
             raise
         module.add_parser(subparsers)
