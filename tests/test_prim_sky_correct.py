@@ -14,7 +14,6 @@ from draconis.kernels.sky import background_level
 from draconis.primitives.registry import get_primitive
 from draconis.testing import raise_if_dask_computes
 
-pytest.importorskip("draconis.kernels.combine")  # the frame-axis combiner (lands separately)
 
 SHAPE = (64, 96)
 PIXSCALE = 0.117
