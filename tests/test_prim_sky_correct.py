@@ -233,3 +233,16 @@ def test_two_pass_sky_block_masks_an_extended_source():
         bias_second = np.mean((second - truth)[centre])
         assert bias_first < -20.0  # the source overlaps in the skies: over-subtracted without masks
         assert abs(bias_second) < 0.3 * abs(bias_first)
+
+
+def test_statsec_restricts_the_level_statistics():
+    skies = [make_frame(10 + i, 1000.0, dx=20.0, noise=False) for i in range(3)]
+    # a science frame whose right half is brighter (a large object): statsec on the left half ignores it
+    target = make_frame(0, 1000.0, noise=False, sources=[(80.0, 32.0, 400.0, 12.0)])
+    target = with_skies(target, skies)
+    ctx = Ctx(main=[target], sky=skies)
+    res = residual(run("skyCorrect", [target], ctx, statsec="[1:30,1:64]")[0])
+    assert np.max(np.abs(res[:, :30])) < 0.5
+    from draconis.errors import ParameterError
+    with pytest.raises(ParameterError, match="statsec"):
+        run("skyCorrect", [target], ctx, statsec="[30:1,1:64]")

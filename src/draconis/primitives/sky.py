@@ -357,6 +357,7 @@ class SkyBuilder:
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
         self.combine = _combine_kwargs(p)
+        self.section = parse_section(p.statsec)
 
     # -- per-sky preparation (shared by every window the sky appears in) --------
     def prepared(self, sky: Frame, index: int):
@@ -372,7 +373,8 @@ class SkyBuilder:
                 else:
                     mask = dilate_lazy(objmask, self.p.dilation)
                     dq = dq | (mask.astype(np.uint16) * np.uint16(OBJECT_DQ_BIT))
-            level = lazy_level(sci, dq, None, step=sample_step(sky), threshold=self.p.debug_threshold)
+            level = lazy_level(sci, dq, None, step=sample_step(sky), threshold=self.p.debug_threshold,
+                               section=self.section)
             self._prepared[key] = (sci, var, dq, level)
         return self._prepared[key]
 
@@ -431,7 +433,7 @@ class SkyBuilder:
         mode = "scale" if p.scale_sky else ("offset" if p.offset_sky else None)
         if mode or p.reset_sky:
             sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
-                                   threshold=p.debug_threshold)
+                                   threshold=p.debug_threshold, section=self.section)
         else:
             sci_level = da.zeros((), dtype=np.float64)
         args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", sci_level, (), sky_level, ()]
@@ -517,15 +519,35 @@ def sample_step(frame: Frame) -> int:
 
 
 def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, step: int,
-               threshold: float = 0.001) -> da.Array:
-    """The background level of a plane as a lazy 0-d array (pixels flagged in dq/objmask ignored)."""
+               threshold: float = 0.001, section: tuple[slice, slice] | None = None) -> da.Array:
+    """The background level of a plane as a lazy 0-d array (pixels flagged in dq/objmask ignored).
+
+    ``section`` (numpy slices, from statsec) restricts the pixels measured.
+    """
+    section = section or (slice(None), slice(None))
+    size = len(range(*section[0].indices(sci.shape[0]))) * len(range(*section[1].indices(sci.shape[1])))
     # small arrays: sample more densely, so the level rests on enough pixels
-    step = max(1, min(step, sci.size // _MIN_SAMPLES))
+    step = max(1, min(step, size // _MIN_SAMPLES))
 
     def sample(a):
-        return None if a is None else a[:, ::step]
+        return None if a is None else a[section][:, ::step]
     value = dask.delayed(_level_array, pure=True)(sample(sci), sample(dq), sample(objmask), threshold)
     return da.from_delayed(value, shape=(), dtype=np.float64)
+
+
+def parse_section(text: str | None) -> tuple[slice, slice] | None:
+    """A 1-based inclusive FITS section ``[x1:x2,y1:y2]`` as numpy (row, column) slices."""
+    if not text:
+        return None
+    try:
+        xpart, ypart = text.strip().strip("[]").split(",")
+        x1, x2 = (int(v) for v in xpart.split(":"))
+        y1, y2 = (int(v) for v in ypart.split(":"))
+    except ValueError as err:
+        raise ParameterError(f"skyCorrect: statsec {text!r} is not a section like [x1:x2,y1:y2]") from err
+    if x1 < 1 or y1 < 1 or x2 < x1 or y2 < y1:
+        raise ParameterError(f"skyCorrect: statsec {text!r} is empty or starts before pixel 1")
+    return slice(y1 - 1, y2), slice(x1 - 1, x2)
 
 
 def _level_array(sci, dq, objmask, threshold) -> np.ndarray:
