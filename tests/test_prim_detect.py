@@ -228,3 +228,17 @@ def test_transfer_object_mask_follows_the_wcs(interpolant):
 def ndilate(mask):
     from scipy import ndimage
     return ndimage.binary_dilation(mask, structure=np.ones((3, 3)))
+
+
+def test_detection_kernel_is_thread_safe():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from draconis.kernels.detect import detect_array
+
+    images = [render(STARS, seed=10 + i)[0] for i in range(2)]
+    serial = [detect_array(img)[0] for img in images]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda i: detect_array(images[i % 2])[0], range(4)))
+    for i, cat in enumerate(threaded):
+        np.testing.assert_array_equal(cat["X_IMAGE"], serial[i % 2]["X_IMAGE"])
+        np.testing.assert_array_equal(cat["FLUX_AUTO"], serial[i % 2]["FLUX_AUTO"])

@@ -121,7 +121,7 @@ def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, satur
                    pixel_scale) -> Table:
     labels = np.asarray(segm.labels)
     x, y = _col(cat.xcentroid), _col(cat.ycentroid)
-    flux, fluxerr = _col(cat.kron_flux), _col(cat.kron_fluxerr)
+    flux, fluxerr = _col(cat.kron_flux), _col(cat.kron_flux_err)
     aper, apererr = (_col(v) for v in cat.circular_photometry(APER_RADIUS))
     fwhm = _col(cat.fwhm.value if hasattr(cat.fwhm, "value") else cat.fwhm)
     a = _col(getattr(cat.semimajor_sigma, "value", cat.semimajor_sigma))
