@@ -231,6 +231,9 @@ def store_calibration(path: str | os.PathLike, caltype: str, *, config: Any = No
     check_caltype(caltype)
     cfg = load_config(config)
     values = describe_file(path, caltype)
+    for spec in cfg.store_databases:
+        if not spec.is_local:
+            log.warning("not storing %s in remote database %s (no network access)", values["filename"], spec.url)
     targets = [open_database(spec) for spec in cfg.store_databases if spec.is_local]
     for db in targets:  # fail before writing anything
         db.check_ready()

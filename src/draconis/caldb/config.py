@@ -161,7 +161,9 @@ def database_spec(location: str, flags: tuple[str, ...] = ("get",), *, source: s
         if location.lower().startswith("sqlite:"):
             path = location.split("://", 1)[1]
             path = path[1:] if path.startswith("/") else path
-            return DatabaseSpec(location, location, "sqlite", get, store, os.path.abspath(path) if path else None)
+            if not path:  # in-memory: nothing for draconis to manage as a file
+                return DatabaseSpec(location, location, "sql", get, store)
+            return DatabaseSpec(location, location, "sqlite", get, store, os.path.abspath(path))
         return DatabaseSpec(location, location, kind, get, store)
     path = os.path.abspath(location)
     if os.path.isdir(path):
