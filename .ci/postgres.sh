@@ -12,6 +12,7 @@
 # 'postgres' account, created if missing, when run as root), keeps its data
 # and socket under /tmp, and listens on loopback only, on a free port.
 # DRACONIS_PG_NO_TRAP=1: do not stop the server when the sourcing shell exits.
+# DRACONIS_PG_LIBDIR: where versioned PostgreSQL installs live (default /usr/lib/postgresql).
 #
 # The calling shell may have `set -euo pipefail`; everything here checks its
 # own errors and returns instead of exiting, so a failure never kills the caller.
@@ -26,7 +27,7 @@ _draconis_pg_bindir() {
     if [ -x "$dir/pg_ctl" ] && [ -x "$dir/postgres" ]; then echo "$dir"; return 0; fi
   fi
   # Debian keeps the binaries off PATH, one directory per major version: take the newest.
-  for candidate in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
+  for candidate in $(ls -d "${DRACONIS_PG_LIBDIR:-/usr/lib/postgresql}"/*/bin 2>/dev/null | sort -V -r); do
     if [ -x "$candidate/initdb" ] && [ -x "$candidate/pg_ctl" ]; then echo "$candidate"; return 0; fi
   done
   return 1
@@ -67,7 +68,7 @@ _draconis_pg_free_port() {
 _draconis_pg_start() {
   local bindir user port datadir as_user db url
   bindir=$(_draconis_pg_bindir) || { _draconis_pg_install && bindir=$(_draconis_pg_bindir); } || {
-    _draconis_pg_say "PostgreSQL binaries not found (looked on PATH and in /usr/lib/postgresql/*/bin)"
+    _draconis_pg_say "PostgreSQL binaries not found (looked on PATH and in ${DRACONIS_PG_LIBDIR:-/usr/lib/postgresql}/*/bin)"
     return 1
   }
   as_user=()
