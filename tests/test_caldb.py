@@ -297,3 +297,39 @@ def test_store_refuses_wrong_type_and_writes_nothing(db, work, config):
         caldb.store_calibration(flat, "processed_dark", config=config)
     assert not (work / "calibrations").exists()
     assert db.list_files() == []
+
+
+def test_frames_are_accepted_as_well_as_paths(db, work, config):
+    db.add_cal(make_calibration(work / "five_dark.fits", "F2", "processed_dark", EXPTIME=5.0))
+    frame = draconis.open(make_frame(work / "sci.fits", "F2", EXPTIME=20.0))
+    assert best(frame, "processed_dark", config) is None
+    assert best(frame.with_phu(EXPTIME=5.0), "processed_dark", config) == "five_dark.fits"
+    match = caldb.find_calibration(frame.with_phu(EXPTIME=5.0), "processed_dark", config=config)
+    assert match.md5 and match.caltype == "processed_dark" and match.path == str(work / "five_dark.fits")
+
+
+def test_unknown_calibration_type_is_an_error(db, work, config):
+    science = make_frame(work / "sci.fits", "F2")
+    with pytest.raises(CalDBError, match="unknown calibration type 'processed_arcs'"):
+        caldb.get_calibration(science, "processed_arcs", config=config)
+
+
+def test_calibrations_from_simulated_raw_data(db, work, config):
+    """Processed calibrations made from the simulator's raw frames are stored and found."""
+    simulate = pytest.importorskip("draconis.simulate")
+    if not hasattr(simulate, "make_dataset"):
+        pytest.skip("draconis.simulate.make_dataset is not available yet")
+    from draconis.io import write_fits
+
+    raw = [str(p) for p in simulate.make_dataset("gnirs-keyhole", work / "raw", size=64, seed=3)]
+    frames = [draconis.open(p) for p in raw]
+    dark = next(f for f in frames if "DARK" in f.tags)
+    flat = next(f for f in frames if "FLAT" in f.tags)
+    science = next(f for f in frames if "IMAGE" in f.tags and "CAL" not in f.tags)
+    dark_path = write_fits(dark.with_phu(PROCDARK="2026-01-01"), work / f"{dark.stem}_dark.fits")
+    flat_path = write_fits(flat.with_phu(PROCFLAT="2026-01-01"), work / f"{flat.stem}_flat.fits")
+    db.add_cal(dark_path)
+    db.add_cal(flat_path)
+    if science.exposure_time() == dark.exposure_time():
+        assert caldb.get_calibration(science, "processed_dark", config=config) == str(dark_path)
+    assert caldb.get_calibration(science, "processed_flat", config=config) == str(flat_path)
