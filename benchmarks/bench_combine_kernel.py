@@ -9,6 +9,7 @@ baseline: ``np.mean``/``np.median`` along axis 0 on the same block, astropy's
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -77,7 +78,8 @@ def main() -> None:
     combine_block(sci[:, :4], var[:, :4], dq[:, :4], parallel=False)
     threads = numba.get_num_threads()
     print(f"block: {n} frames x {ny} x {nx} = {nvals / 1e6:.1f} M values, SCI+VAR+DQ; "
-          f"numba {numba.__version__}, {threads} threads, layer {numba.threading_layer()}")
+          f"numba {numba.__version__}, {threads} threads, layer {numba.threading_layer()}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'case':<24}{'threads':>8}{'s':>8}{'Mval/s':>9}   {'baseline':<20}{'Mval/s':>9}{'ratio':>8}")
     for name, kw, bname, baseline, bvals in cases:
         t_base = _best_time(baseline, 1 if "astropy" in bname else args.repeat)

@@ -75,17 +75,25 @@ def _gather(xs, ds, use_levels, vals, ix, lev):
     """
     n = xs.shape[0]
     has_dq = ds.shape[0] > 0
+    # Fast path for the common pixel where every value is finite and unflagged:
+    # one branch-free pass instead of per-value level bookkeeping.
     alldq = 0
+    nbad = 0
+    for i in range(n):
+        d = np.int64(ds[i]) if has_dq else 0
+        alldq |= d
+        nbad += np.int64(not math.isfinite(xs[i])) + np.int64(d != 0 and use_levels)
+    if nbad == 0:
+        for i in range(n):
+            vals[i] = xs[i]
+            ix[i] = i
+        return n, alldq
     best = _NO_LEVEL
     for i in range(n):
-        d = 0
-        if has_dq:
-            d = np.int64(ds[i])
-            alldq |= d
         if not math.isfinite(xs[i]):
             lev[i] = _NO_LEVEL
             continue
-        level = _dq_level(d) if use_levels else 0
+        level = _dq_level(np.int64(ds[i])) if (use_levels and has_dq) else 0
         lev[i] = level
         best = min(best, level)
     g = 0
@@ -105,9 +113,9 @@ def _rank_sort_pairs(vals, ix, g, sv, si):
     for i in range(g):
         x = vals[i]
         c = np.int32(0)
-        for j in range(g):
+        for j in range(g):  # full-length loops vectorise; split ones measured slower
             c += np.int32(vals[j] < x)
-        for j in range(i):
+        for j in range(i):  # equal values before i rank lower: ties keep input order
             c += np.int32(vals[j] == x)
         sv[c] = x
         si[c] = ix[i]
@@ -224,7 +232,8 @@ def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
     sv = 0.0
     sw = 0.0
     sxw = 0.0
-    wt_ok = has_var
+    weighted = has_var and op == WTMEAN  # divisions are dear: only when needed
+    wt_ok = weighted
     outdq = 0
     for k in range(lo, hi):
         i = ix[k]
@@ -235,11 +244,12 @@ def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
         if has_var:
             v = vs[i]
             sv += v
-            if v > 0.0 and math.isfinite(v):
-                sw += 1.0 / v
-                sxw += x / v
-            else:
-                wt_ok = False
+            if weighted:
+                if v > 0.0 and math.isfinite(v):
+                    sw += 1.0 / v
+                    sxw += x / v
+                else:
+                    wt_ok = False
     mean = sx / n
     if not has_var:
         ss = 0.0
@@ -295,15 +305,19 @@ def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
                 continue
             lo = 0
             hi = g
-            if rej != NONE:
+            # sorted values serve rejection and medians alike; the rank sort is
+            # faster than quickselect for the usual few tens of frames
+            is_sorted = rej != NONE or (op >= MEDIAN and g <= _RANK_SORT_MAX)
+            if is_sorted:
                 _sort(vals, ix, g, sv, si, stack)
+            if rej != NONE:
                 if rej == MINMAX:
                     lo, hi = minmax_range(g, n, nlow, nhigh)
                 elif rej == SIGCLIP:
                     lo, hi = _sigclip(vals, 0, g, lsig, hsig, mclip, max_iters)
                 else:
                     lo, hi = _varclip(vals, ix, 0, g, vs, lsig, hsig, mclip, max_iters)
-            value, variance, outdq = _combine_used(vals, ix, lo, hi, vs, ds, op, rej != NONE)
+            value, variance, outdq = _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted)
             out_s[p] = value
             out_v[p] = variance
             out_d[p] = outdq
