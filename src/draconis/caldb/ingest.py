@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CalDBError, DescriptorError, DraconisError
+
+log = logging.getLogger("draconis.caldb")
 
 __all__ = ["CALTYPES", "caltype_from_tags", "check_caltype", "frame_descriptors", "describe_file", "md5sum",
            "open_any"]
@@ -101,11 +104,16 @@ def _canonical(value: Any) -> Any:
 
 
 def _descriptor(frame: Any, name: str, options: dict[str, Any]) -> Any:
+    """A descriptor value, or None when the instrument lacks it or it cannot be computed."""
     try:
         return frame.descriptor(name, **options)
     except DescriptorError as err:
         if options and "option" in str(err):
             return _descriptor(frame, name, {})
+        return None
+    except (DraconisError, ValueError, TypeError, KeyError) as err:
+        # optional for matching: a rule that needs it then simply finds no match
+        log.debug("%s: descriptor %s unavailable (%s)", frame.filename, name, err)
         return None
 
 
