@@ -95,7 +95,10 @@ def _database(database: Any = None, config: Any = None) -> CalibrationDatabase:
 
 
 def init(wipe: bool = False, *, database: Any = None, config: Any = None) -> CalibrationDatabase:
-    """Create the local calibration database (``caldb init``); see :meth:`CalibrationDatabase.init`."""
+    """Create the local calibration database (kept if it exists, emptied with ``wipe``).
+
+    See :meth:`CalibrationDatabase.init`.
+    """
     db = _database(database, config)
     db.init(wipe=wipe)
     return db

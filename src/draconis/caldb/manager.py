@@ -227,14 +227,23 @@ class CalibrationDatabase:
                              f"run 'draconis caldb init'")
         self._ready = True
 
-    def init(self, wipe: bool = False) -> None:
+    def init(self, wipe: bool = False, *, exist_ok: bool = True) -> None:
         """Create the database (its tables); with ``wipe``, empty an existing one.
+
+        Parameters
+        ----------
+        wipe : bool
+            Empty an existing database.
+        exist_ok : bool
+            An existing database is left as it is (True, the API default, so
+            a script that starts with ``caldb.init()`` can be run again) or
+            is an error (False: the ``caldb init`` command).
 
         Raises
         ------
         CalDBError
-            It exists and ``wipe`` is False; the location cannot be written;
-            the server cannot be reached.
+            It exists, ``wipe`` and ``exist_ok`` are False; the location
+            cannot be written; the server cannot be reached.
         """
         created_file = False
         if self.spec.kind == "sqlite":
@@ -242,8 +251,12 @@ class CalibrationDatabase:
         try:
             if not created_file and self.exists():
                 if not wipe:
-                    raise CalDBError(f"{self.name}: calibration database already exists "
-                                     f"(use -w/--wipe to empty it)")
+                    if not exist_ok:
+                        raise CalDBError(f"{self.name}: calibration database already exists "
+                                         f"(use -w/--wipe to empty it)")
+                    self._ready = True
+                    log.info("calibration database %s already exists; kept as it is", self.name)
+                    return
                 self._retry(lambda: Base.metadata.drop_all(self.engine), "wiping")
             self._create_tables()
         except BaseException:

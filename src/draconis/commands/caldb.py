@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return _show_config(config, getattr(args, "database", None))
     db = caldb.set_local_database(getattr(args, "database", None), config=config)
     if action == "init":
-        db.init(wipe=args.wipe)
+        db.init(wipe=args.wipe, exist_ok=False)
         print(f"{'Wiped and initialised' if args.wipe else 'Initialised'} calibration database {db.name}")
         return 0
     if action == "list":
