@@ -354,3 +354,128 @@ def test_hundreds_of_files_stay_fast(niri_dir, tmp_path):
     elapsed = time.perf_counter() - start
     assert len(selected) == 300
     assert elapsed < 30, f"{elapsed:.1f} s for 300 files"
+
+
+# -- the seeds' selections on simulated datasets ---------------------------------------
+def _simulated(tmp_path_factory, name: str) -> list[str]:
+    simulate = pytest.importorskip("draconis.simulate")
+    if not hasattr(simulate, "make_dataset"):
+        pytest.skip("simulator not available")
+    outdir = tmp_path_factory.mktemp(name)
+    simulate.make_dataset(name, outdir, size=64, seed=1)
+    files = sorted(str(p) for p in Path(outdir).rglob("*.fits"))
+    assert files, f"simulated {name} has no FITS files"
+    return files
+
+
+def _stems(paths) -> list[str]:
+    return sorted(os.path.basename(p).removesuffix(".fits") for p in paths)
+
+
+def _run(capsys, *argv) -> list[str]:
+    assert cli.main(list(argv)) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out.split()
+
+
+def _range(prefix: str, first: int, last: int) -> list[str]:
+    return [f"{prefix}{n:04d}" for n in range(first, last + 1)]
+
+
+@pytest.fixture(scope="module")
+def f2_files(tmp_path_factory):
+    return _simulated(tmp_path_factory, "f2-deep")
+
+
+@pytest.fixture(scope="module")
+def niri_sim_files(tmp_path_factory):
+    return _simulated(tmp_path_factory, "niri-extended")
+
+
+@pytest.fixture(scope="module")
+def gnirs_files(tmp_path_factory):
+    return _simulated(tmp_path_factory, "gnirs-keyhole")
+
+
+@pytest.fixture(scope="module")
+def gsaoi_files(tmp_path_factory):
+    return _simulated(tmp_path_factory, "gsaoi-galaxy")
+
+
+def test_seed_f2_selections(f2_files, capsys):
+    darks5 = dataselect.select_data(f2_files, ["F2", "DARK", "RAW"], [], dataselect.expr_parser("exposure_time==5"))
+    assert _stems(darks5) == _range("S20200107S", 49, 55) + _range("S20200111S", 159, 161)
+    assert _stems(_run(capsys, "dataselect", "--tags", "DARK", "--expr", "exposure_time==5", *f2_files)) == \
+        _stems(darks5)
+    darks = _run(capsys, "dataselect", "--tags", "DARK", *f2_files)
+    darks2 = dataselect.select_data(f2_files, ["F2", "DARK", "RAW"], [], dataselect.expr_parser("exposure_time==2"))
+    assert sorted(darks2 + darks5) == sorted(darks) and darks2
+    flats = _run(capsys, "dataselect", "--tags", "FLAT", *f2_files)
+    assert flats and _run(capsys, "dataselect", "--tags", "FLAT", "--expr", "filter_name=='K-red'", *f2_files) == flats
+    science = _run(capsys, "dataselect", "--xtags", "CAL", *f2_files)
+    assert len(science) == 18
+    expr = dataselect.expr_parser('(observation_class=="science" and filter_name=="K-red")')
+    assert dataselect.select_data(f2_files, ["F2"], [], expr) == science
+
+
+def test_seed_f2_pipe_into_showd_table(f2_files, capsys, monkeypatch):
+    import io
+
+    darks = _run(capsys, "dataselect", "--tags", "DARK", *f2_files)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(darks) + "\n"))
+    lines = _run_lines(capsys, "showd", "-d", "exposure_time")
+    rows = {os.path.basename(line.split()[0]).removesuffix(".fits"): line.split()[1] for line in lines[3:]}
+    assert set(rows) == set(_stems(darks))
+    assert {rows[s] for s in _range("S20200107S", 49, 55)} == {"5.0"}
+    assert {v for k, v in rows.items() if k not in _range("S20200107S", 49, 55) + _range("S20200111S", 159, 161)} \
+        == {"2.0"}
+
+
+def _run_lines(capsys, *argv) -> list[str]:
+    assert cli.main(list(argv)) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_seed_niri_selections(niri_sim_files):
+    select, parse = dataselect.select_data, dataselect.expr_parser
+    darks = select(niri_sim_files, ["DARK"])
+    ones = select(niri_sim_files, ["DARK"], [], parse("exposure_time==1"))
+    twenties = select(niri_sim_files, ["DARK"], [], parse("exposure_time==20"))
+    assert _stems(ones) == _range("N20160103S", 463, 472)
+    assert _stems(twenties) == _range("N20160102S", 423, 432)
+    assert sorted(ones + twenties) == sorted(darks)
+    assert select(niri_sim_files, ["DARK"], [], parse("exposure_time==1", strict=True)) == []
+    flats = select(niri_sim_files, ["FLAT"])
+    std = select(niri_sim_files, [], [], parse('object=="FS 17"'))
+    target = select(niri_sim_files, ["IMAGE"], ["FLAT"], parse('object!="FS 17"'))
+    assert flats and std and len(target) == 10
+    assert not set(std) & set(target) and not set(flats) & set(target + std)
+
+
+def test_seed_gnirs_selections(gnirs_files, capsys):
+    darks = _run(capsys, "dataselect", "--tags", "DARK", *gnirs_files)
+    assert darks and _run(capsys, "dataselect", "--tags", "DARK", "--expr=exposure_time==60", *gnirs_files) == darks
+    assert _run(capsys, "dataselect", "--tags", "FLAT", *gnirs_files)
+    first = _run(capsys, "dataselect", "--tags", "IMAGE", "--xtags", "FLAT", *gnirs_files)
+    second = _run(capsys, "dataselect", "--xtags", "FLAT", "--expr=filter_name==\"J\"", *gnirs_files)
+    third = _run(capsys, "dataselect", "--expr=object==\"GRB120116A\"", *gnirs_files)
+    assert len(first) == 20 and first == second == third
+    parse = dataselect.expr_parser
+    assert dataselect.select_data(gnirs_files, [], [], parse('object=="GRB120116A"')) == first
+
+
+def test_seed_gsaoi_selections(gsaoi_files, capsys):
+    std = _run(capsys, "dataselect", "--expr", 'observation_class=="partnerCal"', *gsaoi_files)
+    assert _stems(std) == _range("S20170504S", 114, 117)
+    assert _run(capsys, "dataselect", "--expr", 'object=="9132"', *gsaoi_files) == std
+    science = _run(capsys, "dataselect", "--expr", '(observation_class=="science" and exposure_time==60.)',
+                   *gsaoi_files)
+    assert _stems(science) == _range("S20170505S", 95, 110)
+    assert _run(capsys, "dataselect", "--expr", 'observation_class=="science"', *gsaoi_files) == science
+    flats = _run(capsys, "dataselect", "--tags", "FLAT", *gsaoi_files)
+    assert flats and _run(capsys, "dataselect", "--tags", "FLAT", "--expr", "filter_name=='Kshort'",
+                          *gsaoi_files) == flats
+    table = _run_lines(capsys, "showd", "-d", "object,exposure_time", *science)
+    assert table[1].split() == ["filename", "object", "exposure_time"]
+    assert all(line.split()[1:] == ["NGC5128", "60.0"] for line in table[3:]) and len(table) == 3 + 16
