@@ -38,7 +38,7 @@ from pathlib import Path
 from ..errors import ConfigError
 
 __all__ = ["DatabaseSpec", "CalibConfig", "ConfigDeprecationWarning", "find_config_file", "load_config",
-           "parse_config_text", "database_spec", "DEFAULT_DB_NAME", "KNOWN_FLAGS"]
+           "parse_config_text", "database_spec", "hide_password", "DEFAULT_DB_NAME", "KNOWN_FLAGS"]
 
 #: SQLite file used when a configured location is a directory
 DEFAULT_DB_NAME = "cal_manager.db"
@@ -84,7 +84,7 @@ class DatabaseSpec:
     def describe(self) -> str:
         """One line for ``caldb config``."""
         flags = " ".join(f for f, on in (("get", self.get), ("store", self.store)) if on) or "(no flags)"
-        where = self.path if self.kind == "sqlite" else _hide_password(self.url)
+        where = self.path if self.kind == "sqlite" else hide_password(self.url)
         return f"{where}  [{self.kind}]  {flags}"
 
 
@@ -119,7 +119,8 @@ class CalibConfig:
         return next((d for d in self.databases if d.is_local), None)
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
     try:
         from sqlalchemy.engine import make_url
 

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 from ..errors import CalDBError
-from .config import DatabaseSpec, database_spec
+from .config import DatabaseSpec, database_spec, hide_password
 from .ingest import describe_file
 from .models import SCHEMA_VERSION, Base, Calibration, SchemaInfo
 
@@ -129,7 +129,7 @@ class CalibrationDatabase:
     @property
     def name(self) -> str:
         """The file (SQLite) or URL without password, for messages."""
-        return self.spec.path if self.spec.kind == "sqlite" else self.spec.describe().split("  ")[0]
+        return self.spec.path if self.spec.kind == "sqlite" else hide_password(self.spec.url)
 
     def __repr__(self) -> str:
         return f"<CalibrationDatabase {self.name}>"
