@@ -346,14 +346,16 @@ def _skies_of(frame: Frame, pool: dict[str, Frame], log) -> list[Frame] | None:
 class SkyBuilder:
     """Builds sky stacks and sky-subtracted frames, sharing work between frames.
 
-    ``stacks`` maps the tuple of sky names to the per-extension lazy stack
-    ``(sci, var, dq, level)``: identical sky lists reuse one graph.
+    ``stacks`` maps the tuple of sky names to, per extension, the lazy stack
+    ``(cube, have_var, level)``: ``cube`` is float32 ``(3, y, x)`` holding
+    SCI, VAR and DQ, ``level`` a lazy 0-d background level. Identical sky
+    lists reuse one graph.
     """
 
     def __init__(self, p, log):
         self.p = p
         self.log = log
-        self.stacks: dict[tuple[str, ...], list[tuple[da.Array, da.Array | None, da.Array, da.Array]]] = {}
+        self.stacks: dict[tuple[str, ...], list[tuple[da.Array, bool, da.Array]]] = {}
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
         self.combine = _combine_kwargs(p)
