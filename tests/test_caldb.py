@@ -336,3 +336,12 @@ def test_calibrations_from_simulated_raw_data(db, work, config):
     if science.exposure_time() == dark.exposure_time():
         assert caldb.get_calibration(science, "processed_dark", config=config) == str(dark_path)
     assert caldb.get_calibration(science, "processed_flat", config=config) == str(flat_path)
+
+
+def test_validate_user_calibration(work):
+    dark = make_calibration(work / "N20120102S0538_dark.fits", "GNIRS", "processed_dark")
+    assert caldb.validate_calibration(dark, "processed_dark") == str(dark)
+    with pytest.raises(CalDBError, match="N20120102S0538_dark.fits: not a processed_flat .*expected PROCESSED and FLAT"):
+        caldb.validate_calibration(dark, "processed_flat")
+    with pytest.raises(CalDBError, match="missing.fits: no such file"):
+        caldb.validate_calibration(work / "missing.fits", "processed_dark")

@@ -35,7 +35,7 @@ from .rules import RULES, build_query, rule_for
 
 __all__ = [
     "set_local_database", "init", "add_cal", "remove_cal", "list_files",
-    "get_calibration", "find_calibration", "store_calibration", "CalMatch",
+    "get_calibration", "find_calibration", "store_calibration", "validate_calibration", "CalMatch",
     "load_config", "database_spec", "CalibConfig", "DatabaseSpec", "ConfigDeprecationWarning",
     "CalibrationDatabase", "CalFile", "CALTYPES", "RULES", "rule_for", "caltype_from_tags",
 ]
@@ -189,6 +189,37 @@ def get_calibration(frame_or_path: Any, caltype: str, *, config: Any = None) -> 
     """
     match = find_calibration(frame_or_path, caltype, config=config)
     return match.path if match else None
+
+
+def validate_calibration(path: str | os.PathLike, caltype: str) -> str:
+    """Check a calibration given by the user (``--user_cal TYPE:FILE``) is of that type.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    caltype : str
+        e.g. ``'processed_dark'``: the file must be tagged PROCESSED and DARK.
+
+    Returns
+    -------
+    str
+        The absolute path.
+
+    Raises
+    ------
+    CalDBError
+        Unknown type, missing or unreadable file, or tags of another kind.
+    """
+    check_caltype(caltype)
+    full = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(full):
+        raise CalDBError(f"{full}: no such file (given as {caltype})")
+    tags = open_any(full).tags
+    if caltype_from_tags(tags) != caltype:
+        raise CalDBError(f"{full}: not a {caltype} (tags: {' '.join(sorted(tags))}; expected PROCESSED and "
+                         f"{CALTYPES[caltype]})")
+    return full
 
 
 def _copy_atomic(source: str, dest: Path) -> None:
