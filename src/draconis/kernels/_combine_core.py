@@ -271,6 +271,120 @@ def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
     return med, 0.5 * math.pi * sv / n, outdq
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _level_of(x, d, use_levels):
+    if not math.isfinite(x):
+        return _NO_LEVEL
+    return _dq_level(d) if use_levels else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _mean_none_tile(p0, t, sci, var, dq, scl, zer, use_levels, weighted, lev, best, alldq,
+                    cnt, sx, sv, sw, sxw, outdq):
+    """Per-pixel sums over one tile of pixels for :func:`_mean_none_pixels`.
+
+    Each quantity gets its own simple loop over (frame, pixel): branch-free
+    bodies vectorise, and re-reading a frame row from L1/L2 is cheaper than
+    one loop with every optional plane behind a branch.
+    """
+    n = sci.shape[0]
+    has_var = var.shape[0] > 0
+    has_dq = dq.shape[0] > 0
+    best[:t] = _NO_LEVEL
+    alldq[:t] = 0
+    for i in range(n):  # pass 1: each input's level and the best level at each pixel
+        for k in range(t):
+            d = np.int64(dq[i, p0 + k]) if has_dq else 0
+            alldq[k] |= d
+            level = _level_of(np.float64(sci[i, p0 + k]) * scl[i] + zer[i], d, use_levels)
+            lev[i, k] = level
+            best[k] = min(best[k], level)
+    for k in range(t):
+        if best[k] == _NO_LEVEL:  # nothing usable: let no input match
+            best[k] = -1
+    cnt[:t] = 0
+    sx[:t] = 0.0
+    for i in range(n):
+        for k in range(t):
+            u = lev[i, k] == best[k]
+            cnt[k] += np.int64(u)
+            x = np.float64(sci[i, p0 + k]) * scl[i] + zer[i]
+            sx[k] += x if u else 0.0
+    outdq[:t] = 0
+    if has_dq:
+        for i in range(n):
+            for k in range(t):
+                outdq[k] |= np.int64(dq[i, p0 + k]) if lev[i, k] == best[k] else 0
+    sv[:t] = 0.0
+    if has_var:
+        for i in range(n):
+            s2 = scl[i] * scl[i]
+            for k in range(t):
+                sv[k] += np.float64(var[i, p0 + k]) * s2 if lev[i, k] == best[k] else 0.0
+    else:  # sample variance about the mean stands in for mean(VAR)
+        for i in range(n):
+            for k in range(t):
+                dev = np.float64(sci[i, p0 + k]) * scl[i] + zer[i] - sx[k] / max(cnt[k], 1)
+                sv[k] += dev * dev if lev[i, k] == best[k] else 0.0
+    if weighted:
+        sw[:t] = 0.0
+        sxw[:t] = 0.0
+        for i in range(n):
+            s2 = scl[i] * scl[i]
+            for k in range(t):
+                if lev[i, k] == best[k]:
+                    v = np.float64(var[i, p0 + k]) * s2
+                    x = np.float64(sci[i, p0 + k]) * scl[i] + zer[i]
+                    if v > 0.0 and math.isfinite(v):
+                        sw[k] += 1.0 / v
+                        sxw[k] += x / v
+                    else:
+                        sw[k] = -math.inf  # marks "fall back to the plain mean"
+
+
+@numba.njit(nogil=True, cache=True)
+def _mean_none_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op,
+                      out_s, out_v, out_d, out_n):
+    """Mean/wtmean without rejection, frame-major: each frame's rows are read in
+    order and accumulated into per-pixel sums, with no per-pixel transposition.
+
+    Same definitions and summation order as the per-pixel path.
+    """
+    n = sci.shape[0]
+    has_var = var.shape[0] > 0
+    weighted = has_var and op == WTMEAN
+    tile = 256
+    lev = np.empty((n, tile), np.int8)
+    best = np.empty(tile, np.int8)
+    alldq = np.empty(tile, np.int64)
+    outdq = np.empty(tile, np.int64)
+    cnt = np.empty(tile, np.int64)
+    sx = np.empty(tile, np.float64)
+    sv = np.empty(tile, np.float64)
+    sw = np.empty(tile, np.float64)
+    sxw = np.empty(tile, np.float64)
+    for p0 in range(start, stop, tile):
+        t = min(tile, stop - p0)
+        _mean_none_tile(p0, t, sci, var, dq, scl, zer, use_levels, weighted, lev, best, alldq,
+                        cnt, sx, sv, sw, sxw, outdq)
+        for k in range(t):
+            p = p0 + k
+            m = cnt[k]
+            if m == 0:
+                out_s[p], out_v[p], out_d[p], out_n[p] = 0.0, 0.0, alldq[k], 0
+                continue
+            if has_var:
+                mean_var = sv[k] / m
+            else:
+                mean_var = sv[k] / (m - 1) if m > 1 else 0.0
+            if weighted and sw[k] > 0.0:
+                out_s[p], out_v[p] = sxw[k] / sw[k], 1.0 / sw[k]
+            else:
+                out_s[p], out_v[p] = sx[k] / m, mean_var / m
+            out_d[p] = outdq[k]
+            out_n[p] = min(m, 65535)
+
+
 @numba.njit(nogil=True, cache=True)
 def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
                    lsig, hsig, mclip, max_iters, nlow, nhigh, out_s, out_v, out_d, out_n):
@@ -278,6 +392,9 @@ def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
 
     ``var``/``dq`` of shape ``(0, 1)`` mean the plane is absent.
     """
+    if rej == NONE and op <= WTMEAN:
+        _mean_none_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, out_s, out_v, out_d, out_n)
+        return
     n = sci.shape[0]
     tile = max(8, min(256, _TILE_VALUES // n))
     ts = np.empty((tile, n), np.float64)
