@@ -12,6 +12,8 @@ _MODULE_NAMES: tuple[str, ...] = (
     # "bookkeeping", "sky", "detect", "register", "resample"
     "sky",
     "detect",
+    "register",
+    "resample",
 )
 
 MODULES = tuple(importlib.import_module(f"{__name__}.{m}") for m in _MODULE_NAMES)

@@ -1,0 +1,347 @@
+"""resampleToCommonFrame and scaleCountsToReference.
+
+The output grid is the reference frame's pixel grid (its first array's
+linear WCS) extended, by whole pixels, to the bounding box of every input
+array (``trim_data=False``), so the reference is not interpolated and the
+stack covers the union of the dithers. Every array of a frame (the four of
+GSAOI) is mapped through its own WCS, distortion included, onto that one grid.
+
+Laziness: for each frame the WCS mapping is evaluated on a coarse grid once
+(small), and each output row band is one task that reads only the input
+region it needs (a slice of the input's Dask arrays) and returns SCI, VAR and
+DQ of the band. Output chunks are row bands of the full width, the shape the
+stack reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from ..frame import Extension, Frame, make_extension
+from ..kernels import resample as kres
+from ..parameters import P, suffix_param
+from .register import REFERENCE_KEYWORD, _cd, match, project
+from .registry import primitive
+
+ORDERS = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
+#: Output pixels between coarse WCS evaluations.
+COARSE_STEP = 32
+#: Rows per output band (the stacking tile height).
+BAND_ROWS = 256
+_WCS_DROP = ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2", "A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER",
+             "DATASEC", "TRIMSEC", "DETSEC", "CCDSEC")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The common output grid: a linear TAN WCS header and a shape (ny, nx)."""
+
+    header: fits.Header
+    shape: tuple[int, int]
+
+    @property
+    def wcs(self) -> WCS:
+        return WCS(self.header, naxis=2, relax=True)
+
+
+def _linear_header(header: fits.Header) -> fits.Header:
+    """WCS keywords of ``header`` without distortion: CRVAL, CRPIX, CD, TAN."""
+    out = fits.Header()
+    out["CTYPE1"], out["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    out["CRVAL1"], out["CRVAL2"] = float(header["CRVAL1"]), float(header["CRVAL2"])
+    out["CRPIX1"], out["CRPIX2"] = float(header["CRPIX1"]), float(header["CRPIX2"])
+    cd = _cd(header)
+    out["CD1_1"], out["CD1_2"], out["CD2_1"], out["CD2_2"] = (float(v) for v in cd.ravel())
+    return out
+
+
+def _border(shape: tuple[int, int], n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Points (x, y; 0-based) along the outer edges of an array's pixels."""
+    ny, nx = shape
+    xs, ys = np.linspace(-0.5, nx - 0.5, n), np.linspace(-0.5, ny - 0.5, n)
+    x = np.concatenate([xs, xs, np.full(n, -0.5), np.full(n, nx - 0.5)])
+    y = np.concatenate([np.full(n, -0.5), np.full(n, ny - 0.5), ys, ys])
+    return x, y
+
+
+def common_grid(frames: Sequence[Frame], reference: Frame, *, trim: bool = False) -> Grid:
+    """The reference's pixel grid extended by whole pixels to cover every array of ``frames``."""
+    header = _linear_header(reference[0].header)
+    out_wcs = WCS(header, naxis=2, relax=True)
+    xs, ys = [], []
+    for frame in ([reference] if trim else frames):
+        for ext in frame.extensions:
+            bx, by = _border(ext.shape)
+            ra, dec = ext.wcs.all_pix2world(bx, by, 0)
+            ox, oy = out_wcs.wcs_world2pix(ra, dec, 0)
+            xs.append(ox)
+            ys.append(oy)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    # Pixel centres at integers cover [c-0.5, c+0.5]: keep a pixel if the footprint covers most of it.
+    x0, x1 = int(np.floor(x.min() + 0.5 + 1e-6)), int(np.ceil(x.max() - 0.5 - 1e-6))
+    y0, y1 = int(np.floor(y.min() + 0.5 + 1e-6)), int(np.ceil(y.max() - 0.5 - 1e-6))
+    header["CRPIX1"] -= x0
+    header["CRPIX2"] -= y0
+    return Grid(header, (y1 - y0 + 1, x1 - x0 + 1))
+
+
+def coarse_maps(grid: Grid, ext: Extension, step: int = COARSE_STEP):
+    """Input-pixel positions (iy, ix) of output pixels on a coarse grid, and that grid's rows/cols."""
+    ny, nx = grid.shape
+    gy = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
+    gx = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    ra, dec = grid.wcs.wcs_pix2world(xx.ravel(), yy.ravel(), 0)
+    ix, iy = ext.wcs.all_world2pix(ra, dec, 0, tolerance=1e-6, maxiter=50, quiet=True)
+    return iy.reshape(yy.shape), ix.reshape(yy.shape), gy, gx
+
+
+def _jacobian(cy: np.ndarray, cx: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray | None:
+    """|d(input)/d(output)| on the coarse grid, or None where it is 1 to 1e-6 (pure shifts)."""
+    if len(gy) < 2 or len(gx) < 2:
+        return None
+    dyy, dyx = np.gradient(cy, gy, gx)
+    dxy, dxx = np.gradient(cx, gy, gx)
+    jac = np.abs(dyy * dxx - dyx * dxy)
+    return None if np.allclose(jac, 1.0, rtol=0, atol=1e-6) else jac
+
+
+def _band_region(cy, cx, gy, y0, y1, shape, margin):
+    """Input box (iy0, iy1, ix0, ix1) needed by output rows [y0, y1), or None if off the input."""
+    rows = np.nonzero((gy >= y0 - COARSE_STEP) & (gy <= y1 + COARSE_STEP))[0]
+    sy, sx = cy[rows], cx[rows]
+    iy0, iy1 = int(np.floor(sy.min())) - margin, int(np.ceil(sy.max())) + margin + 1
+    ix0, ix1 = int(np.floor(sx.min())) - margin, int(np.ceil(sx.max())) + margin + 1
+    iy0, ix0 = max(iy0, 0), max(ix0, 0)
+    iy1, ix1 = min(iy1, shape[0]), min(ix1, shape[1])
+    return None if iy0 >= iy1 or ix0 >= ix1 else (iy0, iy1, ix0, ix1)
+
+
+def _band_task(regions, maps, y0, y1, nx, order, dq_threshold):
+    """SCI, VAR, DQ of output rows [y0, y1) from every array of one frame (first covering array wins)."""
+    shape = (y1 - y0, nx)
+    sci, var = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    dq = np.full(shape, kres.NO_DATA, np.uint16)
+    done = np.zeros(shape, bool)
+    for (rsci, rvar, rdq, box), (cy, cx, gy, gx, jac) in zip(regions, maps):
+        iy = kres.fine_map(cy, gy, gx, y0, y1, nx) - box[0]
+        ix = kres.fine_map(cx, gy, gx, y0, y1, nx) - box[2]
+        j = None if jac is None else kres.fine_map(jac, gy, gx, y0, y1, nx)
+        s, v, d, covered = kres.resample_region(np.asarray(rsci), None if rvar is None else np.asarray(rvar),
+                                                None if rdq is None else np.asarray(rdq), iy, ix, order=order,
+                                                dq_threshold=dq_threshold, jacobian=j)
+        take = covered & ~done
+        sci[take], var[take], dq[take] = s[take], v[take], d[take]
+        done |= covered
+    return sci, var, dq
+
+
+def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float, conserve: bool = True,
+                   band_rows: int = BAND_ROWS) -> Frame:
+    """``frame`` resampled onto ``grid``: one lazy extension with SCI, VAR, DQ in row bands."""
+    ny, nx = grid.shape
+    maps = []
+    for ext in frame.extensions:
+        cy, cx, gy, gx = coarse_maps(grid, ext)
+        maps.append((cy, cx, gy, gx, _jacobian(cy, cx, gy, gx) if conserve else None))
+    margin = order + 2
+    bands = {"SCI": [], "VAR": [], "DQ": []}
+    for y0 in range(0, ny, band_rows):
+        y1 = min(y0 + band_rows, ny)
+        regions, used = [], []
+        for ext, m in zip(frame.extensions, maps):
+            box = _band_region(m[0], m[1], m[2], y0, y1, ext.shape, margin)
+            if box is None:
+                continue
+            cut = (slice(box[0], box[1]), slice(box[2], box[3]))
+            planes = [None if ext.plane(n) is None else ext.plane(n)[cut] for n in ("SCI", "VAR", "DQ")]
+            regions.append((*planes, box))
+            used.append(m)
+        shape = (y1 - y0, nx)
+        if not regions:
+            bands["SCI"].append(da.zeros(shape, np.float32))
+            bands["VAR"].append(da.zeros(shape, np.float32))
+            bands["DQ"].append(da.full(shape, kres.NO_DATA, dtype=np.uint16))
+            continue
+        task = dask.delayed(_band_task, pure=True, nout=3)(regions, used, y0, y1, nx, order, dq_threshold)
+        for name, part, dtype in zip(("SCI", "VAR", "DQ"), task, (np.float32, np.float32, np.uint16)):
+            bands[name].append(da.from_delayed(part, shape=shape, dtype=dtype))
+    planes = {k: da.concatenate(v, axis=0) for k, v in bands.items()}
+    header = frame[0].header.copy()
+    for key in list(header.keys()):
+        if key in _WCS_DROP or key.startswith(("A_", "B_", "AP_", "BP_")) and key[-1].isdigit():
+            header.remove(key, ignore_missing=True)
+    header.update(grid.header)
+    header["DATASEC"] = f"[1:{nx},1:{ny}]"
+    objcat = _moved_catalogue(frame, grid)
+    ext = make_extension(header, planes["SCI"], planes["VAR"], planes["DQ"], objcat=objcat)
+    return frame.with_extensions([ext])
+
+
+def _moved_catalogue(frame: Frame, grid: Grid):
+    """The frames' OBJCATs merged, X/Y_IMAGE moved to the output grid (1-based) from the world positions."""
+    from astropy.table import vstack
+
+    cats = [e.objcat for e in frame.extensions if e.objcat is not None and len(e.objcat)]
+    if not cats:
+        return None
+    cat = vstack(cats) if len(cats) > 1 else cats[0].copy()
+    if "X_WORLD" in cat.colnames:
+        x, y = grid.wcs.wcs_world2pix(np.asarray(cat["X_WORLD"], float), np.asarray(cat["Y_WORLD"], float), 1)
+        cat["X_IMAGE"], cat["Y_IMAGE"] = x, y
+    return cat
+
+
+def _reference_frame(frames: Sequence[Frame], reference, ctx) -> Frame:
+    if isinstance(reference, Frame):
+        return reference
+    if isinstance(reference, str) and reference:
+        for f in frames:
+            if reference in (f.filename, f.stem, f.orig_filename):
+                return f
+        from ..io import open_frame
+        return open_frame(reference)
+    stem = frames[0].phu.get(REFERENCE_KEYWORD)
+    for f in frames:
+        if stem and f.stem == stem:
+            return f
+    return frames[0]
+
+
+@primitive("resampleToCommonFrame",
+           suffix_param("_align"),
+           P("interpolant", str, "poly3", "nearest | linear | poly3 | poly5 | spline3 | spline5",
+             choices=tuple(ORDERS)),
+           P("trim_data", bool, False, "output only the reference frame footprint (False = union of all inputs)"),
+           P("clean_data", bool, False, "replace bad pixels before interpolating (always done for splines)"),
+           P("conserve", bool, True, "conserve flux when pixel area changes"),
+           P("force_affine", bool, True, "approximate each input->output transform as affine (fast)"),
+           P("reference", object, None, "reference image (default: the alignment reference, else the first)",
+             optional=True),
+           P("dq_threshold", float, 0.001, "fractional contribution from a flagged pixel that flags the output pixel",
+             low=0.0),
+           P("pixel_scale", float, 0.02, "output pixel scale (arcsec) when no reference", low=0.01, high=1.0),
+           P("pa", float, 0.0, "output PA (deg E of N) when no reference", low=-180, high=360))
+def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Resample every frame onto one grid covering all of them (lazy; one task per frame and row band)."""
+    if not frames:
+        return []
+    ref = _reference_frame(frames, p.reference, ctx)
+    grid = common_grid(frames, ref, trim=p.trim_data)
+    ctx.log.info("resampleToCommonFrame: %d frame(s) onto a %dx%d grid (reference %s, %s)", len(frames),
+                 grid.shape[1], grid.shape[0], ref.filename, "trimmed to it" if p.trim_data else "union of inputs")
+    order = ORDERS[p.interpolant]
+    return [resample_frame(f, grid, order=order, dq_threshold=p.dq_threshold, conserve=p.conserve)
+            .with_suffix(p.suffix) for f in frames]
+
+
+# ---------------------------------------------------------------------------
+# scaleCountsToReference
+# ---------------------------------------------------------------------------
+def _catalogue(frame: Frame):
+    from .register import good_sources
+
+    ras, decs, fluxes = [], [], []
+    for ext in frame.extensions:
+        ok = good_sources(ext.objcat)
+        if ok.any() and "X_WORLD" in ext.objcat.colnames:
+            cat = ext.objcat[ok]
+            ras.append(np.asarray(cat["X_WORLD"], float))
+            decs.append(np.asarray(cat["Y_WORLD"], float))
+            fluxes.append(np.asarray(cat["FLUX_AUTO"], float))
+    if not ras:
+        return np.zeros((0, 2)), np.zeros(0)
+    return np.column_stack([np.concatenate(ras), np.concatenate(decs)]), np.concatenate(fluxes)
+
+
+def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float, use_common: bool) -> list[float | None]:
+    """Median reference/frame flux ratio of matched sources per frame (None when none match)."""
+    ref_pos, ref_flux = _catalogue(frames[ref_index])
+    if len(ref_flux) == 0:
+        return [None] * len(frames)
+    ra0, dec0 = np.median(ref_pos, axis=0)
+    ref_xy = np.column_stack(project(ref_pos[:, 0], ref_pos[:, 1], ra0, dec0))
+    pairs = []
+    for frame in frames:
+        pos, flux = _catalogue(frame)
+        xy = np.column_stack(project(pos[:, 0], pos[:, 1], ra0, dec0)) if len(flux) else np.zeros((0, 2))
+        i, j = match(xy, ref_xy, radius)
+        pairs.append(dict(zip(j.tolist(), (ref_flux[j] / flux[i]).tolist())))
+    keep = set.intersection(*(set(d) for d in pairs)) if use_common else None
+    ratios = []
+    for d in pairs:
+        values = [r for k, r in d.items() if keep is None or k in keep]
+        if len(keep or ()) == 0 and use_common:
+            values = list(d.values())  # no source common to all: use what this frame shares with the reference
+        ratios.append(float(np.median(values)) if values else None)
+    return ratios
+
+
+@primitive("scaleCountsToReference",
+           suffix_param("_countsScaled"),
+           P("tolerance", float, 0.0, "allowed fractional deviation from the exposure-time ratio (0 = always "
+             "use measured, 1 = always exposure time)", low=0.0, high=1.0),
+           P("use_common", bool, True, "use only sources found in every frame"),
+           P("radius", float, 0.5, "matching radius (arcsec)", low=0.1))
+def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
+    """Scale each frame so the sources it shares with the reference (the first frame) have its fluxes."""
+    if len(frames) < 2:
+        return list(frames)
+    ratios = measured_ratios(frames, 0, radius=p.radius, use_common=p.use_common)
+    t_ref = _exptime(frames[0])
+    outputs = []
+    for frame, measured in zip(frames, ratios):
+        t = _exptime(frame)
+        expected = t_ref / t if t_ref and t else 1.0
+        factor, why = _choose(measured, expected, p.tolerance)
+        if why != "measured":
+            ctx.log.warning("scaleCountsToReference: %s: %s; scaled by the exposure-time ratio %.4f instead",
+                            frame.filename, why, expected)
+        ctx.log.info("scaleCountsToReference: %s: factor %.4f (%s)", frame.filename, factor,
+                     "measured" if why == "measured" else "exposure time")
+        outputs.append(_scaled(frame, factor).with_phu(CNTSCALE=(factor, "factor applied by scaleCountsToReference"))
+                       .with_suffix(p.suffix))
+    return outputs
+
+
+def _choose(measured: float | None, expected: float, tolerance: float) -> tuple[float, str]:
+    if measured is None or not np.isfinite(measured) or measured <= 0:
+        return expected, "no source in common with the reference"
+    if tolerance >= 1.0:
+        return expected, "tolerance=1"
+    if tolerance > 0 and abs(measured / expected - 1.0) > tolerance:
+        return expected, f"measured ratio {measured:.4f} differs from it by more than tolerance={tolerance}"
+    return measured, "measured"
+
+
+def _exptime(frame: Frame) -> float | None:
+    try:
+        return float(frame.descriptor("exposure_time"))
+    except Exception:  # noqa: BLE001 - no exposure time: ratio 1
+        return None
+
+
+def _scaled(frame: Frame, factor: float) -> Frame:
+    if factor == 1.0:
+        return frame
+    f32 = np.float32(factor)
+
+    def scale(ext: Extension) -> Extension:
+        var = ext.plane("VAR")
+        cat = ext.objcat
+        if cat is not None and len(cat) and "FLUX_AUTO" in cat.colnames:
+            cat = cat.copy()
+            for col in ("FLUX_AUTO", "FLUXERR_AUTO", "FLUX_APER", "FLUXERR_APER"):
+                if col in cat.colnames:
+                    cat[col] = cat[col] * factor
+        return ext.with_planes(SCI=ext.plane("SCI") * f32,
+                               VAR=None if var is None else var * f32 * f32).replace(objcat=cat)
+
+    return frame.map_extensions(scale)
+
