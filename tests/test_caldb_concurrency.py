@@ -69,7 +69,7 @@ def test_parallel_add_and_lookup(db_url, calibrations):
     listed = database.list_files()
     paths = [f.path for f in listed]
     assert len(paths) == len(set(paths)) == N_PROCESSES * PER_PROCESS + N_SHARED
-    assert elapsed < 60, f"took {elapsed:.1f}s"
+    assert elapsed < 90, f"took {elapsed:.1f}s: writers are waiting far too long for each other"
 
 
 def test_threads_share_one_database_object(db_url, calibrations):
