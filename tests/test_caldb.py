@@ -324,8 +324,8 @@ def test_calibrations_from_simulated_raw_data(db, work, config):
         pytest.skip("draconis.simulate.make_dataset is not available yet")
     from draconis.io import write_fits
 
-    raw = [str(p) for p in simulate.make_dataset("gnirs-keyhole", work / "raw", size=64, seed=3)]
-    frames = [draconis.open(p) for p in raw]
+    simulate.make_dataset("gnirs-keyhole", work / "raw", size=64, seed=3)
+    frames = [draconis.open(p) for p in sorted((work / "raw").rglob("*.fits"))]
     dark = next(f for f in frames if "DARK" in f.tags)
     flat = next(f for f in frames if "FLAT" in f.tags)
     science = next(f for f in frames if "IMAGE" in f.tags and "CAL" not in f.tags)
