@@ -35,6 +35,13 @@ METHOD_KEYWORD = "ALIGNMTH"
 _BAD_SOURCE_FLAGS = 1 | 4 | 8 | 16
 
 
+def timestamp() -> str:
+    """UT time stamp for the PHU keyword a primitive leaves (DRAGONS style)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 # ---------------------------------------------------------------------------
 # tangent-plane geometry
 # ---------------------------------------------------------------------------
@@ -284,7 +291,8 @@ def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
                 unaligned.append(frame.filename)
         new = new.map_extensions(refresh_world).with_phu(
             **{REFERENCE_KEYWORD: (ref.stem, "alignment reference frame"),
-               METHOD_KEYWORD: (how, "how the WCS was aligned")})
+               METHOD_KEYWORD: (how, "how the WCS was aligned"),
+               "CORRWCS": (timestamp(), "UT time stamp for adjustWCSToReference")})
         outputs.append(new.with_suffix(p.suffix))
     if fell_back:
         ctx.log.warning("adjustWCSToReference: too few matched sources in %d frame(s) (%s); aligned them with the "
