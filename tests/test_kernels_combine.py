@@ -358,10 +358,11 @@ def test_median_along_frames():
                                   np.sort(sci[:4], axis=0)[1])
 
 
-def test_concurrent_calls_match_serial():
+@pytest.mark.parametrize("kw", [dict(operation="median", reject_method="sigclip"),
+                                dict(operation="wtmean", reject_method="none")])
+def test_concurrent_calls_match_serial(kw):
     rng = np.random.default_rng(21)
     blocks = [_random_stack(rng, 10, 96, 96) for _ in range(4)]  # 9216 px: parallel path
-    kw = dict(operation="median", reject_method="sigclip")
     expected = [combine_block(*b, parallel=False, **kw) for b in blocks]
     results: dict[int, tuple] = {}
     barrier = threading.Barrier(4)
