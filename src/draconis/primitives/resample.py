@@ -246,41 +246,67 @@ def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
 # scaleCountsToReference
 # ---------------------------------------------------------------------------
 def _catalogue(frame: Frame):
+    """World positions, fluxes and flux errors of the good sources of every array.
+
+    The fixed aperture (FLUX_APER) is preferred: frames on one grid measure the
+    same sky area with it, while Kron radii vary with each frame's noise.
+    """
     from .register import good_sources
 
-    ras, decs, fluxes = [], [], []
+    pos, flux, err = [], [], []
     for ext in frame.extensions:
         ok = good_sources(ext.objcat)
-        if ok.any() and "X_WORLD" in ext.objcat.colnames:
-            cat = ext.objcat[ok]
-            ras.append(np.asarray(cat["X_WORLD"], float))
-            decs.append(np.asarray(cat["Y_WORLD"], float))
-            fluxes.append(np.asarray(cat["FLUX_AUTO"], float))
-    if not ras:
-        return np.zeros((0, 2)), np.zeros(0)
-    return np.column_stack([np.concatenate(ras), np.concatenate(decs)]), np.concatenate(fluxes)
+        if not ok.any() or "X_WORLD" not in ext.objcat.colnames:
+            continue
+        cat = ext.objcat[ok]
+        col = "FLUX_APER" if "FLUX_APER" in cat.colnames else "FLUX_AUTO"
+        ecol = "FLUXERR" + col[4:]
+        pos.append(np.column_stack([np.asarray(cat["X_WORLD"], float), np.asarray(cat["Y_WORLD"], float)]))
+        flux.append(np.asarray(cat[col], float))
+        err.append(np.asarray(cat[ecol], float) if ecol in cat.colnames else np.sqrt(np.abs(flux[-1])))
+    if not pos:
+        return np.zeros((0, 2)), np.zeros(0), np.zeros(0)
+    return np.concatenate(pos), np.concatenate(flux), np.concatenate(err)
+
+
+def robust_ratio(ratios: np.ndarray, sigmas: np.ndarray, *, clip: float = 3.0, iters: int = 5) -> float | None:
+    """Inverse-variance weighted mean of flux ratios with iterative ``clip``-sigma rejection."""
+    ok = np.isfinite(ratios) & np.isfinite(sigmas) & (sigmas > 0) & (ratios > 0)
+    if not ok.any():
+        return None
+    value = float(np.median(ratios[ok]))
+    for _ in range(iters):
+        w = 1.0 / sigmas[ok] ** 2
+        value = float((w * ratios[ok]).sum() / w.sum())
+        keep = ok & (np.abs(ratios - value) <= clip * np.maximum(sigmas, 1e-3 * value))
+        if keep.sum() == 0 or (keep == ok).all():
+            break
+        ok = keep
+    return value
 
 
 def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float, use_common: bool) -> list[float | None]:
-    """Median reference/frame flux ratio of matched sources per frame (None when none match)."""
-    ref_pos, ref_flux = _catalogue(frames[ref_index])
+    """Reference/frame flux ratio from matched sources per frame (None when none match)."""
+    ref_pos, ref_flux, ref_err = _catalogue(frames[ref_index])
     if len(ref_flux) == 0:
         return [None] * len(frames)
     ra0, dec0 = np.median(ref_pos, axis=0)
     ref_xy = np.column_stack(project(ref_pos[:, 0], ref_pos[:, 1], ra0, dec0))
     pairs = []
     for frame in frames:
-        pos, flux = _catalogue(frame)
+        pos, flux, err = _catalogue(frame)
         xy = np.column_stack(project(pos[:, 0], pos[:, 1], ra0, dec0)) if len(flux) else np.zeros((0, 2))
         i, j = match(xy, ref_xy, radius)
-        pairs.append(dict(zip(j.tolist(), (ref_flux[j] / flux[i]).tolist())))
-    keep = set.intersection(*(set(d) for d in pairs)) if use_common else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = ref_flux[j] / flux[i]
+            sig = np.abs(r) * np.hypot(ref_err[j] / ref_flux[j], err[i] / flux[i])
+        pairs.append({int(jj): (rr, ss) for jj, rr, ss in zip(j, r, sig)})
+    common = set.intersection(*(set(d) for d in pairs)) if use_common else set()
     ratios = []
     for d in pairs:
-        values = [r for k, r in d.items() if keep is None or k in keep]
-        if len(keep or ()) == 0 and use_common:
-            values = list(d.values())  # no source common to all: use what this frame shares with the reference
-        ratios.append(float(np.median(values)) if values else None)
+        keys = [k for k in d if k in common] if use_common and common else list(d)
+        values = np.array([d[k] for k in keys]).reshape(-1, 2)
+        ratios.append(robust_ratio(values[:, 0], values[:, 1]) if len(values) else None)
     return ratios
 
 
