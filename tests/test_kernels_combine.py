@@ -370,7 +370,7 @@ def test_concurrent_calls_match_serial(kw):
     def work(i: int) -> None:
         barrier.wait()
         for _ in range(3):
-            results[i] = combine_block(*blocks[i], parallel=None if i % 2 else False, **kw)
+            results[i] = combine_block(*blocks[i], parallel=bool(i % 2), **kw)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:

@@ -96,7 +96,11 @@ def _layer_is_threadsafe() -> bool:
 
 def _run(serial, parallel_kernel, npix: int, parallel: bool | None, args: tuple) -> None:
     """Run ``serial(0, npix, *args)`` or ``parallel_kernel(*args, chunk)``, thread-safely."""
-    if parallel is False or npix < _MIN_PARALLEL_PIXELS or numba.get_num_threads() == 1:
+    if parallel is None:
+        # Off the main thread we are most likely one of a dask worker's task
+        # threads: the pool is the parallelism, more threads would oversubscribe.
+        parallel = threading.current_thread() is threading.main_thread()
+    if not parallel or npix < _MIN_PARALLEL_PIXELS or numba.get_num_threads() == 1:
         serial(0, npix, *args)
     elif _layer_is_threadsafe():
         parallel_kernel(*args, _CHUNK)
@@ -199,9 +203,10 @@ def combine_block(
         Per-frame normalisation applied first: ``sci * scale + zero``,
         ``var * scale**2``.
     parallel : bool or None
-        Use numba threads inside this call.  None (default) does so for
-        large blocks; pass False when the caller already runs one call per
-        core (e.g. many dask threads).
+        Use numba threads inside this call (for blocks of at least 8192
+        pixels).  None (default): only when called from the main thread, so
+        that dask task threads, which already keep every core busy, run
+        serially.  Any setting is thread-safe.
 
     Returns
     -------
