@@ -9,6 +9,10 @@ import importlib
 
 _MODULE_NAMES: tuple[str, ...] = (
     # filled in as stages land: "prepare", "calibrate", "stack", "calmaking",
+    "prepare",
+    "calibrate",
+    "stack",
+    "calmaking",
     # "bookkeeping", "sky", "detect", "register", "resample"
     "sky",
     "detect",
