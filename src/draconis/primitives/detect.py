@@ -200,7 +200,9 @@ def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: f
     """Lazy uint8 mask of ``ext`` from source (mask, wcs) pairs, one task per tile of ``ext``."""
     template = ext.plane("SCI")
     target_wcs = ext.wcs
-    whole = [(m.rechunk(-1).to_delayed().ravel()[0], w) for m, w in sources]
+    # the spline coefficients of each source mask are computed once, shared by every tile
+    whole = [(dask.delayed(_spline_coefficients, pure=True)(m.rechunk(-1).to_delayed().ravel()[0], order), w)
+             for m, w in sources]
     y_edges = np.cumsum((0,) + template.chunks[0])
     x_edges = np.cumsum((0,) + template.chunks[1])
     rows = []
@@ -214,6 +216,11 @@ def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: f
     return da.block(rows)
 
 
+def _spline_coefficients(mask: np.ndarray, order: int) -> np.ndarray:
+    data = np.asarray(mask, np.float32)
+    return ndimage.spline_filter(data, order=order, mode="constant") if order > 1 else data
+
+
 def _transfer_tile(sources, target_wcs, box, order, threshold) -> np.ndarray:
     y0, y1, x0, x1 = box
     yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -221,7 +228,7 @@ def _transfer_tile(sources, target_wcs, box, order, threshold) -> np.ndarray:
     out = np.zeros(yy.size, dtype=bool)
     for mask, wcs in sources:
         sx, sy = wcs.all_world2pix(ra, dec, 0)
-        values = ndimage.map_coordinates(np.asarray(mask, np.float32), [sy, sx], order=order, mode="constant",
-                                         cval=0.0, prefilter=order > 1)
+        values = ndimage.map_coordinates(mask, [sy, sx], order=order, mode="constant", cval=0.0,
+                                         prefilter=False)
         out |= values > threshold
     return out.reshape(yy.shape).astype(np.uint8)
