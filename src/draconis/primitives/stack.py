@@ -84,7 +84,7 @@ def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, ch
         if rows >= chunk_rows:
             rows = rows // chunk_rows * chunk_rows
         else:
-            rows = max(1, chunk_rows // math.ceil(chunk_rows / rows))
+            rows = max(d for d in range(1, rows + 1) if chunk_rows % d == 0)
     return max(1, min(ny, rows))
 
 
