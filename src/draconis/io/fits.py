@@ -236,7 +236,10 @@ def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits
     for ver, (ext, planes) in enumerate(zip(frame.extensions, arrays), start=1):
         for name in PLANES:
             if name in planes:
-                data = np.asarray(planes[name]).astype(PLANE_DTYPES[name], copy=False)
+                data = np.asarray(planes[name])
+                # Integer SCI planes (bad pixel masks: int16) are written as they are.
+                if not (name == "SCI" and data.dtype.kind in "iu"):
+                    data = data.astype(PLANE_DTYPES[name], copy=False)
                 hdus.append(_plane_hdu(name, data, ext.header if name == "SCI" else None, ver))
         if ext.objcat is not None:
             hdus.append(_table_hdu(ext.objcat, "OBJCAT", ver))
