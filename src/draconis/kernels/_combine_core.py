@@ -67,33 +67,34 @@ def _load_tile(sci, var, dq, p0, t, scl, zer, ts, tv, td):
                 td[k, i] = dq[i, p0 + k]
 
 
-@numba.njit(nogil=True, cache=True)
-def _gather(xs, ds, use_levels, vals, ix, lev):
-    """Copy the usable values of the best DQ level of one pixel into ``vals[:g]``.
+@numba.njit(nogil=True, cache=True, inline="always")
+def _gather(ts, td, r, use_levels, vals, ix, lev):
+    """Copy the usable values of the best DQ level of tile row ``r`` into ``vals[:g]``.
 
-    Returns ``(g, or_of_all_dq)``; ``ix[:g]`` are the frame indices.
+    Returns ``(g, or_of_all_dq)``; ``ix[:g]`` are the frame indices.  Tiles
+    are indexed, never sliced, per pixel: a view costs two atomic refcounts.
     """
-    n = xs.shape[0]
-    has_dq = ds.shape[0] > 0
+    n = ts.shape[1]
+    has_dq = td.shape[1] > 0
     # Fast path for the common pixel where every value is finite and unflagged:
     # one branch-free pass instead of per-value level bookkeeping.
     alldq = 0
     nbad = 0
     for i in range(n):
-        d = np.int64(ds[i]) if has_dq else 0
+        d = np.int64(td[r, i]) if has_dq else 0
         alldq |= d
-        nbad += np.int64(not math.isfinite(xs[i])) + np.int64(d != 0 and use_levels)
+        nbad += np.int64(not math.isfinite(ts[r, i])) + np.int64(d != 0 and use_levels)
     if nbad == 0:
         for i in range(n):
-            vals[i] = xs[i]
+            vals[i] = ts[r, i]
             ix[i] = i
         return n, alldq
     best = _NO_LEVEL
     for i in range(n):
-        if not math.isfinite(xs[i]):
+        if not math.isfinite(ts[r, i]):
             lev[i] = _NO_LEVEL
             continue
-        level = _dq_level(np.int64(ds[i])) if (use_levels and has_dq) else 0
+        level = _dq_level(np.int64(td[r, i])) if (use_levels and has_dq) else 0
         lev[i] = level
         best = min(best, level)
     g = 0
@@ -101,13 +102,13 @@ def _gather(xs, ds, use_levels, vals, ix, lev):
         return 0, alldq
     for i in range(n):
         if lev[i] <= best:
-            vals[g] = xs[i]
+            vals[g] = ts[r, i]
             ix[g] = i
             g += 1
     return g, alldq
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _rank_sort_pairs(vals, ix, g, sv, si):
     """Sort ``vals[:g]`` (with ``ix``) by computing each value's rank; ties keep input order."""
     for i in range(g):
@@ -124,7 +125,7 @@ def _rank_sort_pairs(vals, ix, g, sv, si):
         ix[i] = si[i]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _sort(vals, ix, g, sv, si, stack):
     if g <= _RANK_SORT_MAX:
         _rank_sort_pairs(vals, ix, g, sv, si)
@@ -132,7 +133,7 @@ def _sort(vals, ix, g, sv, si, stack):
         sort_pairs(vals, ix, 0, g, stack)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def minmax_range(g, n, nlow, nhigh):
     """Kept range ``[nl, g - nh)`` of ``g`` sorted usable values out of ``n`` inputs."""
     if g == n:
@@ -151,7 +152,7 @@ def minmax_range(g, n, nlow, nhigh):
     return nl, g - nh
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _centre_and_std(vals, lo, hi, mclip):
     n = hi - lo
     s = 0.0
@@ -166,7 +167,7 @@ def _centre_and_std(vals, lo, hi, mclip):
     return centre, math.sqrt(ss / n)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _sigclip(vals, lo, hi, lsig, hsig, mclip, max_iters):
     """Iterative clip of the sorted ``vals[lo:hi]``; returns the kept range.
 
@@ -197,8 +198,8 @@ def _within(x, v, centre, lsig, hsig):
     return centre - lsig * sd <= x <= centre + hsig * sd
 
 
-@numba.njit(nogil=True, cache=True)
-def _varclip(vals, ix, lo, hi, vs, lsig, hsig, mclip, max_iters):
+@numba.njit(nogil=True, cache=True, inline="always")
+def _varclip(vals, ix, lo, hi, tv, r, lsig, hsig, mclip, max_iters):
     """As :func:`_sigclip` but each value's own sqrt(VAR) is its sigma.
 
     Kept values are compacted to the front of the range, preserving order.
@@ -208,12 +209,12 @@ def _varclip(vals, ix, lo, hi, vs, lsig, hsig, mclip, max_iters):
         centre, _ = _centre_and_std(vals, lo, hi, mclip)
         kept = 0
         for k in range(lo, hi):
-            kept += _within(vals[k], vs[ix[k]], centre, lsig, hsig)
+            kept += _within(vals[k], tv[r, ix[k]], centre, lsig, hsig)
         if kept == 0 or kept == hi - lo:
             break
         w = lo
         for k in range(lo, hi):
-            if _within(vals[k], vs[ix[k]], centre, lsig, hsig):
+            if _within(vals[k], tv[r, ix[k]], centre, lsig, hsig):
                 vals[w] = vals[k]
                 ix[w] = ix[k]
                 w += 1
@@ -222,12 +223,12 @@ def _varclip(vals, ix, lo, hi, vs, lsig, hsig, mclip, max_iters):
     return lo, hi
 
 
-@numba.njit(nogil=True, cache=True)
-def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
-    """Combine the used values ``vals[lo:hi]``; returns (value, variance, dq)."""
+@numba.njit(nogil=True, cache=True, inline="always")
+def _combine_used(vals, ix, lo, hi, tv, td, r, op, is_sorted):
+    """Combine the used values ``vals[lo:hi]`` of tile row ``r``; returns (value, variance, dq)."""
     n = hi - lo
-    has_var = vs.shape[0] > 0
-    has_dq = ds.shape[0] > 0
+    has_var = tv.shape[1] > 0
+    has_dq = td.shape[1] > 0
     sx = 0.0
     sv = 0.0
     sw = 0.0
@@ -240,9 +241,9 @@ def _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted):
         x = vals[k]
         sx += x
         if has_dq:
-            outdq |= np.int64(ds[i])
+            outdq |= np.int64(td[r, i])
         if has_var:
-            v = vs[i]
+            v = tv[r, i]
             sv += v
             if weighted:
                 if v > 0.0 and math.isfinite(v):
@@ -411,9 +412,7 @@ def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
         _load_tile(sci, var, dq, p0, t, scl, zer, ts, tv, td)
         for k in range(t):
             p = p0 + k
-            vs = tv[k]
-            ds = td[k]
-            g, alldq = _gather(ts[k], ds, use_levels, vals, ix, lev)
+            g, alldq = _gather(ts, td, k, use_levels, vals, ix, lev)
             if g == 0:
                 out_s[p] = 0.0
                 out_v[p] = 0.0
@@ -433,8 +432,8 @@ def combine_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op, rej,
                 elif rej == SIGCLIP:
                     lo, hi = _sigclip(vals, 0, g, lsig, hsig, mclip, max_iters)
                 else:
-                    lo, hi = _varclip(vals, ix, 0, g, vs, lsig, hsig, mclip, max_iters)
-            value, variance, outdq = _combine_used(vals, ix, lo, hi, vs, ds, op, is_sorted)
+                    lo, hi = _varclip(vals, ix, 0, g, tv, k, lsig, hsig, mclip, max_iters)
+            value, variance, outdq = _combine_used(vals, ix, lo, hi, tv, td, k, op, is_sorted)
             out_s[p] = value
             out_v[p] = variance
             out_d[p] = outdq
