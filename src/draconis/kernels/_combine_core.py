@@ -80,14 +80,14 @@ def _gather(ts, td, r, use_levels, vals, ix, lev):
     # one branch-free pass instead of per-value level bookkeeping.
     alldq = 0
     nbad = 0
-    for i in range(n):
+    for i in range(n):  # copy optimistically; the slow path below overwrites
+        x = ts[r, i]
         d = np.int64(td[r, i]) if has_dq else 0
         alldq |= d
-        nbad += np.int64(not math.isfinite(ts[r, i])) + np.int64(d != 0 and use_levels)
+        nbad += np.int64(not math.isfinite(x)) + np.int64(d != 0 and use_levels)
+        vals[i] = x
+        ix[i] = i
     if nbad == 0:
-        for i in range(n):
-            vals[i] = ts[r, i]
-            ix[i] = i
         return n, alldq
     best = _NO_LEVEL
     for i in range(n):
