@@ -95,3 +95,19 @@ def test_flat_is_clipped_to_roi(tmp_path):
     for e, (x1, y1) in enumerate([(8, 4), (8, 8), (0, 0), (16, 16)]):
         cut = sci(flat, e=e)[y1:y1 + 16, x1:x1 + 16]
         np.testing.assert_allclose(sci(out, e=e), sci(science[0], e=e) / cut, rtol=1e-6)
+
+
+def test_gnirs_keyhole_mask_aligned_to_flat(tmp_path):
+    from draconis.instruments.illumination import keyhole_mask
+    shape = (1022, 1024)
+    lit = np.roll(np.roll(keyhole_mask(shape), 7, axis=1), -4, axis=0)
+    data = np.where(lit, 5000.0, 20.0) + np.random.default_rng(0).normal(0, 10, shape)
+    flat = _frame(tmp_path, "GNIRS/N20170201S0246.fits.header", lambda i: data, phu={"OBSTYPE": "FLAT"})
+    (flat,) = run("prepare", [flat], require_wcs=False)
+    flat = in_memory(flat)
+    with raise_if_dask_computes(max_computes=1):
+        (out,) = run("addIllumMaskToDQ", [flat])
+    dq = sci(out, "DQ")
+    assert np.array_equal(dq == 0, lit)
+    (user,) = run("addIllumMaskToDQ", [flat], xshift=2)
+    assert np.array_equal(sci(user, "DQ") == 0, np.roll(keyhole_mask(shape), 2, axis=1))

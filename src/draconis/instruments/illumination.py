@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["keyhole_mask", "f2_field_mask", "illuminated", "ILLUMINATION_MASKS"]
+__all__ = ["keyhole_mask", "f2_field_mask", "illuminated", "ILLUMINATION_MASKS", "ALIGN_TO_DATA", "best_shift"]
 
 KEYHOLE_CENTRE = (0.40, 0.50)
 KEYHOLE_RADIUS = 0.10
@@ -64,6 +64,56 @@ ILLUMINATION_MASKS: dict[str, Callable[[tuple[int, int]], np.ndarray]] = {
     "GNIRS": keyhole_mask,
     "F2": f2_field_mask,
 }
+
+
+#: Instruments whose mask addIllumMaskToDQ slides onto the lit area of the data
+#: (the GNIRS keyhole moves by a few pixels between configurations).
+ALIGN_TO_DATA: frozenset[str] = frozenset({"GNIRS"})
+
+
+def best_shift(mask: np.ndarray, row_profile: np.ndarray, col_profile: np.ndarray,
+               max_shift: int = 100) -> tuple[int, int]:
+    """(xshift, yshift) that best lays ``mask`` on data with these profiles.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        Illumination mask (True = lit).
+    row_profile, col_profile : ndarray
+        Sum of the data along x (one value per row) and along y (per column).
+    max_shift : int
+        Largest shift tried, in pixels.
+
+    Returns
+    -------
+    tuple of int
+        The shifts maximising the correlation of the mask's profiles with the
+        data's (0 when the data have no contrast).
+    """
+    return (_profile_shift(mask.sum(axis=0), col_profile, max_shift),
+            _profile_shift(mask.sum(axis=1), row_profile, max_shift))
+
+
+def _profile_shift(model: np.ndarray, data: np.ndarray, max_shift: int) -> int:
+    # The model is not mean-subtracted: zero-padded shifts then keep its norm,
+    # so the correlation peaks exactly at the true shift.
+    model = np.asarray(model, float)
+    data = np.nan_to_num(np.asarray(data, float))
+    data = data - data.mean()
+    if not np.any(model) or not np.any(data):
+        return 0
+    n = len(model)
+    best, best_val = 0, -np.inf
+    for s in range(-min(max_shift, n - 1), min(max_shift, n - 1) + 1):
+        shifted = np.zeros(n)
+        if s >= 0:
+            shifted[s:] = model[:n - s]
+        else:
+            shifted[:s] = model[-s:]
+        val = float(np.dot(shifted, data))
+        if val > best_val:
+            best, best_val = s, val
+    return best
 
 
 def illuminated(instrument: str, shape: tuple[int, int], *, xshift: int = 0, yshift: int = 0) -> np.ndarray | None:

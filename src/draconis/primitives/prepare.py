@@ -12,12 +12,13 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 
 from ..errors import CalibrationNotFoundError, InputError
 from ..frame import Extension, Frame
-from ..instruments.illumination import illuminated
+from ..instruments.illumination import ALIGN_TO_DATA, best_shift, illuminated
 from ..kernels import calib as k
 from ..parameters import P, suffix_param
 from .registry import primitive
@@ -287,14 +288,39 @@ def _add_latency(frames: list[Frame], window: float, non_linear: bool, ctx) -> l
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100))
 def add_illum_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:
     """OR the illumination mask (bit 64) into DQ, optionally shifted by xshift/yshift."""
+    shifts = _keyhole_shifts(frames, p, ctx)
     out = []
-    for frame in frames:
-        masks = _illum_planes(frame, p.illum_mask, p.xshift, p.yshift)
+    for frame, (xs, ys) in zip(frames, shifts):
+        masks = _illum_planes(frame, p.illum_mask, xs, ys)
         exts = []
         for ext, m in zip(frame.extensions, masks):
             dq = ext.plane("DQ")
             exts.append(ext.with_planes(DQ=m if dq is None else dq | m))
         out.append(stamp(frame.with_extensions(exts), "ADILLMSK").with_suffix(p.suffix))
+    return out
+
+
+def _keyhole_shifts(frames: list[Frame], p, ctx) -> list[tuple[int, int]]:
+    """Mask shifts per frame: the user's, or (instruments in ALIGN_TO_DATA, no user shift)
+    the shift laying the mask on the lit area, from row/column profiles of the
+    first array (one dask.compute for all frames)."""
+    default = [(p.xshift, p.yshift)] * len(frames)
+    if p.illum_mask or p.xshift or p.yshift:
+        return default
+    todo = [i for i, f in enumerate(frames) if str(f.safe_descriptor("instrument", "")).upper() in ALIGN_TO_DATA]
+    if not todo:
+        return default
+    lazy = []
+    for i in todo:
+        sci = frames[i][0].plane("SCI")
+        sci = da.where(da.isfinite(sci), sci, 0)
+        lazy.append((sci.sum(axis=1), sci.sum(axis=0)))
+    (profiles,) = dask.compute(lazy)
+    out = list(default)
+    for i, (rows, cols) in zip(todo, profiles):
+        mask = illuminated(frames[i].descriptor("instrument"), frames[i][0].shape)
+        out[i] = best_shift(mask, rows, cols)
+        ctx.log.info("addIllumMaskToDQ: %s mask shifted by x=%d, y=%d", frames[i].filename, *out[i])
     return out
 
 
