@@ -9,6 +9,7 @@ modules (time stamps, clipping a calibration to a frame) live here too.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -245,14 +246,29 @@ def _illum_planes(frame: Frame, illum_file: str | None, xshift: int, yshift: int
         planes = clip_calibration(as_frame(illum_file, "illum_mask"), frame, planes=("SCI",))
         return [da.where(pl["SCI"] != 0, np.uint16(k.UNILLUMINATED), np.uint16(0)) for pl in planes]
     out = []
+    instrument = str(frame.safe_descriptor("instrument", ""))
     for ext in frame.extensions:
-        lit = illuminated(frame.safe_descriptor("instrument", ""), ext.shape, xshift=xshift, yshift=yshift)
-        chunks = ext.plane("SCI").chunks
-        if lit is None:
-            out.append(da.zeros(ext.shape, dtype=np.uint16, chunks=chunks))
-        else:
-            out.append(da.from_array(np.where(lit, 0, k.UNILLUMINATED).astype(np.uint16), chunks=chunks))
+        sci = ext.plane("SCI")
+        if illuminated(instrument, (2, 2)) is None:
+            out.append(da.zeros(ext.shape, dtype=np.uint16, chunks=sci.chunks))
+            continue
+        # The mask is made inside the tasks (cached per process), not embedded in the graph.
+        out.append(da.map_blocks(_illum_block, sci, dtype=np.uint16, meta=np.empty((0, 0), np.uint16),
+                                 instrument=instrument, shape=ext.shape, xshift=xshift, yshift=yshift))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _illum_dq(instrument: str, shape: tuple[int, int], xshift: int, yshift: int) -> np.ndarray:
+    lit = illuminated(instrument, shape, xshift=xshift, yshift=yshift)
+    out = np.where(lit, 0, k.UNILLUMINATED).astype(np.uint16)
+    out.flags.writeable = False
+    return out
+
+
+def _illum_block(block, block_info=None, *, instrument, shape, xshift, yshift):
+    (y0, y1), (x0, x1) = block_info[0]["array-location"]
+    return _illum_dq(instrument, tuple(shape), xshift, yshift)[y0:y1, x0:x1].copy()
 
 
 def _add_latency(frames: list[Frame], window: float, non_linear: bool, ctx) -> list[Frame]:
