@@ -273,3 +273,16 @@ def test_apply_dq_plane_replaces_by_median(darks):
         (out,) = run("applyDQPlane", [f])
     good = sci(f)[:, np.arange(SHAPE[1]) != 2]
     np.testing.assert_allclose(sci(out)[:, 2], np.median(good), rtol=1e-3)
+
+
+def test_same_answer_threads_and_synchronous(darks):
+    import dask
+    frames = _processed(darks)
+    (st,) = run("stackDarks", frames)
+    planes = [st[0].plane(n) for n in ("SCI", "VAR", "DQ")]
+    with dask.config.set(scheduler="threads", num_workers=4):
+        threaded = dask.compute(*planes)
+    with dask.config.set(scheduler="synchronous"):
+        serial = dask.compute(*planes)
+    for a, b in zip(threaded, serial):
+        np.testing.assert_array_equal(a, b)
