@@ -1,0 +1,79 @@
+"""GSAOI IMAGE recipes (science quality): tags {GSAOI, IMAGE} (recipes.md §3.4, §3.5).
+
+GSAOI recipes do not dark-correct, and reference catalogues are only read
+from user files (addReferenceCatalog source=None by default: skipped).
+"""
+from __future__ import annotations
+
+from .image_common import part2_mask_transfer, stack_with_masks, two_pass_sky
+
+recipe_tags = frozenset({"GSAOI", "IMAGE"})
+
+
+def reduce(p) -> None:
+    """Default: calibrate, two-pass sky subtraction, write ``_skyCorrected``, astrometry, align and stack."""
+    _sky_corrected(p)
+    p.writeOutputs()
+    alignAndStack(p)
+
+
+def reduce_nostack(p) -> None:
+    """Up to the sky-subtracted, source-detected frames (stacking left to another tool)."""
+    _sky_corrected(p)
+
+
+def alignAndStack(p) -> None:  # noqa: N802 - DRAGONS recipe name
+    """Reference catalogue, astrometry, alignment, resampling through the distortion model, stack."""
+    p.addReferenceCatalog()
+    p.determineAstrometricSolution()
+    p.adjustWCSToReference()
+    p.resampleToCommonFrame()
+    p.scaleCountsToReference()
+    p.stackFrames()
+    p.storeProcessedScience(suffix="_image")
+
+
+def ultradeep(p) -> None:
+    """Parts 1-3 in one run."""
+    _calibrate(p)
+    p.flushPixels(outstream="flat_corrected")
+    part2_mask_transfer(p, dilate=True)
+    stack_with_masks(p)
+
+
+def ultradeep_part1(p) -> None:
+    """Calibrate to ``_flatCorrected`` frames."""
+    _calibrate(p)
+
+
+def ultradeep_part2(p) -> None:
+    """From ``_flatCorrected`` frames to ``_objmaskDilated`` frames carrying the deep stack's mask."""
+    p.copyInputs(outstream="flat_corrected")
+    part2_mask_transfer(p, dilate=True)
+
+
+def ultradeep_part3(p) -> None:
+    """From ``_objmaskDilated`` frames: sky subtraction with those masks and the final stack."""
+    stack_with_masks(p)
+
+
+def _calibrate(p) -> None:
+    p.prepare()
+    p.addDQ()
+    p.nonlinearityCorrect()
+    p.ADUToElectrons()
+    p.addVAR(read_noise=True, poisson_noise=True)
+    p.flatCorrect()
+
+
+def _sky_corrected(p) -> None:
+    _calibrate(p)
+    p.flushPixels()
+    two_pass_sky(p)
+    p.detectSources()
+
+
+_default = reduce
+RECIPES = {"reduce": reduce, "reduce_nostack": reduce_nostack, "alignAndStack": alignAndStack,
+           "ultradeep": ultradeep, "ultradeep_part1": ultradeep_part1, "ultradeep_part2": ultradeep_part2,
+           "ultradeep_part3": ultradeep_part3}

@@ -1,0 +1,106 @@
+"""The IMAGE recipe libraries call the DRAGONS sequences (recipes.md §3) and only registered primitives."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+LIBRARIES = ("image_f2", "image_niri", "image_gnirs", "image_gsaoi")
+
+
+class Recorder:
+    """Stands in for the recipe's primitive set: records (name, arguments) of each call."""
+
+    def __init__(self, streams=None):
+        self.calls = []
+        self.streams = streams or {}
+
+    def stream(self, name):
+        return self.streams.get(name, [])
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda **kw: self.calls.append((name, kw))
+
+
+def calls(library, recipe):
+    rec = Recorder()
+    getattr(importlib.import_module(f"draconis.recipes.{library}"), recipe)(rec)
+    return rec.calls
+
+
+def names(library, recipe):
+    return [c[0] for c in calls(library, recipe)]
+
+
+def test_f2_reduce_sequence():
+    assert names("image_f2", "reduce") == [
+        "prepare", "addDQ", "ADUToElectrons", "addVAR", "nonlinearityCorrect", "darkCorrect", "flatCorrect",
+        "flushPixels", "separateSky", "associateSky", "skyCorrect", "detectSources", "transferAttribute",
+        "clearStream", "associateSky", "skyCorrect", "flushPixels", "detectSources", "adjustWCSToReference",
+        "resampleToCommonFrame", "scaleCountsToReference", "stackFrames", "writeOutputs", "storeProcessedScience"]
+    seq = calls("image_f2", "reduce")
+    assert seq[10] == ("skyCorrect", {"instream": "sky", "mask_objects": False, "outstream": "skysub"})
+    assert seq[-1] == ("storeProcessedScience", {"suffix": "_image"})
+
+
+def test_niri_and_gnirs_reduce():
+    niri = names("image_niri", "reduce")
+    assert niri[:3] == ["prepare", "addDQ", "removeFirstFrame"] and "flushPixels" not in niri
+    assert niri[niri.index("cleanReadout") + 1:] == ["detectSources", "adjustWCSToReference",
+                                                      "resampleToCommonFrame", "scaleCountsToReference",
+                                                      "stackFrames", "storeProcessedScience"]
+    gnirs = calls("image_gnirs", "reduce")
+    assert ("skyCorrect", {"mask_objects": False}) in gnirs and ("applyDQPlane", {}) in gnirs
+    assert [c[0] for c in gnirs].count("skyCorrect") == 1
+
+
+def test_gsaoi_has_no_dark_and_nostack_stops_after_detection():
+    full = names("image_gsaoi", "reduce")
+    assert "darkCorrect" not in full
+    assert full.index("addReferenceCatalog") < full.index("adjustWCSToReference")
+    nostack = names("image_gsaoi", "reduce_nostack")
+    assert nostack[-1] == "detectSources" and "stackFrames" not in nostack
+
+
+def test_ultradeep_is_its_three_parts():
+    for lib, dilated in (("image_f2", False), ("image_niri", True), ("image_gsaoi", True)):
+        rec = Recorder()
+        mod = importlib.import_module(f"draconis.recipes.{lib}")
+        one = names(lib, "ultradeep")
+        parts = names(lib, "ultradeep_part1") + names(lib, "ultradeep_part2")[1:] + names(lib, "ultradeep_part3")
+        assert one[:len(names(lib, "ultradeep_part1"))] == names(lib, "ultradeep_part1")
+        assert one[len(names(lib, "ultradeep_part1"))] == "flushPixels"
+        assert [n for n in one if n != "flushPixels"] == [n for n in parts if n != "flushPixels"]
+        assert ("dilateObjectMask" in one) == dilated
+        assert mod._default is mod.reduce and rec.calls == []
+
+
+def test_ultradeep_part2_requires_on_target_dither():
+    from draconis.errors import RecipeError
+
+    class F:
+        def __init__(self, stem):
+            self.stem = stem
+
+    mod = importlib.import_module("draconis.recipes.image_f2")
+    rec = Recorder({"main": [F("a"), F("b")], "sky": [F("a")]})
+    with pytest.raises(RecipeError, match="both object and sky"):
+        mod.ultradeep_part2(rec)
+
+
+def test_every_primitive_in_the_recipes_is_registered():
+    from draconis.primitives import _MODULE_NAMES
+    from draconis.primitives.registry import PRIMITIVES, load_all
+
+    if "bookkeeping" not in _MODULE_NAMES:
+        pytest.skip("the bookkeeping primitives (writeOutputs, flushPixels, ...) have not landed yet")
+    try:
+        load_all()
+    except ModuleNotFoundError as err:
+        pytest.skip(f"a primitive module has not landed yet: {err}")
+    used = {n for lib in LIBRARIES for r in importlib.import_module(f"draconis.recipes.{lib}").RECIPES
+            for n in names(lib, r)}
+    missing = sorted(used - set(PRIMITIVES))
+    assert not missing, f"recipes call unregistered primitives: {missing}"
