@@ -67,8 +67,27 @@ def clean(sci: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
         bad |= (dq & CLEAN_BITS) != 0
     if not bad.any() or bad.all():
         return np.where(bad, 0.0, sci).astype(np.float32) if bad.any() else sci
+    if bad.mean() < 0.01:
+        filled = _fill_sparse(sci, bad)
+        if filled is not None:
+            return filled
     idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
     return sci[tuple(idx)]
+
+
+def _fill_sparse(sci: np.ndarray, bad: np.ndarray, half: int = 2) -> np.ndarray | None:
+    """Isolated bad pixels replaced by the median of the good pixels of their 5x5 box (None if one has none)."""
+    ys, xs = np.nonzero(bad)
+    off = np.arange(-half, half + 1)
+    yy = np.clip(ys[:, None, None] + off[None, :, None], 0, sci.shape[0] - 1)
+    xx = np.clip(xs[:, None, None] + off[None, None, :], 0, sci.shape[1] - 1)
+    values = np.where(bad[yy, xx], np.nan, sci[yy, xx]).reshape(len(ys), -1)
+    if np.isnan(values).all(axis=1).any():
+        return None
+    out = sci.copy()
+    with np.errstate(all="ignore"):
+        out[ys, xs] = np.nanmedian(values, axis=1)
+    return out
 
 
 def resample_region(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, iy: np.ndarray,
