@@ -186,3 +186,15 @@ def test_projection_round_trip():
     xi, eta = reg.project(ra, dec, 150.0, 2.0)
     back = reg.deproject(xi, eta, 150.0, 2.0)
     assert np.allclose(back[0], ra, atol=1e-10) and np.allclose(back[1], dec, atol=1e-10)
+
+
+def test_mixed_filters_are_an_error(field):
+    from draconis.errors import InputError
+
+    _, frames, _ = field
+    odd = frames[1].with_phu(FILTER1="H_G0203", FILTER2="open", FILTER3="open")
+    first = frames[0].with_phu(FILTER1="J_G0202", FILTER2="open", FILTER3="open")
+    if first.safe_descriptor("filter_name") is None:
+        pytest.skip("filter_name not computable from these synthetic headers")
+    with pytest.raises(InputError, match="differs"):
+        run("adjustWCSToReference", [first, odd])

@@ -273,6 +273,7 @@ def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
     """Correct every frame's WCS so its sources land on the reference frame's sources."""
     if not frames:
         return []
+    check_same_setup(frames)
     iref = choose_reference(frames)
     ref = frames[iref]
     ctx.log.info("adjustWCSToReference: reference frame %s (%d well-measured sources; most of the %d frames)",
@@ -301,6 +302,21 @@ def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
         ctx.log.warning("adjustWCSToReference: could not align %d frame(s) (%s); their header WCS is kept",
                         len(unaligned), ", ".join(unaligned))
     return outputs
+
+
+def check_same_setup(frames: Sequence[Frame]) -> None:
+    """InputError naming the first frame whose instrument or filter differs from the first frame's."""
+    from ..errors import InputError
+
+    first = frames[0]
+    for name in ("instrument", "filter_name"):
+        want = first.safe_descriptor(name)
+        for frame in frames[1:]:
+            got = frame.safe_descriptor(name)
+            if want is not None and got is not None and got != want:
+                raise InputError(frame.path or frame.filename,
+                                 f"{name.replace('_name', '')} {got!r} differs from {want!r} of {first.filename}; "
+                                 "frames of different instruments or filters cannot be aligned and stacked together")
 
 
 def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> tuple[Frame, str]:
