@@ -18,6 +18,8 @@ _MODULE_NAMES: tuple[str, ...] = (
     "detect",
     "register",
     "resample",
+    "bookkeeping",
+    "instrument_defaults",
 )
 
 MODULES = tuple(importlib.import_module(f"{__name__}.{m}") for m in _MODULE_NAMES)

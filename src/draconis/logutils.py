@@ -1,0 +1,103 @@
+"""The draconis logger: one logger, one console handler, an optional log file.
+
+Everything draconis says goes through the logger ``draconis``.  :func:`config`
+(called as the seeds call gempy's ``logutils.config``) installs exactly one
+console handler (stdout, as DRAGONS) and at most one file handler, replacing
+the ones an earlier call installed, and stops propagation to the root logger:
+messages never appear twice, however often it is called or whatever handlers
+the user adds to the root logger.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+LOGGER_NAME = "draconis"
+_OWNED = "_draconis_owned"
+_CONSOLE_LEVELS = {"standard": logging.INFO, "quiet": logging.WARNING, "debug": logging.DEBUG}
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """A console handler that writes to the *current* ``sys.stdout``.
+
+    Looking the stream up at each message keeps the handler working when
+    ``sys.stdout`` is replaced (notebooks, pytest's capture).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
+def get_logger() -> logging.Logger:
+    """The ``draconis`` logger."""
+    return logging.getLogger(LOGGER_NAME)
+
+
+def config(mode: str = "standard", file_name: str | None = None, *, file_mode: str = "a") -> logging.Logger:
+    """Set up draconis logging (idempotent).
+
+    Parameters
+    ----------
+    mode
+        ``standard`` (INFO on screen), ``quiet`` (warnings and errors only on
+        screen; the file still gets INFO) or ``debug`` (everything).
+    file_name
+        Log file; None for screen only.
+    file_mode
+        ``a`` appends to an existing log file, ``w`` starts it afresh.
+
+    Returns
+    -------
+    logging.Logger
+        The ``draconis`` logger.
+    """
+    if mode not in _CONSOLE_LEVELS:
+        raise ValueError(f"logmode must be one of {', '.join(_CONSOLE_LEVELS)}, not {mode!r}")
+    logger = get_logger()
+    for handler in list(logger.handlers):
+        if getattr(handler, _OWNED, False):
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # the root logger would print everything a second time
+    console = _StdoutHandler()
+    console.setLevel(_CONSOLE_LEVELS[mode])
+    console.setFormatter(logging.Formatter("%(message)s"))
+    _add(logger, console)
+    if file_name:
+        handler = logging.FileHandler(file_name, mode=file_mode, encoding="utf-8")
+        handler.setLevel(logging.DEBUG if mode == "debug" else logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s - %(message)s"))
+        _add(logger, handler)
+    logger._draconis_mode = mode  # type: ignore[attr-defined]
+    return logger
+
+
+def _add(logger: logging.Logger, handler: logging.Handler) -> None:
+    setattr(handler, _OWNED, True)
+    logger.addHandler(handler)
+
+
+def is_configured() -> bool:
+    """Whether :func:`config` has installed handlers."""
+    return any(getattr(h, _OWNED, False) for h in get_logger().handlers)
+
+
+def ensure_configured() -> logging.Logger:
+    """Configure with defaults unless the user already did."""
+    if not is_configured():
+        config()
+    return get_logger()
+
+
+def current_mode() -> str:
+    """The mode of the last :func:`config` call (``standard`` if none)."""
+    return getattr(get_logger(), "_draconis_mode", "standard")

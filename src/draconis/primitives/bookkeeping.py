@@ -1,0 +1,199 @@
+"""Stream bookkeeping and the primitives that hand frames to the runner for I/O.
+
+Stream primitives (selectFromInputs, clearStream, copyInputs, removeFirstFrame,
+transferAttribute) only rearrange frames.  flushPixels, writeOutputs and the
+storeProcessed* primitives are the few that touch disk, and they do it
+through the run context (checkpoint, write_outputs, store_calibration), which
+writes atomically and removes everything again if the run fails.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+
+from astropy.wcs import WCS
+
+from ..errors import InputError, ParameterError
+from ..frame import Frame
+from ..parameters import P, suffix_param
+from .registry import primitive
+
+log = logging.getLogger("draconis")
+
+
+def _tags(frame: Frame) -> frozenset[str]:
+    try:
+        return frame.tags
+    except Exception:  # noqa: BLE001 - hand-built frames without an instrument
+        return frozenset()
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").replace(" ", ",").split(",") if t.strip()]
+
+
+# -- stream bookkeeping ------------------------------------------------------
+@primitive("selectFromInputs",
+           P("tags", str, None, "comma-separated tags the selected frames must all have", optional=True))
+def select_from_inputs(frames, p, ctx):
+    """Keep only the frames having all of ``tags`` (the output goes to ``outstream``)."""
+    wanted = set(_split_list(p.tags))
+    selected = [f for f in frames if wanted <= _tags(f)]
+    ctx.log.info("Selected %d of %d frame(s) with tags %s", len(selected), len(frames), ",".join(sorted(wanted)) or "-")
+    return selected
+
+
+@primitive("clearStream", P("stream", str, "main", "stream to operate on"))
+def clear_stream(frames, p, ctx):
+    """Empty a stream (``p.clearStream(stream='skysub')``)."""
+    return []
+
+
+@primitive("copyInputs")
+def copy_inputs(frames, p, ctx):
+    """Copy the input stream to ``outstream`` (the frames are immutable: no pixel copy)."""
+    return list(frames)
+
+
+@primitive("removeFirstFrame",
+           P("remove_first", bool, True, "drop the earliest (by ut_datetime) frame"),
+           P("remove_files", list, None, "filenames to drop", optional=True))
+def remove_first_frame(frames, p, ctx):
+    """Drop the earliest frame (by ``ut_datetime``) and any frame named in ``remove_files``."""
+    frames = list(frames)
+    if p.remove_first and frames:
+        first = min(range(len(frames)), key=lambda i: frames[i].descriptor("ut_datetime"))
+        ctx.log.info("Removing the first frame %s", frames[first].filename)
+        frames.pop(first)
+    names = {n.removesuffix(".fits") for n in (p.remove_files or [])}
+    if names:
+        kept = [f for f in frames if f.stem not in names and f.filename.removesuffix(".fits") not in names]
+        ctx.log.info("Removed %d frame(s) named in remove_files", len(frames) - len(kept))
+        frames = kept
+    return frames
+
+
+_ATTRIBUTES = {"objmask": "OBJMASK", "wcs": "wcs", "mask": "DQ", "dq": "DQ"}
+
+
+@primitive("transferAttribute",
+           suffix_param("_attributeTransferred"),
+           P("source", str, None, "stream or file holding the source image/catalogue", optional=True),
+           P("attribute", str, None, "attribute to copy ('OBJMASK', 'wcs', 'mask')", optional=True))
+def transfer_attribute(frames, p, ctx):
+    """Copy OBJMASK, the WCS or the DQ mask from the matching frames of stream ``source``."""
+    attribute = _ATTRIBUTES.get((p.attribute or "").lower())
+    if attribute is None:
+        raise ParameterError(f"transferAttribute: attribute {p.attribute!r} is not one of OBJMASK, wcs, mask")
+    sources = ctx.stream(p.source or "")
+    if not sources:
+        raise ParameterError(f"transferAttribute: stream {p.source!r} is empty or does not exist")
+    by_stem = {f.stem: f for f in sources}
+    out = []
+    for i, frame in enumerate(frames):
+        src = by_stem.get(frame.stem) or (sources[i] if len(sources) == len(frames) else None)
+        if src is None:
+            ctx.log.warning("transferAttribute: no frame in stream %s matches %s", p.source, frame.filename)
+            out.append(frame)
+            continue
+        out.append(_transfer(frame, src, attribute))
+    return out
+
+
+def _transfer(frame: Frame, src: Frame, attribute: str) -> Frame:
+    if len(src) != len(frame):
+        raise InputError(src.filename, f"has {len(src)} extensions, {frame.filename} has {len(frame)}")
+    exts = []
+    for ext, sext in zip(frame.extensions, src.extensions):
+        if attribute == "wcs":
+            header = ext.header.copy()
+            header.update(WCS(sext.header, naxis=2, relax=True).to_header(relax=True))
+            exts.append(ext.replace(header=header))
+        elif sext.plane(attribute) is not None:
+            exts.append(ext.with_planes(**{attribute: sext.plane(attribute)}))
+        else:
+            exts.append(ext)
+    return frame.with_extensions(exts)
+
+
+# -- memory relief and outputs ------------------------------------------------
+@primitive("flushPixels",
+           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+def flush_pixels(frames, p, ctx):
+    """Checkpoint the stream to zarr and continue from the checkpoint (keeps graphs small)."""
+    checkpoint = getattr(ctx, "checkpoint", None)
+    return checkpoint(frames, "flushPixels") if checkpoint else list(frames)
+
+
+@primitive("writeOutputs",
+           P("overwrite", bool, True, "overwrite existing output files"),
+           P("outfilename", str, None, "explicit output name (single input only)", optional=True),
+           P("prefix", str, "", "prefix for output names", optional=True),
+           suffix_param(""),
+           P("strip", bool, False, "strip existing prefix/suffix first"))
+def write_outputs(frames, p, ctx):
+    """Write the stream to FITS files (names from prefix/suffix/outfilename)."""
+    if p.outfilename and len(frames) != 1:
+        raise ParameterError(f"writeOutputs: outfilename needs exactly one input, got {len(frames)}")
+    renamed = []
+    for frame in frames:
+        if p.outfilename:
+            name = p.outfilename if p.outfilename.endswith(".fits") else p.outfilename + ".fits"
+        else:
+            base = frame.stem if p.strip else frame.filename.removesuffix(".fits")
+            name = f"{p.prefix or ''}{base}{p.suffix or ''}.fits"
+        renamed.append(frame.replace(filename=name))
+    return ctx.write_outputs(renamed)
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _store(frames, p, ctx, *, keyword: str, tag: str | None, caltype: str | None, what: str):
+    stamp = _timestamp()
+    marked, skipped = [], []
+    for frame in frames:
+        if tag and tag not in _tags(frame) and not p.get("force", False):
+            ctx.log.warning("%s is not tagged %s: not stored as a %s (use force=True)", frame.filename, tag, what)
+            skipped.append(frame)
+            continue
+        marked.append(frame.with_phu(**{keyword: (stamp, f"UT time stamp of the processed {what}"),
+                                        "PROCMODE": (ctx.mode, "processing mode")}).with_suffix(p.suffix))
+    written = ctx.write_outputs(marked) if marked else []
+    if caltype:
+        for frame in written:
+            path = ctx.path_of(frame)
+            if path:
+                ctx.store_calibration(path, caltype)
+    return written + skipped
+
+
+@primitive("storeProcessedDark",
+           suffix_param("_dark"),
+           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+def store_processed_dark(frames, p, ctx):
+    """Mark as a processed dark (PROCDARK), write ``<name>_dark.fits`` and store it as processed_dark."""
+    return _store(frames, p, ctx, keyword="PROCDARK", tag="DARK", caltype="processed_dark", what="dark")
+
+
+@primitive("storeProcessedFlat",
+           suffix_param("_flat"),
+           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+def store_processed_flat(frames, p, ctx):
+    """Mark as a processed flat (PROCFLAT), write ``<name>_flat.fits`` and store it as processed_flat."""
+    return _store(frames, p, ctx, keyword="PROCFLAT", tag="FLAT", caltype="processed_flat", what="flat")
+
+
+@primitive("storeProcessedBPM",
+           suffix_param("_bpm"),
+           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+def store_processed_bpm(frames, p, ctx):
+    """Mark as a processed BPM (PROCBPM), write ``<name>_bpm.fits`` and store it as processed_bpm."""
+    return _store(frames, p, ctx, keyword="PROCBPM", tag=None, caltype="processed_bpm", what="BPM")
+
+
+@primitive("storeProcessedScience", suffix_param(None))
+def store_processed_science(frames, p, ctx):
+    """Mark as processed science (PROCSCI) and write the frames (``suffix`` e.g. ``_image``)."""
+    return _store(frames, p, ctx, keyword="PROCSCI", tag=None, caltype=None, what="science")

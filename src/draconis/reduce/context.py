@@ -1,0 +1,268 @@
+"""The run context primitives see: streams, calibrations, internal calls.
+
+:class:`RunContext` implements :class:`draconis.primitives.registry.Context`.
+It also runs primitives the way a recipe does (:meth:`RunContext.run`:
+parameter resolution, ``stream``/``instream``/``outstream``, suffixes,
+``skip_primitive``, ``write_outputs``) and offers the runner's services
+primitives need for I/O: :meth:`checkpoint` (flushPixels),
+:meth:`write_outputs` (writeOutputs) and :meth:`store_calibration`.
+
+It is constructible on its own for testing primitives::
+
+    ctx = RunContext(streams={"main": frames}, ucals={"processed_dark": dark}, workdir=tmp_path)
+    out = ctx.run("darkCorrect")            # as a recipe would call it
+    out = ctx.call("stackFrames", frames, operation="median")   # as a primitive would
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import DraconisError
+from ..frame import Frame
+from ..parameters import Params, parameter_kind
+from ..primitives.registry import PrimitiveSpec, get_primitive
+from .outputs import Checkpoints, OutputLedger, reopen_written
+from .uparms import UserParams, parse_uparms
+
+log = logging.getLogger("draconis")
+
+INSTRUMENTS = ("F2", "NIRI", "GNIRS", "GSAOI")
+#: parameters never passed from a primitive to the primitives it calls
+_NOT_PASSED_DOWN = {"suffix", "skip_primitive", "write_outputs"}
+
+
+def instrument_name(frame: Frame) -> str | None:
+    """The instrument of ``frame`` as parameter overlays name it (``F2``, ``NIRI``...)."""
+    try:
+        tags = set(frame.tags)
+    except Exception:  # noqa: BLE001 - frames without a known instrument (hand-built)
+        tags = set()
+    for name in INSTRUMENTS:
+        if name in tags:
+            return name
+    value = str(frame.phu.get("INSTRUME", "")).strip().upper()
+    return value or None
+
+
+def frame_kind(frame: Frame) -> str | None:
+    """``IMAGE`` or ``DARK``: which instrument class the frame's tags select."""
+    try:
+        return parameter_kind(frame.tags)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class RunContext:
+    """Streams, calibrations and services of one reduction.
+
+    Parameters
+    ----------
+    streams
+        Initial streams, e.g. ``{"main": frames}``.
+    ucals
+        User calibrations ``{caltype: Frame or path}``; asked first.
+    config
+        Calibration configuration handed to :mod:`draconis.caldb`.
+    mode
+        Reduction mode (``sq``).
+    workdir
+        Directory for checkpoints (a temporary one if None).
+    uparms
+        User parameter overrides (see :func:`draconis.reduce.uparms.parse_uparms`).
+    use_caldb
+        Ask the calibration database when no user calibration is given.
+    outdir
+        Where outputs are written (default: the current directory).
+    instrument, kind
+        Parameter overlay to use (default: from the first frame of ``main``).
+    keep_checkpoints
+        Leave checkpoints on disk after :meth:`close`.
+    protected
+        Paths never to be written (the inputs).
+    """
+
+    def __init__(self, streams: Mapping[str, Sequence[Frame]] | None = None, ucals: Mapping[str, Any] | None = None,
+                 config: Any = None, mode: str = "sq", workdir: str | os.PathLike | None = None, *,
+                 uparms: Any = None, use_caldb: bool = False, outdir: str | os.PathLike | None = None,
+                 instrument: str | None = None, kind: str | None = None, keep_checkpoints: bool = False,
+                 protected: Sequence[str] = ()):
+        self.log = log
+        self.mode = mode
+        self.config = config
+        self.use_caldb = use_caldb
+        self._streams: dict[str, list[Frame]] = {k: list(v) for k, v in (streams or {}).items()}
+        self.ucals: dict[str, Any] = dict(ucals or {})
+        self.user = uparms if isinstance(uparms, UserParams) else parse_uparms(uparms)
+        self.outdir = os.fspath(outdir) if outdir is not None else os.getcwd()
+        self.workdir = os.fspath(workdir) if workdir is not None else tempfile.mkdtemp(prefix="draconis-")
+        self.run_id = uuid.uuid4().hex[:8]
+        run_dir = os.path.join(self.workdir, f"run-{self.run_id}")
+        self.checkpoints = Checkpoints(run_dir, keep=keep_checkpoints)
+        self.ledger = OutputLedger(protected, backup_dir=os.path.join(run_dir, "backups"))
+        self.pending_calibrations: list[tuple[str, str]] = []
+        self._cal_cache: dict[tuple[str, str], Frame] = {}
+        self._on_disk: dict[int, tuple[Frame, str]] = {}
+        self._param_stack: list[Params] = []
+        main = self._streams.get("main") or []
+        self.instrument = instrument if instrument is not None else (instrument_name(main[0]) if main else None)
+        self.kind = kind if kind is not None else (frame_kind(main[0]) if main else None)
+
+    # -- streams -------------------------------------------------------------
+    def stream(self, name: str) -> list[Frame]:
+        """Frames of stream ``name`` (a new list; empty if the stream does not exist)."""
+        return list(self._streams.get(name, ()))
+
+    def set_stream(self, name: str, frames: Sequence[Frame]) -> None:
+        """Replace stream ``name``."""
+        self._streams[name] = list(frames)
+
+    @property
+    def stream_names(self) -> list[str]:
+        return list(self._streams)
+
+    # -- parameters ----------------------------------------------------------
+    def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] = (), *, warn: bool = True) -> Params:
+        """``spec``'s parameters: default < instrument < user < ``arguments``."""
+        user = self.user.for_primitive(spec)
+        arguments = dict(arguments)
+        if warn:
+            for key in user.keys() & arguments.keys():
+                log.warning("%s: the recipe sets %s=%r; the user value %r is ignored",
+                            spec.name, key, arguments[key], user[key])
+        return spec.resolve(self.instrument, self.kind, user, arguments)
+
+    # -- calibrations --------------------------------------------------------
+    def calibration(self, caltype: str, frame: Frame) -> Frame | None:
+        """The processed ``caltype`` for ``frame``: user calibration first, then the database."""
+        source = self.ucals.get(caltype)
+        if source is None and self.use_caldb:
+            source = self._from_caldb(caltype, frame)
+        if source is None:
+            return None
+        if isinstance(source, Frame):
+            return source
+        return self._open_cal(caltype, os.fspath(source))
+
+    def _from_caldb(self, caltype: str, frame: Frame) -> str | None:
+        try:
+            from .. import caldb
+        except ImportError:
+            return None
+        getter = getattr(caldb, "get_calibration", None)
+        if getter is None:
+            return None
+        return getter(frame, caltype, config=self.config)
+
+    def _open_cal(self, caltype: str, path: str) -> Frame:
+        key = (caltype, os.path.abspath(path))
+        if key not in self._cal_cache:
+            from ..io import open_frame
+
+            self._cal_cache[key] = open_frame(path)
+            log.info("Using %s %s", caltype, path)
+        return self._cal_cache[key]
+
+    # -- running primitives -------------------------------------------------
+    def run(self, name: str, *, stream: str | None = None, instream: str | None = None,
+            outstream: str | None = None, **arguments: Any) -> list[Frame]:
+        """Run primitive ``name`` as a recipe step.
+
+        ``stream`` sets both ``instream`` and ``outstream`` (default ``main``).
+        The primitive reads ``instream`` and its output replaces ``outstream``;
+        with different streams, ``instream`` is left intact.  Arguments given
+        here win over user values (with a warning).
+        """
+        spec = get_primitive(name)
+        instream = instream or stream or "main"
+        outstream = outstream or stream or instream
+        if stream is not None and spec.has_param("stream"):
+            arguments.setdefault("stream", stream)
+        params = self.resolve(spec, arguments)
+        frames = self.stream(instream)
+        if params["skip_primitive"]:
+            log.info("Skipping %s (skip_primitive=True)", name)
+            self.set_stream(outstream, frames)
+            return frames
+        log.info("PRIMITIVE: %s", name)
+        log.info("-" * (11 + len(name)))
+        out = self._invoke(spec, frames, params)
+        suffix = params.get("suffix")
+        if suffix:
+            out = [f.with_suffix(suffix) for f in out]
+        if params["write_outputs"]:
+            out = self.write_outputs(out)
+        self.set_stream(outstream, out)
+        return out
+
+    def call(self, name: str, frames: Sequence[Frame], **arguments: Any) -> list[Frame]:
+        """Run another primitive from inside a primitive.
+
+        The callee gets its defaults, the user's values for it, then the
+        calling primitive's values of the parameters it also declares (never
+        ``suffix``), then ``arguments``.  A ``suffix`` given explicitly renames
+        the outputs.
+        """
+        spec = get_primitive(name)
+        passed: dict[str, Any] = {}
+        if self._param_stack:
+            passed = {k: v for k, v in self._param_stack[-1].items()
+                      if k not in _NOT_PASSED_DOWN and spec.has_param(k)}
+        params = self.resolve(spec, {**passed, **arguments}, warn=False)
+        log.debug("  (internal) %s", name)
+        out = self._invoke(spec, list(frames), params)
+        if arguments.get("suffix"):
+            out = [f.with_suffix(arguments["suffix"]) for f in out]
+        return out
+
+    def _invoke(self, spec: PrimitiveSpec, frames: list[Frame], params: Params) -> list[Frame]:
+        self._param_stack.append(params)
+        try:
+            out = spec.func(list(frames), params, self)
+        finally:
+            self._param_stack.pop()
+        if out is None:
+            raise DraconisError(f"primitive {spec.name} returned no frames (a bug: it must return a list)")
+        return list(out)
+
+    # -- runner services (I/O) ---------------------------------------------
+    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
+        """Persist ``frames`` to zarr under the work directory and reopen them lazily."""
+        return self.checkpoints.write(list(frames), label)
+
+    def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None) -> list[Frame]:
+        """Write ``frames`` as FITS (atomically, in one computation); return them reopened from disk."""
+        frames = list(frames)
+        todo = [f for f in frames if not self.is_on_disk(f)]
+        if todo:
+            paths = self.ledger.write(todo, outdir or self.outdir)
+            reopened = reopen_written(todo, paths)
+            mapping = {id(f): r for f, r in zip(todo, reopened)}
+            for r, p in zip(reopened, paths):
+                self._on_disk[id(r)] = (r, p)
+            frames = [mapping.get(id(f), f) for f in frames]
+        return frames
+
+    def is_on_disk(self, frame: Frame) -> bool:
+        """Whether ``frame`` is exactly what this run last wrote to a file."""
+        return id(frame) in self._on_disk
+
+    def path_of(self, frame: Frame) -> str | None:
+        entry = self._on_disk.get(id(frame))
+        return entry[1] if entry else None
+
+    def store_calibration(self, path: str, caltype: str) -> None:
+        """Queue ``path`` for storage as ``caltype`` when the run completes."""
+        self.pending_calibrations.append((path, caltype))
+
+    def close(self, success: bool = True) -> None:
+        """End of the run: commit or roll back outputs, remove checkpoints."""
+        if success:
+            self.ledger.commit()
+        else:
+            self.ledger.rollback()
+        self.checkpoints.cleanup()
