@@ -139,6 +139,7 @@ def test_scale_sky_offset_sky_and_neither():
 
 
 def test_gsaoi_defaults_use_zero_and_offset():
+    import draconis.instruments  # noqa: F401  (registers the instrument parameter overlays)
     spec = get_primitive("skyCorrect")
     defaults = spec.defaults("GSAOI", "IMAGE")
     if not (defaults["zero"] and defaults["offset_sky"]):
@@ -246,3 +247,25 @@ def test_statsec_restricts_the_level_statistics():
     from draconis.errors import ParameterError
     with pytest.raises(ParameterError, match="statsec"):
         run("skyCorrect", [target], ctx, statsec="[30:1,1:64]")
+
+
+def test_single_pass_block_through_the_runner(tmp_path):
+    """GNIRS-style block run as recipe steps: separateSky -> associateSky -> skyCorrect -> detectSources."""
+    from draconis.reduce.context import RunContext
+
+    frames = [make_frame(i, 1000.0 + 5 * i, dx=6.0 * (i % 3), sources=[(30.0 + 10 * (i % 3), 32.0, 900.0, 1.5)])
+              for i in range(6)]
+    ctx = RunContext(streams={"main": frames}, workdir=tmp_path)
+    ctx.run("separateSky")
+    ctx.run("associateSky", distance=1.0)
+    with raise_if_dask_computes():
+        ctx.run("skyCorrect", mask_objects=False)
+    ctx.run("detectSources", detect_minarea=5)
+    out = ctx.stream("main")
+    assert [f.filename for f in out] == [f"N20160102S{i:04d}_sourcesDetected.fits" for i in range(6)]
+    for i, frame in enumerate(out):
+        cat = frame[0].objcat
+        best = np.min(np.hypot(cat["X_IMAGE"] - 1 - (30 + 10 * (i % 3)), cat["Y_IMAGE"] - 33))
+        assert best < 0.3
+        assert "SKYTABLE" not in frame.tables and "SUBSKY" in frame.phu
+    ctx.close()
