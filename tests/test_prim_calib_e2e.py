@@ -76,7 +76,7 @@ def _illuminated_rms(flat: draconis.Frame, truth: list[np.ndarray]) -> float:
     ratios = []
     for ext, t in zip(flat.extensions, truth):
         good = (np.asarray(ext.plane("DQ")) == 0) & (t > 0.2 * np.median(t[t > 0]))
-        ratios.append((np.asarray(ext.plane("SCI")) / t)[good])
+        ratios.append(np.asarray(ext.plane("SCI"))[good] / t[good])
     r = np.concatenate(ratios)
     r /= np.median(r)
     return float(np.std(r))
