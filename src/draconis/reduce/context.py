@@ -57,6 +57,17 @@ def frame_kind(frame: Frame) -> str | None:
         return None
 
 
+def apply_suffix(frame: Frame, suffix: str) -> Frame:
+    """``frame`` renamed ``<stem><suffix>.fits`` unless its name already ends with the suffix.
+
+    Primitives that name their outputs themselves (writeOutputs, storeProcessed*)
+    are left alone, and a frame already written keeps its identity.
+    """
+    if frame.filename.removesuffix(".fits").endswith(suffix):
+        return frame
+    return frame.with_suffix(suffix)
+
+
 class RunContext:
     """Streams, calibrations and services of one reduction.
 
@@ -193,7 +204,7 @@ class RunContext:
         out = self._invoke(spec, frames, params)
         suffix = params.get("suffix")
         if suffix:
-            out = [f.with_suffix(suffix) for f in out]
+            out = [apply_suffix(f, suffix) for f in out]
         if params["write_outputs"]:
             out = self.write_outputs(out)
         self.set_stream(outstream, out)
@@ -216,7 +227,7 @@ class RunContext:
         log.debug("  (internal) %s", name)
         out = self._invoke(spec, list(frames), params)
         if arguments.get("suffix"):
-            out = [f.with_suffix(arguments["suffix"]) for f in out]
+            out = [apply_suffix(f, arguments["suffix"]) for f in out]
         return out
 
     def _invoke(self, spec: PrimitiveSpec, frames: list[Frame], params: Params) -> list[Frame]:

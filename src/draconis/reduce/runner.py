@@ -1,0 +1,175 @@
+"""The :class:`Reduce` runner: inputs -> recipe -> outputs, all or nothing.
+
+Order of a run: open the inputs (headers only) and check them; choose the
+recipe from the first input's tags; validate every user parameter and every
+recipe argument (before any graph exists); open the user calibrations; start
+or attach to a Dask cluster; run the recipe (primitives extend the graph;
+flushPixels checkpoints, writeOutputs and storeProcessed* write); write the
+final stream; store the processed calibrations.  On any error the files this
+run wrote are removed (replaced files restored) and the error re-raised.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .. import config as _config
+from .. import logutils
+from ..errors import InputError, ParameterError
+from ..frame import Frame
+from ..io import open_frame
+from ..primitives.registry import get_primitive
+from ..recipes import Recipe, find_recipe
+from ..recipes.caller import PrimitiveCaller, record
+from .context import RunContext, frame_kind, instrument_name
+from .ucals import open_ucals
+from .uparms import parse_uparms, validate
+
+log = logging.getLogger("draconis")
+
+
+class Reduce:
+    """Reduce a list of files with a recipe (the DRAGONS ``Reduce`` API).
+
+    Attributes
+    ----------
+    files : list of str
+        Input files; the first decides the recipe.
+    recipename : str
+        ``_default``, a recipe of the selected library, ``file.py:func`` or a primitive name.
+    uparms : list of (key, value) or dict
+        Parameter overrides, key ``primitive:param`` or ``param``.
+    ucals : dict
+        User calibrations ``{"processed_dark": "x_dark.fits"}``.
+    mode, suffix, config_file, scheduler, workdir
+        Mode (``sq``), suffix of final outputs, calibration configuration file,
+        Dask scheduler (None, ``synchronous``, ``threads`` or an address),
+        checkpoint directory.
+    output_filenames, processed_filenames : list of str
+        After :meth:`runr`: the final outputs and the stored calibrations.
+    """
+
+    def __init__(self, files: Iterable[str] | None = None, *, recipename: str = "_default",
+                 uparms: Any = None, ucals: dict[str, Any] | None = None, mode: str = "sq",
+                 suffix: str | None = None, config_file: str | None = None, scheduler: str | None = None,
+                 workdir: str | None = None):
+        self.files: list[str] = list(files or [])
+        self.recipename = recipename
+        self.uparms: Any = list(uparms) if isinstance(uparms, (list, tuple)) else (uparms if uparms else [])
+        self.ucals: dict[str, Any] = dict(ucals or {})
+        self.mode = mode
+        self.suffix = suffix
+        self.config_file = config_file
+        self.scheduler = scheduler
+        self.workdir = workdir
+        self.drpkg = "draconis"
+        self.upload = None
+        self.output_filenames: list[str] = []
+        self.processed_filenames: list[str] = []
+
+    # -- preparation (no graph yet) --------------------------------------------
+    def open_inputs(self) -> list[Frame]:
+        """Open every input (headers only) and check they form one reduction."""
+        files = [self.files] if isinstance(self.files, (str, os.PathLike)) else list(self.files)
+        if not files:
+            raise InputError(None, "no input files given")
+        frames = [open_frame(os.fspath(f)) for f in files]
+        first = instrument_name(frames[0])
+        for frame in frames[1:]:
+            inst = instrument_name(frame)
+            if inst != first:
+                raise InputError(frame.path or frame.filename,
+                                 f"instrument {inst} differs from {first} of the first input {frames[0].filename}")
+        return frames
+
+    def choose_recipe(self, first: Frame) -> Recipe:
+        """The recipe for the run (from the first input's tags and ``recipename``)."""
+        return find_recipe(self.recipename or "_default", first.tags, self.mode, filename=first.filename)
+
+    def validate(self, recipe: Recipe, instrument: str | None, kind: str | None):
+        """Check user parameters and recipe arguments; return the parsed user parameters."""
+        user = parse_uparms(self.uparms)
+        validate(user, instrument, kind)
+        for call in record(recipe.func):
+            spec = get_primitive(call.name)
+            args = {k: v for k, v in call.arguments.items() if k not in ("stream", "instream", "outstream")}
+            try:
+                spec.resolve(instrument, kind, {}, args)
+            except ParameterError as err:
+                raise ParameterError(f"recipe {recipe.name}: {err}") from err
+        return user
+
+    # -- the run -----------------------------------------------------------
+    def runr(self) -> list[str]:
+        """Run the reduction; return (and keep in ``output_filenames``) the outputs."""
+        logutils.ensure_configured()
+        start = time.monotonic()
+        self.output_filenames, self.processed_filenames = [], []
+        frames = self.open_inputs()
+        recipe = self.choose_recipe(frames[0])
+        instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
+        user = self.validate(recipe, instrument, kind)
+        ucals = open_ucals(self.ucals)
+        log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
+        workdir = self.workdir or _config.get("workdir", ".draconis")
+        ctx = RunContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
+                         use_caldb=True, instrument=instrument, kind=kind,
+                         keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
+                         protected=[f.path for f in frames if f.path])
+        from ..cluster import execution
+
+        success = False
+        try:
+            with execution(self.scheduler):
+                recipe.func(PrimitiveCaller(ctx))
+                finals = self._write_finals(ctx)
+            self.processed_filenames = self._store_calibrations(ctx)
+            success = True
+        finally:
+            ctx.close(success)
+            _remove_if_empty(workdir)
+        self.output_filenames = finals
+        log.info("Outputs: %s", " ".join(finals) if finals else "(none)")
+        log.info("reduce completed in %.1f s", time.monotonic() - start)
+        return finals
+
+    def _write_finals(self, ctx: RunContext) -> list[str]:
+        finals = ctx.stream("main")
+        if self.suffix:
+            finals = [f.with_suffix(self.suffix) for f in finals]
+        written = ctx.write_outputs(finals)
+        return [_display(ctx.path_of(f)) for f in written]
+
+    def _store_calibrations(self, ctx: RunContext) -> list[str]:
+        stored: list[str] = []
+        for path, caltype in ctx.pending_calibrations:
+            try:
+                from ..caldb import store_calibration
+            except ImportError:
+                store_calibration = None
+            if store_calibration is None:
+                dest = os.path.join(os.getcwd(), "calibrations", caltype)
+                os.makedirs(dest, exist_ok=True)
+                stored.append(shutil.copy2(path, dest))
+            else:
+                stored.extend(store_calibration(path, caltype, config=self.config_file))
+            log.info("Stored %s as %s", os.path.basename(path), caltype)
+        return stored
+
+
+def _display(path: str | None) -> str:
+    """Output names as DRAGONS shows them: bare names in the current directory."""
+    if path is None:
+        return ""
+    return os.path.basename(path) if os.path.dirname(os.path.abspath(path)) == os.getcwd() else path
+
+
+def _remove_if_empty(directory: str) -> None:
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
