@@ -34,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from test_out_of_core import make_sequence, run  # noqa: E402  (the same generator and recipe steps)
+from test_out_of_core import make_sequence, run, write_stack  # noqa: E402  (the same generator and recipe steps)
 
 
 def _parse_bytes(text: str) -> int:
@@ -47,7 +47,7 @@ def draconis_run(paths, workdir, mem: int, workers: int) -> dict:
     """alignAndStack on a LocalCluster; phase times and peak memory."""
     import distributed
 
-    from draconis.io.fits import open_fits, write_fits
+    from draconis.io.fits import open_fits
     from draconis.io.zarr import open_zarr, write_zarr_many
     from draconis.primitives.stack import tile_rows
 
@@ -70,7 +70,7 @@ def draconis_run(paths, workdir, mem: int, workers: int) -> dict:
         t2 = time.perf_counter()
         frames = [open_zarr(s) for s in stores]
         stacked = run("stackFrames", frames, memory=stack_gb)
-        write_fits(stacked[0], os.path.join(workdir, "draconis_stack.fits"))
+        write_stack(stacked[0], os.path.join(workdir, "draconis_stack.fits"))
         t3 = time.perf_counter()
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         restarted = client.run(os.getpid) != pids

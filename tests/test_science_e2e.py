@@ -97,14 +97,16 @@ def _stack_arrays(frame):
 
 
 def test_stack_photometry_and_astrometry(f2_deep):
-    stack, truth, _ = f2_deep
+    stack, truth, science = f2_deep
     sources = Table.read(truth / "sources.ecsv")
     sci, var, dq, wcs = _stack_arrays(stack)
     ra, dec = _column(sources, "ra"), _column(sources, "dec")
-    flux = _column(sources, "flux", "flux_e", "flux_electrons")
-    kind = [str(k).lower() for k in sources["type"]] if "type" in sources.colnames else ["star"] * len(sources)
+    # truth fluxes are e-/s; the stack is in electrons per exposure of the reference frame
+    flux = _column(sources, "flux_e_per_s", "flux") * draconis.open(science[0]).exposure_time()
+    kind = [str(k).lower() for k in sources["kind"]] if "kind" in sources.colnames else ["star"] * len(sources)
+    field = [str(k).lower() for k in sources["field"]] if "field" in sources.colnames else ["target"] * len(sources)
     x, y = wcs.all_world2pix(ra, dec, 0)
-    star = np.array([k == "star" for k in kind])
+    star = np.array([k == "star" and f == "target" for k, f in zip(kind, field)])
     sep = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) + np.eye(len(x)) * 1e9
     keep = star & (sep.min(axis=1) > 15) & (x > 10) & (x < sci.shape[1] - 11) & (y > 10) & (y < sci.shape[0] - 11)
     ratios, offsets, fluxes = [], [], []
