@@ -1,0 +1,218 @@
+"""The runner end to end on small files built from real F2/NIRI headers: Reduce API, CLI, errors, logging."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import draconis
+from draconis import logutils
+from draconis.errors import InputError, ParameterError, RecipeError
+from draconis.reduce import Reduce
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers.real_headers import REAL_HEADERS_DIR, parse_dump  # noqa: E402
+
+F2_DARK = REAL_HEADERS_DIR / "F2" / "S20141130S0001.fits.header"
+pytestmark = pytest.mark.skipif(not F2_DARK.exists(), reason="real header dumps not available")
+DRACONIS = [sys.executable, "-m", "draconis.cli"]
+
+
+def _niri_image() -> Path:
+    for path in sorted((REAL_HEADERS_DIR / "NIRI").glob("*.header")):
+        if "IMAGE" in (parse_dump(path).old_tags or ()):
+            return path
+    pytest.skip("no NIRI image header")
+
+
+def make_file(dump: Path, out: Path, seed: int, n: int = 32, exptime: float | None = None) -> Path:
+    """A raw file with the dump's headers and n x n seeded pixels."""
+    d = parse_dump(dump)
+    rng = np.random.default_rng(seed)
+    hdus = [fits.PrimaryHDU(header=d.phu)]
+    hdus[0].header.remove("ORIGNAME", ignore_missing=True)  # products are named after this file
+    if exptime is not None:
+        hdus[0].header["EXPTIME"] = exptime
+    for h in d.extensions:
+        h = h.copy()
+        cube = h.get("NAXIS", 2) == 3
+        h.remove("NAXIS3", ignore_missing=True)
+        data = (1000 + rng.normal(0, 10, (n, n))).astype(np.float32)
+        hdus.append(fits.ImageHDU(data=data[None] if cube else data, header=h))
+    fits.HDUList(hdus).writeto(out, overwrite=True, output_verify="silentfix")
+    return out
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def darks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no user calibration configuration
+    files = [make_file(F2_DARK, tmp_path / f"S2020010{7 + i}S0049.fits", seed=i) for i in range(3)]
+    return files
+
+
+def _listing(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+def test_reduce_api_makes_processed_dark(darks, tmp_path):
+    before = {p: md5(p) for p in darks}
+    r = Reduce(scheduler="synchronous")
+    r.files.extend(str(p) for p in darks)
+    outputs = r.runr()
+    assert outputs == r.output_filenames == ["S20200107S0049_dark.fits"]
+    with fits.open(tmp_path / outputs[0]) as hdul:
+        assert "PROCDARK" in hdul[0].header and hdul[0].header["PROCMODE"] == "sq"
+        assert [h.name for h in hdul[1:4]] == ["SCI", "VAR", "DQ"]
+        expected = np.mean([fits.getdata(p)[0] for p in darks], axis=0)
+        # raw ADU -> electrons with the F2 gain; a mean of 3 with rejection of nothing extreme
+        gain = hdul[1].data.mean() / expected.mean()
+        np.testing.assert_allclose(hdul[1].data, expected * gain, rtol=2e-3)
+    stored = tmp_path / "calibrations" / "processed_dark" / "S20200107S0049_dark.fits"
+    assert r.processed_filenames and Path(r.processed_filenames[0]) == stored and stored.exists()
+    assert "PROCESSED" in draconis.open(stored).tags
+    assert {p: md5(p) for p in darks} == before
+    assert not (tmp_path / ".draconis").exists()  # checkpoints and work directory cleaned
+
+
+def test_cli_at_files_nested_and_output_printed(darks, tmp_path):
+    (tmp_path / "rest.list").write_text(f"# the others\n\n{darks[1].name}\n{darks[2].name}  # second\n")
+    (tmp_path / "darks.list").write_text(f"{darks[0].name}\n@rest.list\n")
+    res = subprocess.run([*DRACONIS, "reduce", "@darks.list", "--scheduler", "synchronous", "--logmode", "quiet"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "S20200107S0049_dark.fits"
+    assert (tmp_path / "calibrations" / "processed_dark" / "S20200107S0049_dark.fits").exists()
+    assert "PRIMITIVE: stackDarks" in (tmp_path / "reduce.log").read_text()
+
+
+def test_cli_list_shows_recipe(darks, tmp_path):
+    res = subprocess.run([*DRACONIS, "reduce", *[p.name for p in darks], "--list"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "makeProcessedDark" in lines[0] and "f2_DARK" in lines[0]
+    assert "  addDQ(add_illum_mask=False)" in lines and lines[-1] == "  storeProcessedDark()"
+    assert not list(tmp_path.glob("*_dark.fits"))
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "mixed", "recipe", "param", "value", "ucal"])
+def test_cli_bad_input_one_line_error_no_outputs(case, darks, tmp_path):
+    names = [p.name for p in darks]
+    if case == "mixed":
+        make_file(_niri_image(), tmp_path / "N20160102S0270.fits", seed=9)
+    args = {
+        "empty": ["@empty.list"],
+        "missing": [*names, "S20200107S0999.fits"],
+        "mixed": [*names, "N20160102S0270.fits"],
+        "recipe": [*names, "-r", "noSuchRecipe"],
+        "param": [*names, "-p", "stackDarks:reject_methd=none"],
+        "value": [*names, "-p", "stackDarks:reject_method=bogus"],
+        "ucal": [*names, "--user_cal", "processed_dark:" + names[0]],
+    }[case]
+    (tmp_path / "empty.list").write_text("# nothing\n")
+    before = {p: md5(p) for p in darks}
+    listing = _listing(tmp_path)
+    res = subprocess.run([*DRACONIS, "reduce", *args, "--scheduler", "synchronous", "--logfile", ""],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode != 0
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("draconis reduce: error:"), res.stderr
+    expected = {"empty": "no input files", "missing": "S20200107S0999.fits", "mixed": "N20160102S0270.fits",
+                "recipe": "noSuchRecipe", "param": "did you mean reject_method", "value": "bogus",
+                "ucal": "processed_dark"}[case]
+    assert expected in err[0]
+    assert _listing(tmp_path) == listing
+    assert {p: md5(p) for p in darks} == before
+
+
+def test_api_errors_are_typed(darks):
+    with pytest.raises(InputError, match="no input files"):
+        Reduce(scheduler="synchronous").runr()
+    with pytest.raises(RecipeError):
+        Reduce([str(darks[0])], recipename="nope", scheduler="synchronous").runr()
+    with pytest.raises(ParameterError, match="unknown primitive 'stackDark'"):
+        Reduce([str(darks[0])], uparms=[("stackDark:operation", "median")], scheduler="synchronous").runr()
+    with pytest.raises(ParameterError, match="no primitive has a parameter"):
+        Reduce([str(darks[0])], uparms={"operatoin": "median"}, scheduler="synchronous").runr()
+
+
+def test_user_value_loses_to_recipe_argument_with_warning(darks, capsys):
+    logutils.config()
+    r = Reduce([str(p) for p in darks], scheduler="synchronous",
+               uparms=[("addDQ:add_illum_mask", True), ("stackDarks:operation", "median")])
+    r.runr()
+    out = capsys.readouterr().out
+    assert "add_illum_mask=False; the user value True is ignored" in out
+    # the user's operation reached stackDarks: the median of 3 is one of the inputs (in electrons)
+    data = fits.getdata(r.output_filenames[0], extname="SCI")
+    raw = np.stack([fits.getdata(p)[0] for p in darks])
+    ratio = data / np.median(raw, axis=0)
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+
+
+def test_no_double_log_messages(darks, capsys, tmp_path):
+    logging.basicConfig()  # a user handler on the root logger must not duplicate messages
+    logutils.config(file_name=str(tmp_path / "a.log"))
+    logutils.config(file_name=str(tmp_path / "a.log"))
+    for _ in range(2):
+        Reduce([str(p) for p in darks], scheduler="synchronous").runr()
+    out = capsys.readouterr()
+    assert out.out.count("PRIMITIVE: stackDarks") == 2
+    assert "PRIMITIVE" not in out.err
+    assert (tmp_path / "a.log").read_text().count("PRIMITIVE: stackDarks") == 2
+    owned = [h for h in logging.getLogger("draconis").handlers if getattr(h, "_draconis_owned", False)]
+    assert len(owned) == 2
+
+
+def test_failure_removes_outputs_of_the_run(darks, tmp_path):
+    # a user recipe that stores the dark, then fails: nothing may be left behind
+    (tmp_path / "myrecipes.py").write_text(
+        "def broken(p):\n"
+        "    p.prepare(); p.ADUToElectrons(); p.addVAR(read_noise=True)\n"
+        "    p.stackDarks(); p.storeProcessedDark(); p.writeOutputs(suffix='_copy')\n"
+        "    p.transferAttribute(source='nowhere', attribute='OBJMASK')\n")
+    existing = tmp_path / "S20200107S0049_dark.fits"
+    existing.write_bytes(b"old content")
+    listing = _listing(tmp_path)
+    with pytest.raises(Exception):
+        Reduce([str(p) for p in darks], recipename="myrecipes.py:broken", scheduler="synchronous").runr()
+    assert _listing(tmp_path) - {"myrecipes.py"} == listing - {"myrecipes.py"} or \
+        _listing(tmp_path) == listing
+    assert existing.read_bytes() == b"old content"  # a file replaced by the run is restored
+    assert not (tmp_path / "calibrations").exists()
+
+
+def test_single_primitive_recipe_and_suffix(darks, tmp_path):
+    r = Reduce([str(p) for p in darks], recipename="prepare", suffix="_mine", scheduler="synchronous")
+    assert r.runr() == [f"{p.stem}_mine.fits" for p in darks]
+    assert "PREPARED" in draconis.open(tmp_path / f"{darks[0].stem}_mine.fits").tags
+
+
+def test_showpars_gnirs_seed_format(tmp_path):
+    gnirs = next((p for p in sorted((REAL_HEADERS_DIR / "GNIRS").glob("*.header"))
+                  if "IMAGE" in (parse_dump(p).old_tags or ())), None)
+    if gnirs is None:
+        pytest.skip("no GNIRS image header")
+    path = make_file(gnirs, tmp_path / "N20120117S0014.fits", seed=1)
+    res = subprocess.run([*DRACONIS, "showpars", str(path), "associateSky"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("Dataset tagged as {") and "'GNIRS'" in lines[0] and "'IMAGE'" in lines[0]
+    assert lines[1] == "Settable parameters on 'associateSky':"
+    assert set(lines[2]) == {"="} and lines[3].startswith("Name" + " " * 16 + "Current setting")
+    rows = {line[:20].strip(): line[20:40].strip() for line in lines[5:] if line[:20].strip()}
+    assert rows["suffix"] == "'_skyAssociated'" and rows["time"] == "600.0" and rows["distance"] == "1.0"
+    assert rows["min_skies"] == "3" and rows["max_skies"] == "None" and rows["use_all"] == "False"
+    assert lines[lines.index(next(l for l in lines if l.startswith("time"))) + 1] == " " * 20 + "Valid Range = [0,inf)"
