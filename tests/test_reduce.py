@@ -108,7 +108,7 @@ def test_cli_list_shows_recipe(darks, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty", "missing", "mixed", "recipe", "param", "value", "ucal"])
-def test_cli_bad_input_one_line_error_no_outputs(case, darks, tmp_path):
+def test_cli_bad_input_one_line_error_no_outputs(case, darks, tmp_path, capsys):
     names = [p.name for p in darks]
     if case == "mixed":
         make_file(_niri_image(), tmp_path / "N20160102S0270.fits", seed=9)
@@ -124,11 +124,13 @@ def test_cli_bad_input_one_line_error_no_outputs(case, darks, tmp_path):
     (tmp_path / "empty.list").write_text("# nothing\n")
     before = {p: md5(p) for p in darks}
     listing = _listing(tmp_path)
-    res = subprocess.run([*DRACONIS, "reduce", *args, "--scheduler", "synchronous", "--logfile", ""],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode != 0
-    err = res.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("draconis reduce: error:"), res.stderr
+    from draconis.cli import main
+
+    status = main(["reduce", *args, "--scheduler", "synchronous", "--logfile", "", "--logmode", "quiet"])
+    assert status != 0
+    stderr = capsys.readouterr().err
+    err = stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("draconis reduce: error:"), stderr
     expected = {"empty": "no input files", "missing": "S20200107S0999.fits", "mixed": "N20160102S0270.fits",
                 "recipe": "noSuchRecipe", "param": "did you mean reject_method", "value": "bogus",
                 "ucal": "processed_dark"}[case]
