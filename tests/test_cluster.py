@@ -1,0 +1,72 @@
+"""Same outputs with the synchronous scheduler, a LocalCluster and separate scheduler/worker processes."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from draconis.reduce import Reduce
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reduce import F2_DARK, make_file  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not F2_DARK.exists(), reason="real header dumps not available")
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reduce(directory: Path, scheduler: str | None) -> np.ndarray:
+    os.chdir(directory)
+    files = [str(make_file(F2_DARK, directory / f"S2020010{7 + i}S0049.fits", seed=i, n=48)) for i in range(3)]
+    out = Reduce(files, scheduler=scheduler).runr()
+    with fits.open(directory / out[0]) as hdul:
+        return np.stack([hdul["SCI"].data, hdul["VAR"].data, hdul["DQ"].data.astype(np.float32)])
+
+
+@pytest.fixture
+def scheduler_processes(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=env)]
+    time.sleep(2)
+    procs.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                   "--no-dashboard", "--local-directory", str(tmp_path / "worker")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        client.wait_for_workers(1, timeout=60)
+    yield address
+    for proc in reversed(procs):
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_same_output_on_every_scheduler(tmp_path, monkeypatch, scheduler_processes):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    results = {}
+    for name, scheduler in [("sync", "synchronous"), ("local", None), ("remote", scheduler_processes)]:
+        directory = tmp_path / name
+        directory.mkdir()
+        with dask.config.set({"draconis.n_workers": 1, "draconis.threads_per_worker": 1}):
+            results[name] = _reduce(directory, scheduler)
+    np.testing.assert_allclose(results["local"], results["sync"], rtol=1e-6)
+    np.testing.assert_allclose(results["remote"], results["sync"], rtol=1e-6)
+    assert np.isfinite(results["sync"]).all() and results["sync"][0].std() > 0
