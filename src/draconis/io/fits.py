@@ -255,6 +255,7 @@ def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, over
         raise InputError(path, "output file exists and overwrite is False")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files others may read
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
