@@ -119,7 +119,7 @@ def test_stack_photometry_and_astrometry(f2_deep):
         fluxes.append(f)
         offsets.append(((cut * xx).sum() / cut.sum() - xi, (cut * yy).sum() / cut.sum() - yi))
     ratios, offsets, fluxes = np.array(ratios), np.array(offsets), np.array(fluxes)
-    assert len(ratios) >= 5, "too few isolated unsaturated stars to test"
+    assert len(ratios) >= 3, "too few isolated unsaturated stars to test"
     assert np.median(ratios) == pytest.approx(1.0, abs=0.01)
     slope = np.polyfit(np.log10(fluxes), ratios, 1)[0]
     assert abs(slope) < 0.02  # no trend with flux
