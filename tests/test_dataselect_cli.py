@@ -466,3 +466,14 @@ def test_seed_gsaoi_selections(gsaoi_files, capsys):
     table = _run_lines(capsys, "showd", "-d", "object,exposure_time", *science)
     assert table[1].split() == ["filename", "object", "exposure_time"]
     assert all(line.split()[1:] == ["NGC5128", "60.0"] for line in table[3:]) and len(table) == 3 + 16
+
+
+def test_seed_f2_typewalk_lines(f2_files, capsys):
+    directory = os.path.dirname(f2_files[0])
+    lines = _run_lines(capsys, "typewalk", "-d", directory)
+    assert lines[0] == f"directory:  {os.path.abspath(directory)}" and lines[-1] == "Done DataSpider.typewalk(..)"
+    assert "      S20200104S0075.fits ............... (F2) (GEMINI) (IMAGE) (RAW) (SIDEREAL) (SOUTH) (UNPREPARED)" \
+        in lines
+    assert "      S20200107S0035.fits ............... (CAL) (DARK) (F2) (GEMINI) (RAW) (SOUTH) (UNPREPARED)" in lines
+    assert ("      S20200108S0010.fits ............... (CAL) (F2) (FLAT) (GCALFLAT) (GCAL_IR_OFF) (GEMINI) (IMAGE) "
+            "(LAMPOFF) (RAW) (SOUTH) (UNPREPARED)") in lines
