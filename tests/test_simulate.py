@@ -181,3 +181,116 @@ def test_bad_arguments():
         make_dataset("nope", "/tmp/never")
     with pytest.raises(ParameterError, match="unknown simulator effect"):
         make_dataset("f2-deep", "/tmp/never", effects={"wind": True})
+
+
+# -- the physics against the recorded truth ---------------------------------------------
+@pytest.fixture(scope="module")
+def f2_linear(tmp_path_factory):
+    """A small F2 set without non-linearity or cosmic rays (aperture photometry is exact)."""
+    return make_dataset("f2-deep", tmp_path_factory.mktemp("f2lin"), size=128, nframes=3, seed=11,
+                        effects={"nonlinearity": False, "cosmic_rays": False})
+
+
+def _truth_map(info, name):
+    with fits.open(Path(info.truth_dir) / name) as hdul:
+        return np.asarray(hdul[1].data, float), hdul[0].header
+
+
+def test_darks_are_bias_plus_dark_current(datasets):
+    info = datasets["f2-deep"]
+    effects = json.loads((Path(info.truth_dir) / "effects.json").read_text())
+    current, hdr = _truth_map(info, "dark_current.fits")
+    assert hdr["BIAS"] == effects["bias"] > 0
+    gain, rn = effects["gain"][0], effects["read_noise"][0]
+    for role, t in (("dark_5s", 5.0), ("dark_2s", 2.0)):
+        stack = np.mean([fits.getdata(p, 1)[0] * gain for p in info.files[role]], axis=0)
+        expected = effects["bias"] + current * t
+        resid = (stack - expected)[expected < 1000]  # hot pixels saturate
+        # The bias is noiseless; dark current has Poisson noise.
+        noise = np.sqrt(rn ** 2 + np.median(current * t)) / np.sqrt(len(info.files[role]))
+        assert abs(np.median(resid)) < 0.3 * noise
+        assert np.std(resid) == pytest.approx(noise, rel=0.15)
+    bpm, _ = _truth_map(info, "bpm.fits")
+    hot = (bpm > 0) & (current > 1000)
+    assert hot.any()
+    assert np.all(fits.getdata(info.files["dark_5s"][0], 1)[0][hot] > 20 * np.median(current) * 5 / gain)
+
+
+def _star_in_frame(info, path, frame_row):
+    sources = Table.read(Path(info.truth_dir) / "sources.ecsv")
+    hdr = fits.getheader(path, 1)
+    crpix = np.array([hdr["CRPIX1"], hdr["CRPIX2"]])
+    cd = np.array([[hdr["CD1_1"], hdr["CD1_2"]], [hdr["CD2_1"], hdr["CD2_2"]]]) * 3600
+    inv = np.linalg.inv(cd)
+    # Positions through the true pointing (nominal + recorded error) and the header's linear WCS.
+    xi, eta = tan_project(sources["ra"], sources["dec"], frame_row["ra_pointing"], frame_row["dec_pointing"])
+    x, y = (inv @ np.vstack([xi, eta])) + crpix[:, None]
+    stars = (sources["kind"] == "star") & (x > 12) & (x < 117) & (y > 12) & (y < 117)
+    best = None
+    for i in np.flatnonzero(stars):
+        others = np.hypot(x - x[i], y - y[i])
+        others[i] = np.inf
+        if others.min() > 15 and (best is None or sources["flux_e_per_s"][i] > sources["flux_e_per_s"][best]):
+            best = i
+    return sources[best], x[best], y[best], WCS(hdr, naxis=2)
+
+
+def test_star_flux_and_position_match_truth(f2_linear):
+    info = f2_linear
+    effects = json.loads((Path(info.truth_dir) / "effects.json").read_text())
+    frames = Table.read(Path(info.truth_dir) / "frames.ecsv")
+    current, _ = _truth_map(info, "dark_current.fits")
+    flat, _ = _truth_map(info, "flat.fits")
+    gain, rn = effects["gain"][0], effects["read_noise"][0]
+    path = info.files["science"][1]
+    row = frames[frames["file"] == Path(path).name][0]
+    star, x, y, wcs = _star_in_frame(info, path, row)
+    t = row["exptime"]
+    electrons = fits.getdata(path, 1)[0] * gain - effects["bias"] - current * t
+    electrons = electrons / np.where(flat > 0, flat, np.inf) - row["sky_e"]
+    yy, xx = np.mgrid[0:128, 0:128] + 1.0
+    r = np.hypot(xx - x, yy - y)
+    aperture = r < 4 * row["fwhm_arcsec"] / 0.18
+    measured = electrons[aperture].sum()
+    expected = star["flux_e_per_s"] * t
+    noise = np.sqrt(aperture.sum() * (row["sky_e"] + rn ** 2) + expected)
+    assert abs(measured - expected) < 4 * noise
+    assert expected > 10 * noise  # a meaningful comparison
+    # Centroid where the true pointing puts the star...
+    w = np.clip(electrons, 0, None) * (r < 2 * row["fwhm_arcsec"] / 0.18)
+    cx, cy = (w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()
+    assert np.hypot(cx - x, cy - y) < 0.15
+    # ... which is the header WCS position shifted by the recorded pointing error.
+    hx, hy = wcs.all_world2pix(star["ra"], star["dec"], 1)
+    err = np.hypot(row["pointing_error_east"], row["pointing_error_north"])
+    assert 0.1 <= err <= 0.3
+    assert np.hypot(hx - x, hy - y) == pytest.approx(err / 0.18, rel=0.02)
+
+
+def test_gnirs_light_only_inside_the_keyhole(datasets):
+    from draconis.instruments.illumination import keyhole_mask
+
+    info = datasets["gnirs-keyhole"]
+    flat_on = np.mean([fits.getdata(p, 1) for p in info.files["flat_on"]], axis=0)
+    flat_off = np.mean([fits.getdata(p, 1) for p in info.files["flat_off"]], axis=0)
+    lamp = flat_on - flat_off
+    lit = keyhole_mask(lamp.shape)
+    truth, _ = _truth_map(info, "flat.fits")
+    assert np.array_equal(truth > 0, lit & (truth > 0)) and (truth[lit] > 0).mean() > 0.95
+    assert np.median(lamp[lit]) > 100 * abs(np.median(lamp[~lit]))
+
+
+def test_saturation_and_effect_switches(tmp_path):
+    quiet = make_dataset("niri-extended", tmp_path / "q", size=32, nframes=2, seed=2,
+                         effects={k: False for k in ("read_noise", "poisson", "cosmic_rays", "sources",
+                                                     "bad_pixels", "flat", "sky_drift", "pointing_error")})
+    effects = json.loads((Path(quiet.truth_dir) / "effects.json").read_text())
+    assert effects["effects"]["poisson"] is False and effects["effects"]["sky"] is True
+    current, _ = _truth_map(quiet, "dark_current.fits")
+    sky = Table.read(Path(quiet.truth_dir) / "frames.ecsv")["sky_e"][0]
+    data = fits.getdata(quiet.files["science"][0], 1) * effects["gain"][0]
+    np.testing.assert_allclose(data, sky + effects["bias"] + current * 20.002, rtol=1e-5)
+    loud = make_dataset("niri-extended", tmp_path / "l", size=64, nframes=2, seed=2)
+    sat = json.loads((Path(loud.truth_dir) / "effects.json").read_text())["saturation_adu"][0]
+    darks = np.array([fits.getdata(p, 1) for p in loud.files["dark_20s"]])
+    assert darks.max() == pytest.approx(sat)  # hot pixels saturate in 20 s

@@ -71,8 +71,11 @@ def make_array_truth(rng: np.random.Generator, shape: tuple[int, int], mean_dark
     bad = np.zeros(shape, bool)
     if effects["bad_pixels"]:
         n = rows * cols
-        hot = rng.choice(n, max(1, int(HOT_FRACTION * n)), replace=False)
-        dead = rng.choice(np.setdiff1d(np.arange(n), hot), max(1, int(DEAD_FRACTION * n)), replace=False)
+        n_hot, n_dead = max(1, int(HOT_FRACTION * n)), max(1, int(DEAD_FRACTION * n))
+        # Distinct random pixels without permuting the whole array (slow at 2048 x 2048).
+        picks = np.unique(rng.integers(0, n, 3 * (n_hot + n_dead) + 8))
+        picks = rng.permutation(picks)[:n_hot + n_dead]
+        hot, dead = picks[:n_hot], picks[n_hot:]
         dark.ravel()[hot] = rng.uniform(*HOT_PIXEL_RATE, hot.size)
         response.ravel()[dead] = rng.uniform(0.0, 0.05, dead.size)
         bad.ravel()[hot] = True
