@@ -218,3 +218,18 @@ def test_showpars_gnirs_seed_format(tmp_path):
     assert rows["suffix"] == "'_skyAssociated'" and rows["time"] == "600.0" and rows["distance"] == "1.0"
     assert rows["min_skies"] == "3" and rows["max_skies"] == "None" and rows["use_all"] == "False"
     assert lines[lines.index(next(l for l in lines if l.startswith("time"))) + 1] == " " * 20 + "Valid Range = [0,inf)"
+
+
+def test_check_wcs_reports_discrepant_frame_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    dump = next(p for p in sorted((REAL_HEADERS_DIR / "F2").glob("*.header"))
+                if {"IMAGE"} <= (parse_dump(p).old_tags or set()) and "FLAT" not in (parse_dump(p).old_tags or ()))
+    files = [make_file(dump, tmp_path / f"S20200104S007{i}.fits", seed=i) for i in range(3)]
+    with fits.open(files[2], mode="update") as hdul:  # 60" away from where the offsets put it
+        hdul[1].header["CRVAL2"] = hdul[1].header["CRVAL2"] + 60 / 3600
+    listing = _listing(tmp_path)
+    logutils.config()
+    assert Reduce([str(f) for f in files], recipename="checkWCS", scheduler="synchronous").runr() == []
+    out = capsys.readouterr().out
+    assert "S20200104S0072.fits is 60.0\"" in out and "1 discrepant" in out
+    assert _listing(tmp_path) == listing

@@ -197,3 +197,62 @@ def store_processed_bpm(frames, p, ctx):
 def store_processed_science(frames, p, ctx):
     """Mark as processed science (PROCSCI) and write the frames (``suffix`` e.g. ``_image``)."""
     return _store(frames, p, ctx, keyword="PROCSCI", tag=None, caltype=None, what="science")
+
+
+# -- checkWCS -------------------------------------------------------------------
+_CONSISTENCY_LIMIT = 30.0  # arcsec
+_MAX_DEADTIME = 60.0  # s between exposures before a new pointing is assumed
+
+
+def _centre(frame: Frame) -> tuple[float, float]:
+    ext = frame.extensions[0]
+    ny, nx = ext.shape
+    ra, dec = ext.wcs.wcs_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
+    return float(ra), float(dec)
+
+
+def _offsets(frame: Frame) -> tuple[float, float]:
+    return float(frame.phu.get("RAOFFSET", 0.0) or 0.0), float(frame.phu.get("DECOFFSET", 0.0) or 0.0)
+
+
+def _pointings(frames: list[Frame]) -> list[list[Frame]]:
+    groups: list[list[Frame]] = []
+    last = None
+    for frame in frames:
+        when = frame.safe_descriptor("ut_datetime")
+        gap = (when - last).total_seconds() - float(frame.safe_descriptor("exposure_time", 0) or 0) \
+            if when is not None and last is not None else 0.0
+        if not groups or gap > _MAX_DEADTIME:
+            groups.append([])
+        groups[-1].append(frame)
+        last = when
+    return groups
+
+
+@primitive("checkWCS")
+def check_wcs(frames, p, ctx):
+    """Report frames whose WCS disagrees (> 30") with the first frame of their pointing plus telescope offsets."""
+    import numpy as np
+
+    if any("PREPARED" in _tags(f) for f in frames):
+        bad = next(f for f in frames if "PREPARED" in _tags(f))
+        raise InputError(bad.path or bad.filename, "checkWCS needs unprepared (raw) inputs")
+    insts = {str(f.phu.get("INSTRUME", "")) for f in frames}
+    if len(insts) > 1:
+        raise InputError(frames[-1].path or frames[-1].filename, f"checkWCS inputs mix instruments {sorted(insts)}")
+    problems = 0
+    for group in _pointings(list(frames)):
+        ra0, dec0 = _centre(group[0])
+        off0 = _offsets(group[0])
+        for frame in group[1:]:
+            ra, dec = _centre(frame)
+            off = _offsets(frame)
+            measured = np.array([(ra - ra0) * np.cos(np.radians(dec0)) * 3600.0, (dec - dec0) * 3600.0])
+            expected = np.array([off[0] - off0[0], off[1] - off0[1]])
+            miss = float(np.hypot(*(measured - expected)))
+            if miss > _CONSISTENCY_LIMIT:
+                problems += 1
+                ctx.log.warning("checkWCS: %s is %.1f\" from the position expected from %s and the offsets",
+                                frame.filename, miss, group[0].filename)
+    ctx.log.info("checkWCS: %d frame(s) checked, %d discrepant", len(frames), problems)
+    return list(frames)

@@ -120,6 +120,7 @@ class RunContext:
         self._on_disk: dict[int, tuple[Frame, str]] = {}
         self._param_stack: list[Params] = []
         main = self._streams.get("main") or []
+        self.inputs: list[Frame] = list(main)
         self.instrument = instrument if instrument is not None else (instrument_name(main[0]) if main else None)
         self.kind = kind if kind is not None else (frame_kind(main[0]) if main else None)
 

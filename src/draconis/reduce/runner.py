@@ -138,7 +138,9 @@ class Reduce:
         return finals
 
     def _write_finals(self, ctx: RunContext) -> list[str]:
-        finals = ctx.stream("main")
+        # frames still exactly as read (e.g. after checkWCS) are not outputs: inputs are never rewritten
+        inputs = {id(f) for f in ctx.inputs}
+        finals = [f for f in ctx.stream("main") if id(f) not in inputs]
         if self.suffix:
             finals = [f.with_suffix(self.suffix) for f in finals]
         written = ctx.write_outputs(finals)
