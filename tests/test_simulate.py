@@ -294,3 +294,45 @@ def test_saturation_and_effect_switches(tmp_path):
     sat = json.loads((Path(loud.truth_dir) / "effects.json").read_text())["saturation_adu"][0]
     darks = np.array([fits.getdata(p, 1) for p in loud.files["dark_20s"]])
     assert darks.max() == pytest.approx(sat)  # hot pixels saturate in 20 s
+
+
+def test_gsaoi_stars_follow_the_distortion_not_the_linear_header(tmp_path):
+    from draconis.simulate.geometry import DistortedArray
+    from draconis.instruments.gsaoi.lookup import ARRAY_SIZE
+
+    info = make_dataset("gsaoi-galaxy", tmp_path, size=128, nframes=1, seed=4,
+                        effects={"nonlinearity": False, "cosmic_rays": False, "pointing_error": False})
+    path = info.files["science"][0]
+    row = Table.read(Path(info.truth_dir) / "frames.ecsv")[0]
+    sources = Table.read(Path(info.truth_dir) / "sources.ecsv")
+    sources = sources[(sources["kind"] == "star") & (sources["field"] == "target")]
+    with fits.open(path) as hdul:
+        ext = hdul[1]
+        ccd = ext.header["CCDSEC"].strip("[]").replace(",", ":").split(":")
+        origin = (int(ccd[0]) - 1, int(ccd[2]) - 1)
+        assert origin[0] in (0, ARRAY_SIZE - 128) and origin[1] in (0, ARRAY_SIZE - 128)
+        arr = DistortedArray(0, origin)
+        xi, eta = tan_project(sources["ra"], sources["dec"], row["ra_pointing"], row["dec_pointing"])
+        x, y = arr.offsets_to_pix(xi, eta, 0.0)
+        inside = (x > 8) & (x < 121) & (y > 8) & (y < 121)
+        assert inside.any()
+        hx, hy = WCS(ext.header).all_world2pix(sources["ra"], sources["dec"], 1)
+        # the linear header WCS is only an approximation of where stars fall
+        assert np.median(np.hypot(hx - x, hy - y)[inside]) < 5
+        data = ext.data.astype(float)
+        i = np.flatnonzero(inside)[np.argmax(np.asarray(sources["flux_e_per_s"])[inside])]
+        r0, c0 = int(round(y[i])) - 1, int(round(x[i])) - 1
+        peak = np.unravel_index(np.argmax(data[r0 - 3:r0 + 4, c0 - 3:c0 + 4]), (7, 7))
+        assert abs(peak[0] - 3) <= 1 and abs(peak[1] - 3) <= 1
+
+
+def test_cli_writes_a_dataset(tmp_path, capsys):
+    from draconis.cli import main
+
+    assert main(["simulate", "gnirs-keyhole", str(tmp_path / "g"), "--size", "32", "--nframes", "2",
+                 "--seed", "1", "--no-effect", "cosmic_rays", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "gnirs-keyhole: 28 files" in out
+    effects = json.loads((tmp_path / "g" / "truth" / "effects.json").read_text())
+    assert effects["effects"]["cosmic_rays"] is False
+    assert len(list((tmp_path / "g").glob("N2012*.fits"))) == 28
