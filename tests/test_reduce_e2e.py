@@ -68,9 +68,9 @@ def test_api_darks_then_wrong_exposure_user_dark_fails_cleanly(f2):
     listing = sorted(p.name for p in work.rglob("*"))
     r2 = draconis.Reduce(science, recipename="ultradeep_part1", scheduler="synchronous",
                          ucals=draconis.reduce.normalize_ucals(["processed_dark:S20200107S0035_dark.fits"]))
-    # darkCorrect only warns about the 2 s dark on 5 s frames (see the report); the run then fails at
-    # flatCorrect (no flat anywhere): a typed error, nothing left behind, inputs untouched
-    with pytest.raises(draconis.DraconisError, match="processed_flat"):
+    # darkCorrect refuses the 2 s dark on 5 s frames: a typed error naming the dark, nothing left
+    # behind, inputs untouched
+    with pytest.raises(draconis.DraconisError, match="S20200107S0035_dark.fits has exposure time 2 s"):
         r2.runr()
     assert sorted(p.name for p in work.rglob("*")) == listing
     assert {p: md5(p) for p in science} == before

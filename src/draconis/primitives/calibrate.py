@@ -70,8 +70,11 @@ def dark_correct(frames: list[Frame], p, ctx) -> list[Frame]:
             continue
         t_sci, t_dark = frame.safe_descriptor("exposure_time"), dark.safe_descriptor("exposure_time")
         if t_sci is not None and t_dark is not None and abs(float(t_sci) - float(t_dark)) > 0.01:
-            ctx.log.warning("darkCorrect: %s (%.3f s) corrected with %s (%.3f s)", frame.filename, t_sci,
-                            dark.filename, t_dark)
+            # Darks are not scaled: a dark of another exposure time would leave
+            # the wrong dark current in every pixel, so it is refused.
+            raise CalibrationNotFoundError(
+                f"{frame.filename}: darkCorrect: dark {dark.filename} has exposure time {float(t_dark):g} s, "
+                f"the frame {float(t_sci):g} s (darks are not scaled; give a matching dark)")
         exts = []
         for ext, cal in zip(frame.extensions, clip_calibration(dark, frame)):
             planes = {"SCI": ext.plane("SCI") - cal["SCI"].astype(np.float32)}
