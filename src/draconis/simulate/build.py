@@ -106,7 +106,7 @@ def _catalogues(spec: DatasetSpec, model: InstrumentModel, frames: list[FrameSpe
         density = 2000.0  # resolved stars of the galaxy's outskirts
     cat = make_catalogue(rng, spec.target, regions, density=density, flux_range=flux_range, n_galaxies=n_gal,
                          n_saturated=n_sat, saturating_flux=saturating, extra=extra,
-                         min_stars=3 if spec.instrument == "GNIRS" else 6)
+                         min_stars=3 if spec.instrument == "GNIRS" else int(np.ceil(8 * ((half + dither) / half) ** 2)))
     std = None
     if spec.standard:
         std = make_catalogue(rng, spec.standard, [(0.0, 0.0, half)], density=0.0, flux_range=flux_range,

@@ -117,7 +117,9 @@ def dataset_frames(name: str, size: int | None, nframes: int | None, seed: int) 
 def _f2(spec, size, n, rng):
     frames = []
     full = 2048
-    step = 15.0 * (size or full) / full  # 15" dithers on the full 6' field
+    # 15" dithers on the full 6' field, but never under 3.5": F2's associateSky
+    # wants skies more than 3" away.
+    step = max(15.0 * (size or full) / full, 3.5)
     offsets = _dither(n, step, rng)
     stems = _names("S20200104S", 75, 75 + n - 1)
     for (stem, ut), (p, q) in zip(_series(stems, datetime(2020, 1, 4, 1, 10, 3), 5.0), offsets):
@@ -140,7 +142,7 @@ def _f2(spec, size, n, rng):
 def _niri(spec, size, n, rng):
     frames = []
     full = 1024
-    step = 10.0 * (size or full) / full
+    step = max(10.0 * (size or full) / full, 1.5)
     n_on = (n + 1) // 2
     n_sky = n - n_on
     on = _dither(n_on, step, rng)
@@ -176,12 +178,12 @@ def _gnirs(spec, size, n, rng):
 
     frames = []
     cols = size or 1024
-    # Dither within the keyhole's round aperture: up to ~40% of its radius.
+    # Dither within the keyhole's round aperture: on a circle of 60% of its radius.
     radius = CIRCLE_RADIUS * cols * PIXEL_SCALES["ShortBlue"]
     stems = _names("N20120117S", 14, 14 + n - 1)
     for i, (stem, ut) in enumerate(_series(stems, datetime(2012, 1, 17, 3, 12, 0), 60.0, 20.0)):
         angle = 2 * np.pi * i / 5.0
-        r = 0.4 * radius if i % 5 else 0.0
+        r = 0.6 * radius if i % 5 else 0.0
         p, q = round(r * np.cos(angle), 3), round(r * np.sin(angle), 3)
         frames.append(FrameSpec(stem, "science", "science", 60.0, "OBJECT", "science", spec.target_name, ut, p, q))
     for stem, ut in _series(_names("N20120102S", 538, 547), datetime(2012, 1, 2, 17, 0, 0), 60.0):
