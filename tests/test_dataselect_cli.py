@@ -74,7 +74,9 @@ F2_SCI = "F2/S20181230S0026.fits.header"
 @pytest.fixture(scope="module")
 def niri_dir(tmp_path_factory) -> Path:
     """A NIRI set shaped like the NIRI tutorial: darks of 20.002 s and 1.001 s, flats, a standard, science."""
-    root = tmp_path_factory.mktemp("niri")
+    # its own parent directory: the recursive typewalk test walks niri_dir.parent
+    root = tmp_path_factory.mktemp("niri-parent") / "niri"
+    root.mkdir()
     spec = {
         "N20160102S0423.fits": (NIRI_SCI, dict(OBSTYPE="DARK", OBSCLASS="dayCal", OBJECT="Dark", EXPTIME=20.002)),
         "N20160102S0424.fits": (NIRI_SCI, dict(OBSTYPE="DARK", OBSCLASS="dayCal", OBJECT="Dark", EXPTIME=20.002)),

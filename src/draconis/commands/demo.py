@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             reduction.runr()
             outputs[label] = reduction.output_filenames
             print(f"  -> {', '.join(os.path.basename(f) for f in reduction.output_filenames)}")
-    _report(outputs["science"][-1], info.truth_dir)
+    _report(str(playground / outputs["science"][-1]), info.truth_dir)
     return 0
 
 

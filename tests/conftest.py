@@ -1,0 +1,15 @@
+"""Suite-wide isolation: no test sees the calibration database another test chose."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _forget_current_calibration_database():
+    # caldb.set_local_database() remembers its choice for the module-level
+    # API (as DRAGONS' cal_service does); a database a caldb test dropped must
+    # not answer the calibration look-ups of the next test.
+    yield
+    import draconis.caldb
+
+    draconis.caldb._current = None
