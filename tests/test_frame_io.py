@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import dask
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -130,3 +131,17 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 def _explode(block):
     raise RuntimeError("boom")
+
+
+def test_writing_computes_the_planes_once(tmp_path):
+    from draconis.io.fits import pixel_read_count
+
+    raw = draconis.open(_raw_file(tmp_path / "S4.fits", n=2, shape=(64, 40)), chunks=(16, 40))
+    proc = _processed(raw)  # SCI, VAR, DQ, OBJMASK all derive from the raw SCI chunks
+    chunks = sum(len(ext.plane("SCI").chunks[0]) for ext in raw.extensions)
+    before = pixel_read_count()
+    with dask.config.set(scheduler="synchronous"):
+        write_fits(proc, tmp_path / "S4_prepared.fits")
+    # Dask inlines the cheap source read into each plane's branch (4 planes here), but the frame
+    # itself must not send the planes through the graph a second time (it did: 5 reads per chunk).
+    assert pixel_read_count() - before <= 4 * chunks

@@ -18,6 +18,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import xarray as xr
 from astropy.io import fits
 from astropy.table import Table
 
@@ -268,13 +269,11 @@ def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, over
     return str(path)
 
 
-def _write_computed(frame: Frame, path: str, overwrite: bool, *arrays_flat: np.ndarray) -> str:
-    names = _plane_names(frame)
-    arrays: list[dict[str, np.ndarray]] = []
+def _write_computed(skeleton: Frame, names: list[list[str]], path: str, overwrite: bool,
+                    *arrays_flat: np.ndarray) -> str:
     it = iter(arrays_flat)
-    for ext_names in names:
-        arrays.append({n: next(it) for n in ext_names})
-    return write_hdulist_atomic(build_hdulist(frame, arrays), path, overwrite=overwrite)
+    arrays = [{n: next(it) for n in ext_names} for ext_names in names]
+    return write_hdulist_atomic(build_hdulist(skeleton, arrays), path, overwrite=overwrite)
 
 
 def _plane_names(frame: Frame) -> list[list[str]]:
@@ -287,8 +286,13 @@ def write_fits_delayed(frame: Frame, path: str | os.PathLike, *, overwrite: bool
     Computing many of these at once (``dask.compute(*tasks)``) writes many
     frames in parallel on whatever scheduler is active.
     """
-    flat = [ext.data[n].data for ext, names in zip(frame.extensions, _plane_names(frame)) for n in names]
-    return dask.delayed(_write_computed, pure=False)(frame, str(path), overwrite, *flat)
+    names = _plane_names(frame)
+    flat = [ext.data[n].data for ext, ext_names in zip(frame.extensions, names) for n in ext_names]
+    # The task gets the frame without its planes: dask unpacks dataclass
+    # arguments, and the xarray Datasets inside would otherwise put every
+    # plane into the graph a second time (and ship them materialised).
+    skeleton = frame.map_extensions(lambda ext: ext.replace(data=xr.Dataset()))
+    return dask.delayed(_write_computed, pure=False)(skeleton, names, str(path), overwrite, *flat)
 
 
 def write_fits(frame: Frame, path: str | os.PathLike, *, overwrite: bool = True) -> str:
