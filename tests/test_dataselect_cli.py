@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -343,19 +342,16 @@ def test_typewalk_long_names_get_their_own_line(niri_dir, tmp_path, capsys):
     assert lines[2].startswith("      " + "." * 35 + " (")
 
 
-# -- speed ------------------------------------------------------------------------------
-def test_hundreds_of_files_stay_fast(niri_dir, tmp_path):
+# -- many files ---------------------------------------------------------------------------
+def test_hundreds_of_files_are_selected(niri_dir, tmp_path):
     source = niri_dir / "N20160102S0423.fits"
     files = []
     for i in range(200):
         target = tmp_path / f"N20160102S{1000 + i:04d}.fits"
         os.link(source, target) if hasattr(os, "link") else shutil.copy(source, target)
         files.append(str(target))
-    start = time.perf_counter()
     selected = dataselect.select_data(files, ["DARK"], [], dataselect.expr_parser("exposure_time==20 and object=='Dark'"))
-    elapsed = time.perf_counter() - start
-    assert len(selected) == 200
-    assert elapsed < 30, f"{elapsed:.1f} s for 200 files"
+    assert selected == files
 
 
 # -- the seeds' selections on simulated datasets ---------------------------------------
