@@ -15,6 +15,17 @@ from draconis.kernels import DQ_HIERARCHY, CombineParameterError, combine_block,
 HALF_PI = math.pi / 2
 
 
+def _median_var(m: int, lower: bool = False, n_all: int | None = None) -> float:
+    """var(median of m unit values): the documented efficiency table (N = n_all when minmax dropped as many
+    values at each end), π/2 beyond it."""
+    from draconis.kernels._combine_core import _MEDIAN_EFFICIENCY
+
+    n = n_all or m
+    if lower and n % 2 == 0 and n > 1:
+        n -= 1
+    return (_MEDIAN_EFFICIENCY[n - 1] if n <= len(_MEDIAN_EFFICIENCY) else HALF_PI) / n
+
+
 def _cube(values, dtype=np.float32):
     """A (N, 1, 1) cube from a list of per-frame values."""
     return np.asarray(values, dtype=dtype).reshape(-1, 1, 1)
@@ -41,12 +52,14 @@ def _ref_pixel(x, v, d, *, operation, reject_method, lsigma=3.0, hsigma=3.0, mcl
     levels = np.array([_ref_level(int(q)) for q in d]) if d is not None else np.zeros(n, int)
     use = np.flatnonzero(levels == levels.min())
     order = use[np.argsort(x[use], kind="stable")]
+    n_all = None
     if reject_method == "minmax":
         g = len(order)
         nl, nh = (nlow, nhigh) if g == n else (math.floor(nlow * g / n + 0.5), math.floor(nhigh * g / n + 0.5))
         while nl + nh >= g:
             nl, nh = (nl - 1, nh) if nl > nh else (nl, nh - 1) if nh > nl else (nl - 1, nh - 1)
         order = order[nl:g - nh]
+        n_all = g if nl == nh else None
     elif reject_method in ("sigclip", "varclip"):
         iters = 0
         while len(order) > 1 and (max_iters is None or iters < max_iters):
@@ -70,9 +83,9 @@ def _ref_pixel(x, v, d, *, operation, reject_method, lsigma=3.0, hsigma=3.0, mcl
         w = 1.0 / v[order]
         value, variance = (vals * w).sum() / w.sum(), 1.0 / w.sum()
     elif operation == "median":
-        value, variance = np.median(vals), HALF_PI * mean_var / m
+        value, variance = np.median(vals), _median_var(m, False, n_all) * mean_var
     else:
-        value, variance = np.sort(vals)[(m - 1) // 2], HALF_PI * mean_var / m
+        value, variance = np.sort(vals)[(m - 1) // 2], _median_var(m, True, n_all) * mean_var
     outdq = int(np.bitwise_or.reduce(d[order])) if d is not None else 0
     return value, variance, outdq, m
 
@@ -222,9 +235,9 @@ def test_wtmean_and_variance_formulas():
     s, var, _, _ = _one(x, var=v, operation="mean", reject_method="none")
     assert (s, var) == (pytest.approx(70 / 3), pytest.approx(v.mean() / 3))
     s, var, _, _ = _one(x, var=v, operation="median", reject_method="none")
-    assert (s, var) == (20.0, pytest.approx(HALF_PI * v.mean() / 3))
+    assert (s, var) == (20.0, pytest.approx(_median_var(3) * v.mean()))
     s, var, _, _ = _one(x, var=v, operation="lmedian", reject_method="none")
-    assert (s, var) == (20.0, pytest.approx(HALF_PI * v.mean() / 3))
+    assert (s, var) == (20.0, pytest.approx(_median_var(3, True) * v.mean()))
     # a non-positive variance makes the weights meaningless: plain mean instead
     s, var, _, _ = _one(x, var=[1.0, 0.0, 2.0], operation="wtmean", reject_method="none")
     assert (s, var) == (pytest.approx(70 / 3), pytest.approx(1.0 / 3))
@@ -235,7 +248,7 @@ def test_variance_from_scatter_without_var():
     _, var, _, _ = _one(x, operation="mean", reject_method="none")
     assert var == pytest.approx(x.var(ddof=1) / 4)
     _, var, _, _ = _one(x, operation="median", reject_method="none")
-    assert var == pytest.approx(HALF_PI * x.var(ddof=1) / 4)
+    assert var == pytest.approx(_median_var(4) * x.var(ddof=1))
     _, var, _, _ = _one(x, operation="wtmean", reject_method="none")
     assert var == pytest.approx(x.var(ddof=1) / 4)
     assert _one([3.0], reject_method="none") == (3.0, 0.0, 0, 1)
@@ -380,3 +393,15 @@ def test_concurrent_calls_match_serial(kw):
     for i in range(4):
         for got, exp in zip(results[i], expected[i]):
             np.testing.assert_array_equal(got, exp)
+
+
+@pytest.mark.parametrize("nframes, reject", [(4, "none"), (5, "none"), (8, "minmax"), (9, "none"), (60, "none")])
+def test_median_variance_matches_the_scatter_of_medians(nframes, reject):
+    """Truth: the VAR of a median of Gaussian frames is the variance of the medians themselves."""
+    rng = np.random.default_rng(nframes)
+    sigma = 3.0
+    sci = rng.normal(0.0, sigma, (nframes, 200, 200)).astype(np.float32)
+    var = np.full(sci.shape, sigma ** 2, np.float32)
+    s, v, _, _ = combine_block(sci, var=var, operation="median", reject_method=reject, nlow=1, nhigh=1)
+    measured = float(np.var(s))
+    assert float(np.median(v)) == pytest.approx(measured, rel=0.03)

@@ -166,8 +166,10 @@ def test_offsets_method_uses_telescope_offsets():
     out = run("adjustWCSToReference", [a, b], method="offsets")
     dx = float(b.descriptor("detector_x_offset")) - float(a.descriptor("detector_x_offset"))
     dy = float(b.descriptor("detector_y_offset")) - float(a.descriptor("detector_y_offset"))
-    assert out[1][0].header["CRPIX1"] == pytest.approx(h["CRPIX1"] - dx)
-    assert out[1][0].header["CRPIX2"] == pytest.approx(h["CRPIX2"] - dy)
+    # a star at reference pixel p lies at p + (dx, dy) in the offset frame
+    ra, dec = a[0].wcs.all_pix2world(40.0, 30.0, 0)
+    x, y = out[1][0].wcs.all_world2pix(ra, dec, 0)
+    assert (float(x), float(y)) == pytest.approx((40.0 + dx, 30.0 + dy), abs=1e-6)
     assert out[1].phu[reg.METHOD_KEYWORD] == "offsets"
 
 

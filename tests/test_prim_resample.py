@@ -189,8 +189,8 @@ def test_scale_counts_measured_and_exposure_fallback(caplog):
         return f.with_extensions([ext.replace(objcat=cat)])
 
     hdr = header((32.5, 32.5))
-    a = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0800"), [100.0, 200.0, 300.0])
-    b = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0801"), [50.0, 100.0, 150.0])
+    a = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0800"), [1e4, 2e4, 3e4])
+    b = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0801"), [5e3, 1e4, 1.5e4])
     c = frame(np.ones((64, 64), np.float32), hdr, "N20160102S0802", exptime=20.0)
     with raise_if_dask_computes(), caplog.at_level(logging.WARNING):
         out = run("scaleCountsToReference", [a, b, c])
@@ -201,3 +201,11 @@ def test_scale_counts_measured_and_exposure_fallback(caplog):
     assert float(out[1][0].plane("VAR")[0, 0].compute()) == pytest.approx(4.0)
     tol = run("scaleCountsToReference", [a, b], tolerance=0.5)
     assert tol[1].phu["CNTSCALE"] == pytest.approx(1.0)  # 2.0 differs from exposure ratio 1 by >50%
+    # faint sources (relative errors ~10 %, from sqrt(flux) without FLUXERR): too uncertain, exposure time
+    faint_a = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0803"), [100.0, 200.0, 300.0])
+    faint_b = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0804"), [50.0, 100.0, 150.0])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        faint = run("scaleCountsToReference", [faint_a, faint_b])
+    assert faint[1].phu["CNTSCALE"] == pytest.approx(1.0)
+    assert "N20160102S0804" in caplog.text and "too uncertain" in caplog.text

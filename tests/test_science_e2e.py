@@ -96,9 +96,10 @@ def _stack_arrays(frame):
             np.asarray(ext.plane("DQ")), ext.wcs)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 6): F2 default-recipe stack fluxes are ~14% below "
-                   "truth at 192 px / 9 frames (measured ratio 0.86); cause not yet found (suspects: "
-                   "scaleCountsToReference's fixed aperture, sky over-subtraction around sources)")
+@pytest.mark.xfail(strict=False, reason="known defect (issue 6): F2 default-recipe stack fluxes of isolated stars "
+                   "are 1.2 % below truth at 192 px / 9 frames (median ratio 0.988 vs 1 +- 0.01; single "
+                   "flat-fielded frames scatter +-3 % around ~0.99 on 150-460 ke- stars, noise-free data give "
+                   "0.9994): cause not found yet")
 def test_stack_photometry_and_astrometry(f2_deep):
     stack, truth, science = f2_deep
     sources = Table.read(truth / "sources.ecsv")
@@ -111,13 +112,20 @@ def test_stack_photometry_and_astrometry(f2_deep):
     x, y = wcs.all_world2pix(ra, dec, 0)
     star = np.array([k == "star" and f == "target" for k, f in zip(kind, field)])
     sep = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) + np.eye(len(x)) * 1e9
-    keep = star & (sep.min(axis=1) > 15) & (x > 10) & (x < sci.shape[1] - 11) & (y > 10) & (y < sci.shape[0] - 11)
+    keep = star & (sep.min(axis=1) > 15) & (x > 14) & (x < sci.shape[1] - 15) & (y > 14) & (y < sci.shape[0] - 15)
     ratios, offsets, fluxes = [], [], []
     for xi, yi, f in zip(x[keep], y[keep], flux[keep]):
         yy, xx = np.mgrid[int(round(yi)) - 8:int(round(yi)) + 9, int(round(xi)) - 8:int(round(xi)) + 9]
         if ((dq[yy, xx] & (4 | 16)) != 0).any():
             continue
-        cut = sci[yy, xx]
+        # local background: the median of an annulus 10-14 px out (the stack's background is checked on
+        # its own in test_stack_background_noise_and_coverage)
+        ay, ax = np.mgrid[int(round(yi)) - 14:int(round(yi)) + 15, int(round(xi)) - 14:int(round(xi)) + 15]
+        ring = (np.hypot(ax - xi, ay - yi) >= 10) & (np.hypot(ax - xi, ay - yi) <= 14)
+        ring &= (ay >= 0) & (ay < sci.shape[0]) & (ax >= 0) & (ax < sci.shape[1])
+        ay, ax = ay[ring], ax[ring]
+        local = np.median(sci[ay, ax][dq[ay, ax] == 0])
+        cut = sci[yy, xx] - local
         ratios.append(cut.sum() / f)
         fluxes.append(f)
         offsets.append(((cut * xx).sum() / cut.sum() - xi, (cut * yy).sum() / cut.sum() - yi))
@@ -131,8 +139,6 @@ def test_stack_photometry_and_astrometry(f2_deep):
     assert np.sqrt((offsets ** 2).sum(axis=1).mean()) < 0.1
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 6): normalised residual std in empty regions is "
-                   "~4.6 instead of 1 on the F2 default-recipe stack (VAR or sky residual structure)")
 def test_stack_background_noise_and_coverage(f2_deep):
     stack, truth, science = f2_deep
     sources = Table.read(truth / "sources.ecsv")

@@ -38,7 +38,8 @@ def _empty_sky_stats(frame):
 
 
 @pytest.mark.xfail(strict=False, reason="known defect (issue 6): background residual of the NIRI offset-sky "
-                   "stack is ~41 e- against a 10 e- bound (0.1 sigma); the reduction itself completes")
+                   "stack is ~27 e- against a 9 e- bound (0.1 sigma); the extended target's faint outskirts are "
+                   "not masked by this test's |SCI| > 5 sigma rule, so a truth-model comparison is needed")
 def test_niri_extended_source_with_offset_sky(tmp_path, monkeypatch):
     simulate, Reduce = _require()
     monkeypatch.chdir(tmp_path)

@@ -220,9 +220,14 @@ def transform_extension(ext: Extension, t: np.ndarray, ra0: float, dec0: float) 
 
 
 def offsets_extension(ext: Extension, ref_ext: Extension, shift: tuple[float, float]) -> Extension:
-    """``ext`` given the reference array's WCS moved by ``shift`` = (dx, dy) pixels (frame pixel p = ref p - shift)."""
+    """``ext`` given the reference array's WCS moved by ``shift`` = (dx, dy) pixels.
+
+    The detector offsets say where a star moves on the detector: a star at
+    pixel p of the reference is at p + shift in this frame (F2, NIRI and
+    GNIRS descriptors, checked against real headers' WCS orientation).
+    """
     ref = ref_ext.header
-    crpix = (ref["CRPIX1"] - shift[0], ref["CRPIX2"] - shift[1])
+    crpix = (ref["CRPIX1"] + shift[0], ref["CRPIX2"] + shift[1])
     return ext.replace(header=_write_linear_wcs(ext.header, (ref["CRVAL1"], ref["CRVAL2"]), _cd(ref), crpix))
 
 

@@ -248,11 +248,10 @@ def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
 def _catalogue(frame: Frame):
     """World positions, fluxes and flux errors of the good sources of every array.
 
-    The fixed aperture (FLUX_APER) is used: frames on one grid measure the same
-    sky area with it, while Kron radii (FLUX_AUTO) vary with each frame's noise
-    and gave ratios biased by a few per cent on simulated fields. Caveat: when
-    the seeing changes between frames the aperture holds a different fraction
-    of each star's flux (see docs/science-imaging.md).
+    The circular aperture flux (FLUX_APER, 2.5 x the frame's median stellar
+    FWHM, so it holds all of a star's flux whatever the seeing) is used: Kron
+    radii (FLUX_AUTO) vary with each frame's noise and gave ratios biased by a
+    few per cent on simulated fields.
     """
     from .register import good_sources
 
@@ -272,9 +271,13 @@ def _catalogue(frame: Frame):
     return np.concatenate(pos), np.concatenate(flux), np.concatenate(err)
 
 
-def robust_ratio(ratios: np.ndarray, rel_errors: np.ndarray, *, clip: float = 3.0, iters: int = 5) -> float | None:
-    """Weighted mean of flux ratios (weights 1/relative error², not depending on the ratio itself, which
-    would favour low ratios) with iterative ``clip``-sigma rejection."""
+def robust_ratio(ratios: np.ndarray, rel_errors: np.ndarray, *, clip: float = 3.0,
+                 iters: int = 5) -> tuple[float, float] | None:
+    """Weighted mean of flux ratios and its relative standard error, or None.
+
+    Weights are 1/relative error² (not depending on the ratio itself, which
+    would favour low ratios), with iterative ``clip``-sigma rejection.
+    """
     ok = np.isfinite(ratios) & np.isfinite(rel_errors) & (rel_errors > 0) & (ratios > 0)
     if not ok.any():
         return None
@@ -286,11 +289,13 @@ def robust_ratio(ratios: np.ndarray, rel_errors: np.ndarray, *, clip: float = 3.
         if keep.sum() == 0 or (keep == ok).all():
             break
         ok = keep
-    return value
+    return value, float(1.0 / np.sqrt((1.0 / rel_errors[ok] ** 2).sum()))
 
 
-def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float, use_common: bool) -> list[float | None]:
-    """Reference/frame flux ratio from matched sources per frame (None when none match)."""
+def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float,
+                    use_common: bool) -> list[tuple[float, float] | None]:
+    """Reference/frame flux ratio and its relative error from matched sources, per frame (None when none
+    match)."""
     ref_pos, ref_flux, ref_err = _catalogue(frames[ref_index])
     if len(ref_flux) == 0:
         return [None] * len(frames)
@@ -314,6 +319,20 @@ def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float, u
     return ratios
 
 
+#: Largest relative standard error of a measured flux ratio that is used; above it the exposure-time ratio
+#: is better (one faint common star can be 10 % off).
+MAX_RATIO_ERROR = 0.02
+
+
+def scaling_reference(frames: Sequence[Frame]) -> int:
+    """Index of the frame counts are scaled to: the alignment reference (most good sources), else the first."""
+    stem = frames[0].phu.get(REFERENCE_KEYWORD)
+    for k, frame in enumerate(frames):
+        if stem and frame.stem == stem:
+            return k
+    return 0
+
+
 @primitive("scaleCountsToReference",
            suffix_param("_countsScaled"),
            P("tolerance", float, 0.0, "allowed fractional deviation from the exposure-time ratio (0 = always "
@@ -321,11 +340,16 @@ def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float, u
            P("use_common", bool, True, "use only sources found in every frame"),
            P("radius", float, 0.5, "matching radius (arcsec)", low=0.1))
 def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Scale each frame so the sources it shares with the reference (the first frame) have its fluxes."""
+    """Scale each frame so the sources it shares with the reference have the reference's fluxes.
+
+    The reference is the alignment reference (the frame with the most good
+    sources; adjustWCSToReference names it), or the first frame.
+    """
     if len(frames) < 2:
         return list(frames)
-    ratios = measured_ratios(frames, 0, radius=p.radius, use_common=p.use_common)
-    t_ref = _exptime(frames[0])
+    iref = scaling_reference(frames)
+    ratios = measured_ratios(frames, iref, radius=p.radius, use_common=p.use_common)
+    t_ref = _exptime(frames[iref])
     outputs = []
     for frame, measured in zip(frames, ratios):
         t = _exptime(frame)
@@ -341,9 +365,12 @@ def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
     return outputs
 
 
-def _choose(measured: float | None, expected: float, tolerance: float) -> tuple[float, str]:
-    if measured is None or not np.isfinite(measured) or measured <= 0:
+def _choose(measured: tuple[float, float] | None, expected: float, tolerance: float) -> tuple[float, str]:
+    if measured is None or not np.isfinite(measured[0]) or measured[0] <= 0:
         return expected, "no source in common with the reference"
+    measured, error = measured
+    if error > MAX_RATIO_ERROR:
+        return expected, f"measured ratio {measured:.4f} too uncertain ({100 * error:.1f} % > {100 * MAX_RATIO_ERROR:g} %)"
     if tolerance >= 1.0:
         return expected, "tolerance=1"
     if tolerance > 0 and abs(measured / expected - 1.0) > tolerance:

@@ -111,7 +111,9 @@ def instrument_model(inst: str, size: int | None, *, read_mode: str | None = Non
         n = size or niri.FULL_FRAME
         mode = read_mode or "Medium Background"
         s = niri.PIXEL_SCALES["f6"]
-        geom = LinearArray(np.array([[-s, 0.0], [0.0, s]]), ((n + 1) / 2.0, (n + 1) / 2.0))
+        # NIRI on the bottom port (INPORT 1, as the simulated headers say) without AO is mirrored: real
+        # headers at PA=0 have CD1_1 > 0 (RA along +x), which is why detector_x_offset flips sign there.
+        geom = LinearArray(np.array([[s, 0.0], [0.0, s]]), ((n + 1) / 2.0, (n + 1) / 2.0))
         coeffs = niri.nonlinearity(mode, n, "Shallow")
         delin = _tabulated(lambda y, c=coeffs: nl.delinearize_irdc(y, c.gamma, c.eta)) if coeffs else None
         arr = ArrayModel((n, n), geom, niri.GAIN, niri.read_noise(mode), niri.saturation_level("Shallow"),
@@ -126,7 +128,8 @@ def instrument_model(inst: str, size: int | None, *, read_mode: str | None = Non
         coeffs = gnirs.nonlinearity(array_name, mode, "Shallow")
         s = gnirs.PIXEL_SCALES["ShortBlue"]
         r0, c0 = keyhole_centre((rows, cols))
-        geom = LinearArray(np.array([[-s, 0.0], [0.0, s]]), (c0 + 1.0, r0 + 1.0))
+        # Real GNIRS headers (side port, INPORT 3) at PA=0: RA along +y, Dec along -x.
+        geom = LinearArray(np.array([[0.0, s], [-s, 0.0]]), (c0 + 1.0, r0 + 1.0))
         delin = None
         if coeffs is not None:
             even = (coeffs.even.gamma, coeffs.even.eta)
