@@ -1,0 +1,198 @@
+"""Benchmark: the F2 deep-field science recipe on full-size simulated sequences, against ccdproc.combine.
+
+For each sequence length (default 20 and 156 frames of 2048x2048, the seed
+tutorial's count) the script
+
+1. simulates the F2 deep field (``draconis.simulate.make_dataset('f2-deep')``:
+   science frames, darks, lamp flats) — untimed;
+2. makes the master dark and flat with ``draconis.Reduce`` — timed apart;
+3. runs the F2 default science recipe on a LocalCluster (``--workers`` x
+   ``--mem``): prepare ... flatCorrect, two-pass sky subtraction, detection,
+   alignment, resampling, count scaling (checkpointed to zarr), then
+   stackFrames (mean, sigma clipping) and the FITS write; the phases are timed;
+4. combines the same resampled, scaled frames with ``ccdproc.combine``
+   (average, 3/3 sigma clipping, ``mem_limit`` = ``--mem``) in a separate,
+   single-threaded process, as ccdproc runs;
+
+and prints wall time, frames per second, peak memory per worker and in
+total, and the ratios draconis/ccdproc for the stacking step (the step
+ccdproc does) and for the whole draconis reduction.
+
+Usage::
+
+    python benchmarks/bench_f2_reduce.py [--frames 20 156] [--size 2048] [--mem 2GiB] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+MIB = 2 ** 20
+
+
+def _by_tags(paths, want, exclude=frozenset()):
+    import draconis
+
+    return [p for p in paths if want <= draconis.open(p).tags and not (exclude & draconis.open(p).tags)]
+
+
+def calibrations(files, address: str, workdir: str) -> tuple[str, str, float]:
+    """Master dark (science exposure time) and flat through draconis.Reduce; their paths and the time taken."""
+    import draconis
+    from draconis.reduce import Reduce
+
+    def reduce(paths):
+        r = Reduce()
+        r.files, r.scheduler = list(paths), address
+        r.runr()
+        return r.output_filenames[0]
+
+    darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
+    science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
+    t_sci = draconis.open(science[0]).exposure_time()
+    t_flat = draconis.open(flats[0]).exposure_time()
+    t0 = time.perf_counter()
+    dark = reduce([d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
+    flat = reduce(flats + [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01])
+    return dark, flat, time.perf_counter() - t0
+
+
+def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
+    """The F2 default recipe, phase by phase; timings, the stack's path and the frames before stacking."""
+    import draconis
+    from draconis.cluster import execution
+    from draconis.recipes.caller import PrimitiveCaller
+    from draconis.recipes.image_common import two_pass_sky
+    from draconis.reduce.context import RunContext
+
+    frames = [draconis.open(p) for p in _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})]
+    ctx = RunContext({"main": frames}, {"processed_dark": dark, "processed_flat": flat}, workdir=workdir,
+                     outdir=workdir, instrument="F2", kind="IMAGE", keep_checkpoints=True)
+    p = PrimitiveCaller(ctx)
+    times = {}
+    with execution(address):
+        t0 = time.perf_counter()
+        p.prepare()
+        p.addDQ()
+        p.ADUToElectrons()
+        p.addVAR(read_noise=True, poisson_noise=True)
+        p.nonlinearityCorrect()
+        p.darkCorrect()
+        p.flatCorrect()
+        p.flushPixels()
+        two_pass_sky(p, flush=True)
+        t1 = time.perf_counter()
+        p.detectSources()
+        p.adjustWCSToReference()
+        p.resampleToCommonFrame()
+        p.scaleCountsToReference()
+        p.flushPixels()
+        scaled = ctx.stream("main")
+        t2 = time.perf_counter()
+        p.stackFrames()
+        p.writeOutputs()
+        t3 = time.perf_counter()
+    times.update(calibrate_sky=t1 - t0, align_resample=t2 - t1, stack=t3 - t2, total=t3 - t0)
+    return {"times": times, "scaled": scaled, "ctx": ctx, "shape": scaled[0][0].shape}
+
+
+def _ccdproc_child(paths, mem: int, out_path: str, queue) -> None:
+    import numpy as np
+    from ccdproc import combine
+
+    t0 = time.perf_counter()
+    combine(paths, method="average", sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
+            sigma_clip_func=np.ma.median, mem_limit=mem, unit="electron", output_file=out_path,
+            overwrite_output=True)
+    queue.put((time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+def ccdproc_stack(scaled, workdir: str, mem: int) -> dict:
+    """The scaled frames written as CCDData FITS (untimed), then ccdproc.combine timed in a child process."""
+    import numpy as np
+    from astropy.nddata import CCDData
+
+    paths = []
+    for frame in scaled:
+        sci = np.asarray(frame[0].plane("SCI"))
+        dq = np.asarray(frame[0].plane("DQ"))
+        path = os.path.join(workdir, f"{frame.stem}_ccd.fits")
+        CCDData(sci, unit="electron", mask=dq != 0).write(path, overwrite=True)
+        paths.append(path)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_ccdproc_child, args=(paths, mem, os.path.join(workdir, "ccdproc_stack.fits"), queue))
+    proc.start()
+    seconds, peak = queue.get()
+    proc.join()
+    return {"stack": seconds, "peak": peak}
+
+
+def main(argv=None) -> None:
+    import distributed
+    from dask.utils import parse_bytes
+
+    from draconis.simulate import make_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[20, 156])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--mem", default="2GiB", help="memory limit per worker, and ccdproc's mem_limit")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-ccdproc", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    mem = int(parse_bytes(args.mem))
+    for n in args.frames:
+        workdir = tempfile.mkdtemp(prefix=f"bench_f2_reduce_{n}_")
+        old = os.getcwd()
+        os.chdir(workdir)  # Reduce writes its outputs and calibrations/ here
+        try:
+            t0 = time.perf_counter()
+            make_dataset("f2-deep", os.path.join(workdir, "raw"), size=args.size, nframes=n, seed=1)
+            made = time.perf_counter() - t0
+            files = sorted(glob.glob(os.path.join(workdir, "raw", "*.fits")))
+            with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
+                                          processes=True, dashboard_address=None) as cluster, \
+                    distributed.Client(cluster) as client:
+                pids = client.run(os.getpid)
+                dark, flat, t_cal = calibrations(files, cluster.scheduler_address, workdir)
+                result = science(files, dark, flat, cluster.scheduler_address, workdir)
+                peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                restarted = client.run(os.getpid) != pids
+            t = result["times"]
+            ny, nx = result["shape"]
+            print(f"\n== F2 deep field, {n} science frames of {args.size}x{args.size} (simulated in {made:.0f} s); "
+                  f"{args.workers} workers x {mem / MIB:.0f} MiB")
+            print(f"draconis: master dark + flat {t_cal:.1f} s")
+            print(f"draconis: science total {t['total']:.1f} s ({n / t['total']:.3f} frames/s): calibrate + sky "
+                  f"{t['calibrate_sky']:.1f} s, detect + align + resample + scale {t['align_resample']:.1f} s, "
+                  f"stack + write {t['stack']:.1f} s ({n / t['stack']:.2f} frames/s); stack {nx}x{ny}")
+            print("draconis: peak RSS per worker (MiB): " + ", ".join(f"{v / MIB:.0f}" for v in peaks.values())
+                  + f"; all workers {sum(peaks.values()) / MIB:.0f} MiB; client "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; workers restarted: "
+                  f"{restarted}")
+            if not args.no_ccdproc:
+                c = ccdproc_stack(result["scaled"], workdir, mem)
+                print(f"ccdproc.combine (average, sigma clip 3/3, mem_limit {mem / MIB:.0f} MiB): {c['stack']:.1f} s "
+                      f"({n / c['stack']:.2f} frames/s), peak RSS {c['peak'] / MIB:.0f} MiB")
+                print(f"ratios draconis/ccdproc: stack time {t['stack'] / c['stack']:.3f} (speed-up "
+                      f"{c['stack'] / t['stack']:.2f}x); whole science reduction / ccdproc stack "
+                      f"{t['total'] / c['stack']:.2f}; peak memory all workers / ccdproc "
+                      f"{sum(peaks.values()) / c['peak']:.2f}, largest worker / ccdproc "
+                      f"{max(peaks.values()) / c['peak']:.2f}")
+            result["ctx"].close(True)
+        finally:
+            os.chdir(old)
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
