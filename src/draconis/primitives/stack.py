@@ -7,6 +7,17 @@ combines each band in one task (reading one band of every input).  The band
 height comes from the ``memory`` parameter: ``N x rows x width x ~30 bytes``
 must fit.  Normalisation factors (scale/zero) are fitted on subsamples of
 good pixels computed for all frames in a single ``dask.compute``.
+
+stackFrames leaves out, with a warning naming them, resampled inputs
+(frames on resampleToCommonFrame's common grid) that cannot contribute: a
+frame whose every pixel is non-finite or DQ-flagged (any bit but
+non_linear, whose pixels were linearity-corrected) would otherwise enter the
+stack wherever no better-flagged input covers a pixel (the DQ hierarchy),
+e.g. where only it covers the union of the dithers, and be counted in
+NCOMBINE. One ``dask.compute`` answers "has this frame a usable pixel?" for
+every frame (with the normalisation samples when those are needed).
+Calibration stacks and stacks of frames not on a common grid (every input
+covering the same pixels) stay purely lazy.
 """
 from __future__ import annotations
 
@@ -25,14 +36,17 @@ from ..instruments.sections import parse_section
 from ..kernels.combine import OPERATIONS, REJECT_METHODS, combine_block
 from ..parameters import P, suffix_param
 from .prepare import stamp
+from .register import check_same_setup
 from .registry import primitive
 
-__all__ = ["stack_frames_core", "tile_rows", "normalisation", "STACK_PARAMS"]
+__all__ = ["stack_frames_core", "tile_rows", "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
 
 #: Bytes per input pixel a combine task holds (values, variance, DQ, buffers).
 BYTES_PER_PIXEL = 30
 #: Pixels per frame and array sampled to fit scale/zero.
 NORM_SAMPLES = 40000
+#: DQ bits that leave a pixel usable for the "every pixel is flagged" test (non_linear: corrected data).
+_HARMLESS_DQ = 2
 
 
 def _stack_params(reject: str, nlow: int, nhigh: int, *, with_norm: bool = True) -> tuple:
@@ -126,10 +140,11 @@ def _fit(ref: np.ndarray, x: np.ndarray, *, scale: bool, old: bool) -> float:
 
 
 def normalisation(frames: Sequence[Frame], *, scale: bool, zero: bool, separate_ext: bool,
-                  statsec: str | None = None, old: bool = False) -> list[np.ndarray]:
+                  statsec: str | None = None, old: bool = False, samples: list | None = None) -> list[np.ndarray]:
     """Per-array lists of per-frame factors (scale or zero) against the first frame.
 
-    All samples are computed in one ``dask.compute``.
+    All samples are computed in one ``dask.compute`` (unless ``samples``,
+    the computed ``_sample`` pairs per frame and array, are given).
 
     Returns
     -------
@@ -140,8 +155,8 @@ def normalisation(frames: Sequence[Frame], *, scale: bool, zero: bool, separate_
     n, n_ext = len(frames), len(frames[0])
     if not (scale or zero):
         return [np.full(n, 0.0) for _ in range(n_ext)]
-    lazy = [[_sample(f[e], statsec) for e in range(n_ext)] for f in frames]
-    (samples,) = dask.compute(lazy)
+    if samples is None:
+        (samples,) = dask.compute(_lazy_samples(frames, statsec))
     factors = np.empty((n_ext, n))
     for i in range(n):
         if separate_ext:
@@ -152,6 +167,10 @@ def normalisation(frames: Sequence[Frame], *, scale: bool, zero: bool, separate_
             cur = (np.concatenate([s[0] for s in samples[i]]), np.concatenate([s[1] for s in samples[i]]))
             factors[:, i] = _pair_fit(ref, cur, scale, old)
     return list(factors)
+
+
+def _lazy_samples(frames: Sequence[Frame], statsec: str | None) -> list:
+    return [[_sample(ext, statsec) for ext in f.extensions] for f in frames]
 
 
 def _pair_fit(ref, cur, scale: bool, old: bool) -> float:
@@ -206,7 +225,7 @@ def _check_alignment(frames: Sequence[Frame]) -> None:
 
 
 def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logging.Logger,
-                      *, suffix: str | None = "_stack") -> Frame:
+                      *, suffix: str | None = "_stack", samples: list | None = None) -> Frame:
     """Combine aligned frames into one (the work of stackFrames; used by other primitives).
 
     Parameters
@@ -220,6 +239,8 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
     log : logging.Logger
     suffix : str or None
         Output suffix (also sets DATALAB's '-STACK' part).
+    samples : list, optional
+        Normalisation samples already computed for ``frames`` (see :func:`usable_frames`).
     """
     _check_alignment(frames)
     scale, zero = bool(params.get("scale", False)), bool(params.get("zero", False))
@@ -230,7 +251,8 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
         if params.get(name):
             log.warning("stack: %s is not supported; ignored", name)
     factors = normalisation(frames, scale=scale, zero=zero, separate_ext=params.get("separate_ext", True),
-                            statsec=params.get("statsec"), old=params.get("debug_old_normalization", False))
+                            statsec=params.get("statsec"), old=params.get("debug_old_normalization", False),
+                            samples=samples)
     kw = {key: params[key] for key in ("operation", "reject_method", "lsigma", "hsigma", "mclip", "max_iters",
                                        "nlow", "nhigh", "apply_dq") if key in params}
     exts = []
@@ -280,20 +302,77 @@ _ALL = ("operation", "reject_method", "lsigma", "hsigma", "mclip", "max_iters", 
         "debug_pixel")
 
 
-def _run_stack(frames: list[Frame], p, ctx, **forced) -> list[Frame]:
+# ---------------------------------------------------------------- unusable inputs
+def _has_usable_pixel(ext: Extension, apply_dq: bool) -> da.Array:
+    """Lazy 0-d bool: some pixel of ``ext`` is finite (and, with ``apply_dq``, unflagged but for non_linear)."""
+    sci, dq = ext.plane("SCI"), ext.plane("DQ")
+    good = da.isfinite(sci)
+    if apply_dq and dq is not None:
+        good &= (dq & ~np.uint16(_HARMLESS_DQ)) == 0
+    return good.any()
+
+
+def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logger, name: str = "stackFrames",
+                  statsec: str | None = None, with_samples: bool = False) -> tuple[list[Frame], list | None]:
+    """The frames that have at least one usable pixel; the others are named in a warning and left out.
+
+    A pixel is usable when its SCI is finite and (``apply_dq``) its DQ has no
+    bit but non_linear. A frame of several arrays is left out only when no
+    array has a usable pixel. One ``dask.compute`` for every frame; with
+    ``with_samples`` the normalisation samples (:func:`normalisation`) are
+    computed in the same pass and returned for the kept frames.
+
+    Raises
+    ------
+    InputError
+        Every input is unusable: there is nothing to stack.
+    """
+    flags = [[_has_usable_pixel(ext, apply_dq) for ext in f.extensions] for f in frames]
+    lazy_samples = _lazy_samples(frames, statsec) if with_samples else None
+    flags, samples = dask.compute(flags, lazy_samples)
+    keep = [i for i, per_ext in enumerate(flags) if any(bool(x) for x in per_ext)]
+    what = "flagged (DQ) or non-finite" if apply_dq else "non-finite"
+    if not keep:
+        names = ", ".join(f.path or f.filename for f in frames)
+        raise InputError(None, f"{name}: every pixel of every input is {what} ({names}); nothing to stack")
+    for i, frame in enumerate(frames):
+        if i not in keep:
+            log.warning("%s: %s: every pixel is %s; left out of the stack (it would contribute nothing "
+                        "true); stacking the other %d frame(s)", name, frame.filename, what, len(keep))
+    return [frames[i] for i in keep], ([samples[i] for i in keep] if samples is not None else None)
+
+
+def on_common_grid(frames: Sequence[Frame]) -> bool:
+    """True when the frames were resampled onto one grid (resampleToCommonFrame's PHU stamp ALIGN)."""
+    return any("ALIGN" in f.phu for f in frames)
+
+
+def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_usable: bool = False,
+               **forced) -> list[Frame]:
     if len(frames) == 0:
         return []
+    params = {**_values(p, _ALL), **forced}
+    samples = None
+    if check_usable:
+        normalised = bool(params.get("scale")) or bool(params.get("zero"))
+        frames, samples = usable_frames(frames, apply_dq=params.get("apply_dq", True), log=ctx.log, name=name,
+                                        statsec=params.get("statsec"), with_samples=normalised and len(frames) > 1)
     if len(frames) == 1:
-        ctx.log.warning("%s: only one input (%s); passed through unstacked", "stack", frames[0].filename)
+        ctx.log.warning("%s: only one input (%s); passed through unstacked", name, frames[0].filename)
         return list(frames)
-    return [stack_frames_core(frames, {**_values(p, _ALL), **forced}, ctx.log, suffix=p.suffix)]
+    return [stack_frames_core(frames, params, ctx.log, suffix=p.suffix, samples=samples)]
 
 
 # ---------------------------------------------------------------- primitives
 @primitive("stackFrames", *STACK_PARAMS)
 def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
     """Combine aligned frames pixel by pixel (normalisation, rejection, DQ hierarchy, VAR)."""
-    return _run_stack(frames, p, ctx)
+    if frames:
+        # header-only, so a recipe that stacks without adjustWCSToReference is protected too
+        check_same_setup(frames)
+    # Only resampled frames pay for the usability compute: there a frame covers part of the grid, and its
+    # flagged pixels can be the only data somewhere; calibration-style stacks stay lazy.
+    return _run_stack(frames, p, ctx, check_usable=on_common_grid(frames))
 
 
 @primitive("stackDarks", *_stack_params("varclip", 0, 0, with_norm=False))
@@ -308,10 +387,10 @@ def stack_darks(frames: list[Frame], p, ctx) -> list[Frame]:
             if t0 is not None and (t is None or abs(float(t) - float(t0)) > 0.01):
                 raise InputError(f.path or f.filename, f"exposure time {t} s differs from {frames[0].filename} "
                                                        f"({t0} s); darks of one exposure time only")
-    return _run_stack(frames, p, ctx, scale=False, zero=False)
+    return _run_stack(frames, p, ctx, name="stackDarks", scale=False, zero=False)
 
 
 @primitive("stackFlats", *_stack_params("minmax", 1, 1))
 def stack_flats(frames: list[Frame], p, ctx) -> list[Frame]:
     """Stack flats (minmax 1/1 by default)."""
-    return _run_stack(frames, p, ctx)
+    return _run_stack(frames, p, ctx, name="stackFlats")
