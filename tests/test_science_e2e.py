@@ -25,7 +25,7 @@ from astropy.wcs import WCS
 
 import draconis
 
-SIZE = 192
+SIZE = 256
 NFRAMES = 9
 
 
@@ -67,6 +67,7 @@ def _column(table: Table, *names: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def f2_deep(tmp_path_factory):
+    """The default-recipe stack, and the same reduction stacked without rejection; truth dir; science files."""
     simulate, Reduce = _require()
     work = tmp_path_factory.mktemp("f2deep")
     old = os.getcwd()
@@ -83,9 +84,15 @@ def f2_deep(tmp_path_factory):
         (dark,) = _reduce(Reduce, [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
         flat_darks = [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01]
         (flat,) = _reduce(Reduce, flats + flat_darks)
-        outputs = _reduce(Reduce, science, ucals={"processed_dark": dark, "processed_flat": flat})
-        stack = next(p for p in outputs if p.endswith("_image.fits"))
-        yield draconis.open(stack), raw / "truth", science
+        cals = {"processed_dark": os.path.abspath(dark), "processed_flat": os.path.abspath(flat)}
+        outputs = _reduce(Reduce, science, ucals=cals)
+        stack = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
+        plain_dir = work / "no_rejection"
+        plain_dir.mkdir()
+        os.chdir(plain_dir)
+        outputs = _reduce(Reduce, science, ucals=cals, uparms=[("stackFrames:reject_method", "none")])
+        plain = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
+        yield {"default": stack, "none": plain}, raw / "truth", science
     finally:
         os.chdir(old)
 
@@ -96,12 +103,14 @@ def _stack_arrays(frame):
             np.asarray(ext.plane("DQ")), ext.wcs)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 6): F2 default-recipe stack fluxes of isolated stars "
-                   "are 1.2 % below truth at 192 px / 9 frames (median ratio 0.988 vs 1 +- 0.01; single "
-                   "flat-fielded frames scatter +-3 % around ~0.99 on 150-460 ke- stars, noise-free data give "
-                   "0.9994): cause not found yet")
-def test_stack_photometry_and_astrometry(f2_deep):
-    stack, truth, science = f2_deep
+def _isolated_star_photometry(stack, truth, science):
+    """Flux ratios to truth, their 1-sigma errors, truth fluxes and centroid offsets of isolated stars.
+
+    Stars: unsaturated, no other source within 15 px, and seen whole by every
+    frame. Photometry: a 17x17 box less the median of an annulus 10-14 px out
+    (the stack's background is checked on its own in
+    test_stack_background_noise_and_coverage).
+    """
     sources = Table.read(truth / "sources.ecsv")
     sci, var, dq, wcs = _stack_arrays(stack)
     ra, dec = _column(sources, "ra"), _column(sources, "dec")
@@ -113,13 +122,14 @@ def test_stack_photometry_and_astrometry(f2_deep):
     star = np.array([k == "star" and f == "target" for k, f in zip(kind, field)])
     sep = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) + np.eye(len(x)) * 1e9
     keep = star & (sep.min(axis=1) > 15) & (x > 14) & (x < sci.shape[1] - 15) & (y > 14) & (y < sci.shape[0] - 15)
-    ratios, offsets, fluxes = [], [], []
+    # Only stars every frame saw whole: where frames of different seeing cover different parts of a star
+    # (a dither edge, F2's circular field), the per-pixel stack mixes their PSFs and no flux is conserved.
+    keep &= _seen_whole_by_every_frame(ra, dec, science, truth, half=8 + 3)
+    ratios, errors, offsets, fluxes = [], [], [], []
     for xi, yi, f in zip(x[keep], y[keep], flux[keep]):
         yy, xx = np.mgrid[int(round(yi)) - 8:int(round(yi)) + 9, int(round(xi)) - 8:int(round(xi)) + 9]
         if ((dq[yy, xx] & (4 | 16)) != 0).any():
             continue
-        # local background: the median of an annulus 10-14 px out (the stack's background is checked on
-        # its own in test_stack_background_noise_and_coverage)
         ay, ax = np.mgrid[int(round(yi)) - 14:int(round(yi)) + 15, int(round(xi)) - 14:int(round(xi)) + 15]
         ring = (np.hypot(ax - xi, ay - yi) >= 10) & (np.hypot(ax - xi, ay - yi) <= 14)
         ring &= (ay >= 0) & (ay < sci.shape[0]) & (ax >= 0) & (ax < sci.shape[1])
@@ -127,20 +137,68 @@ def test_stack_photometry_and_astrometry(f2_deep):
         local = np.median(sci[ay, ax][dq[ay, ax] == 0])
         cut = sci[yy, xx] - local
         ratios.append(cut.sum() / f)
+        errors.append(np.sqrt(var[yy, xx].sum()) / f)
         fluxes.append(f)
         offsets.append(((cut * xx).sum() / cut.sum() - xi, (cut * yy).sum() / cut.sum() - yi))
-    ratios, offsets, fluxes = np.array(ratios), np.array(offsets), np.array(fluxes)
+    return np.array(ratios), np.array(errors), np.array(fluxes), np.array(offsets).reshape(-1, 2)
+
+
+def _assert_fluxes(ratios, errors, fluxes):
     assert len(ratios) >= 3, "too few isolated unsaturated stars to test"
     assert np.median(ratios) == pytest.approx(1.0, abs=0.01)
-    slope = np.polyfit(np.log10(fluxes), ratios, 1)[0]
-    assert abs(slope) < 0.02  # no trend with flux
+    # no trend with flux: the slope of ratio against log10(flux) is below 0.02 per dex, or consistent with
+    # zero within 3 sigma of its fit error (scaled by the observed scatter, which the VAR-based errors
+    # underestimate) when the stars span too little flux to pin it that well
+    (slope, _), cov = np.polyfit(np.log10(fluxes), ratios, 1, w=1.0 / errors, cov=True)
+    assert abs(slope) < max(0.02, 3 * np.sqrt(cov[0, 0]))
+
+
+def test_stack_fluxes_without_rejection(f2_deep):
+    """The pipeline conserves flux: the default recipe stacked as a plain mean."""
+    stacks, truth, science = f2_deep
+    ratios, errors, fluxes, _ = _isolated_star_photometry(stacks["none"], truth, science)
+    _assert_fluxes(ratios, errors, fluxes)
+
+
+@pytest.mark.xfail(strict=False, reason="known limitation (issue 6): the default stackFrames rejection (sigclip, "
+                   "mclip, 3 sigma, as DRAGONS) rejects the cores of bright stars in the sharpest frames when the "
+                   "seeing varies (here 0.60 arcsec in one frame, 0.73-0.79 in the others): isolated bright stars "
+                   "come out 1.5 % low (median ratio 0.984 at 256 px / 9 frames; 0.995 without rejection)")
+def test_stack_fluxes_default_rejection(f2_deep):
+    stacks, truth, science = f2_deep
+    ratios, errors, fluxes, _ = _isolated_star_photometry(stacks["default"], truth, science)
+    _assert_fluxes(ratios, errors, fluxes)
+
+
+def test_stack_astrometry(f2_deep):
+    stacks, truth, science = f2_deep
+    _, _, _, offsets = _isolated_star_photometry(stacks["default"], truth, science)
+    assert len(offsets) >= 3
     # The stack's WCS is the reference frame's header WCS; remove its pointing offset, then 0.1 px rms.
     offsets -= np.median(offsets, axis=0)
     assert np.sqrt((offsets ** 2).sum(axis=1).mean()) < 0.1
 
 
+def _seen_whole_by_every_frame(ra, dec, science, truth, half: int) -> np.ndarray:
+    """Sources whose (2 half + 1)-pixel box lies inside the illuminated area of every science frame."""
+    from astropy.io import fits
+
+    with fits.open(truth / "flat.fits") as hdul:
+        lit = np.asarray(hdul[1].data) > 0
+    ok = np.ones(len(ra), bool)
+    for path in science:
+        frame = draconis.open(path)
+        x, y = frame[0].wcs.all_world2pix(ra, dec, 0)
+        for k, (xi, yi) in enumerate(zip(np.round(x).astype(int), np.round(y).astype(int))):
+            y0, y1, x0, x1 = yi - half, yi + half + 1, xi - half, xi + half + 1
+            inside = y0 >= 0 and x0 >= 0 and y1 <= lit.shape[0] and x1 <= lit.shape[1]
+            ok[k] &= inside and bool(lit[y0:y1, x0:x1].all())
+    return ok
+
+
 def test_stack_background_noise_and_coverage(f2_deep):
-    stack, truth, science = f2_deep
+    stacks, truth, science = f2_deep
+    stack = stacks["default"]
     sources = Table.read(truth / "sources.ecsv")
     sci, var, dq, wcs = _stack_arrays(stack)
     x, y = wcs.all_world2pix(_column(sources, "ra"), _column(sources, "dec"), 0)
