@@ -264,3 +264,21 @@ def test_every_frame_saturated_is_an_error(science, tmp_path, monkeypatch):
     message = str(err.value)
     assert "every pixel of every input" in message and all(p.name in message for p in inputs)
     assert not list((tmp_path / "run").glob("*_image.fits"))
+
+
+def test_two_filters_in_a_recipe_that_stacks_without_aligning(science, tmp_path, monkeypatch):
+    """stackFrames refuses mixed filters itself (a user recipe need not call adjustWCSToReference)."""
+    recipe = tmp_path / "my_recipes.py"
+    recipe.write_text("def resample_and_stack(p):\n"
+                      "    p.prepare()\n    p.addDQ()\n    p.ADUToElectrons()\n    p.addVAR(read_noise=True)\n"
+                      "    p.resampleToCommonFrame()\n    p.stackFrames()\n")
+    inputs = _copy(science, tmp_path / "in", _set_filter)
+    from draconis.reduce import Reduce
+
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    r = Reduce([str(f) for f in inputs], recipename=f"{recipe}:resample_and_stack", scheduler="synchronous")
+    with pytest.raises(InputError) as err:
+        r.runr()
+    assert inputs[1].name in str(err.value) and OTHER_FILTER in str(err.value)
+    assert _fits_written(tmp_path / "run") == []

@@ -113,6 +113,7 @@ class Reduce:
         recipe = self.choose_recipe(frames[0])
         instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
         user = self.validate(recipe, instrument, kind)
+        _check_one_setup(recipe, frames)
         ucals = open_ucals(self.ucals)
         log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
         workdir = self.workdir or _config.get("workdir", ".draconis")
@@ -161,6 +162,14 @@ class Reduce:
                 stored.extend(store_calibration(path, caltype, config=self.config_file))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
+
+
+def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
+    """A recipe that aligns frames needs one instrument and filter: say so now, not after the sky work."""
+    from ..primitives.register import check_same_setup
+
+    if any(call.name == "adjustWCSToReference" for call in record(recipe.func)):
+        check_same_setup(frames)
 
 
 def _display(path: str | None) -> str:
