@@ -282,3 +282,92 @@ def test_two_filters_in_a_recipe_that_stacks_without_aligning(science, tmp_path,
         r.runr()
     assert inputs[1].name in str(err.value) and OTHER_FILTER in str(err.value)
     assert _fits_written(tmp_path / "run") == []
+
+
+# ---------------------------------------------------------------- stackFrames on its own
+class _Ctx:
+    def __init__(self, log):
+        self.log = log
+        self.mode = "sq"
+
+    def stream(self, name):
+        return []
+
+    def set_stream(self, name, frames):
+        pass
+
+
+def _grid_frames(n: int, *, aligned: bool, seed: int = 5):
+    """``n`` small frames on one grid, each with a PHU stamp ALIGN when ``aligned`` (as resampled frames)."""
+    import dask.array as da
+
+    from draconis.frame import Frame, make_extension
+
+    rng = np.random.default_rng(seed)
+    hdr = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 16.5, "CRPIX2": 16.5,
+                       "CRVAL1": 10.0, "CRVAL2": -20.0, "CD1_1": -5e-5, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": 5e-5})
+    frames = []
+    for k in range(n):
+        phu = fits.Header({"INSTRUME": "F2", "OBSTYPE": "OBJECT", "ORIGNAME": f"S20200101S{k + 1:04d}.fits"})
+        if aligned:
+            phu["ALIGN"] = "2020-01-01T00:00:00"
+        sci = rng.normal(100.0, 10.0, (32, 32)).astype(np.float32)
+        ext = make_extension(hdr, *(da.from_array(a, chunks=(16, -1)) for a in
+                                    (sci, np.full((32, 32), 100.0, np.float32), np.zeros((32, 32), np.uint16))))
+        frames.append(Frame(phu=phu, extensions=(ext,), filename=f"S20200101S{k + 1:04d}_align.fits"))
+    return frames
+
+
+def _stack(frames, log, **user):
+    from draconis.primitives.registry import get_primitive
+
+    spec = get_primitive("stackFrames")
+    return spec.func(frames, spec.resolve("F2", "IMAGE", user=user), _Ctx(log))
+
+
+def _spoil(frame, *, sci: str | None = None, dq: int | None = None):
+    """``frame`` with every SCI value NaN (``sci="nan"``) and/or every DQ value OR-ed with ``dq``."""
+    ext = frame[0]
+    planes = {}
+    if sci == "nan":
+        planes["SCI"] = ext.plane("SCI") * np.float32(np.nan)
+    if dq is not None:
+        planes["DQ"] = ext.plane("DQ") | np.uint16(dq)
+    return frame.with_extensions([ext.with_planes(**planes)])
+
+
+@pytest.mark.parametrize("spoil, apply_dq, left_out", [
+    ({"sci": "nan"}, True, True),
+    ({"dq": 1}, True, True),        # bad_pixel everywhere (a user BPM flagging every pixel)
+    ({"dq": 2}, True, False),       # non_linear only: linearity-corrected data, kept
+    ({"dq": 1}, False, False),      # DQ ignored: the frame's values are used
+])
+def test_stack_frames_leaves_out_an_unusable_resampled_frame(spoil, apply_dq, left_out, warnings_seen):
+    from draconis.testing import raise_if_dask_computes
+
+    frames = _grid_frames(3, aligned=True)
+    frames[1] = _spoil(frames[1], **spoil)
+    with raise_if_dask_computes(max_computes=1):  # one compute answers for every frame
+        (stack,) = _stack(frames, logging.getLogger("draconis.test"), apply_dq=apply_dq, reject_method="none")
+    named = [m for m in _messages(warnings_seen) if frames[1].filename in m and "left out" in m]
+    assert bool(named) == left_out
+    assert stack.phu["NCOMBINE"] == (2 if left_out else 3)
+    if left_out:
+        expected = (np.asarray(frames[0][0].plane("SCI")) + np.asarray(frames[2][0].plane("SCI"))) / 2
+        np.testing.assert_allclose(np.asarray(stack[0].plane("SCI")), expected, rtol=1e-6)
+
+
+def test_stack_frames_not_on_a_common_grid_stays_lazy():
+    from draconis.testing import raise_if_dask_computes
+
+    frames = _grid_frames(3, aligned=False)
+    frames[1] = _spoil(frames[1], dq=1)
+    with raise_if_dask_computes():
+        (stack,) = _stack(frames, logging.getLogger("draconis.test"), reject_method="none")
+    assert stack.phu["NCOMBINE"] == 3
+
+
+def test_stack_frames_every_input_unusable_is_an_error():
+    frames = [_spoil(f, sci="nan") for f in _grid_frames(2, aligned=True)]
+    with pytest.raises(InputError, match="every pixel of every input.*S20200101S0002_align.fits"):
+        _stack(frames, logging.getLogger("draconis.test"))
