@@ -331,14 +331,15 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
     lazy_samples = _lazy_samples(frames, statsec) if with_samples else None
     flags, samples = dask.compute(flags, lazy_samples)
     keep = [i for i, per_ext in enumerate(flags) if any(bool(x) for x in per_ext)]
+    kept = set(keep)
     what = "flagged (DQ) or non-finite" if apply_dq else "non-finite"
     if not keep:
         names = ", ".join(f.path or f.filename for f in frames)
         raise InputError(None, f"{name}: every pixel of every input is {what} ({names}); nothing to stack")
     for i, frame in enumerate(frames):
-        if i not in keep:
-            log.warning("%s: %s: every pixel is %s; left out of the stack (it would contribute nothing "
-                        "true); stacking the other %d frame(s)", name, frame.filename, what, len(keep))
+        if i not in kept:
+            log.warning("%s: %s: every pixel is %s; left out of the stack (it contributes nothing); "
+                        "stacking the other %d frame(s)", name, frame.filename, what, len(keep))
     return [frames[i] for i in keep], ([samples[i] for i in keep] if samples is not None else None)
 
 
