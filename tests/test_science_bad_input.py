@@ -16,6 +16,11 @@ happened and what it did instead, and never writes a silently wrong stack:
   was left out; the stack equals, within noise, the stack of the other frames;
   every frame bad: an error.
 
+stackFrames' own checks are also tested without the runner: mixed filters in
+a user recipe that stacks without aligning, and the unusable-frame rule
+(NaN everywhere, every pixel bad_pixel, non_linear kept, ``apply_dq=False``,
+one compute, frames not on a common grid left lazy).
+
 Raw files are only ever copied (with astropy) before being altered.
 """
 from __future__ import annotations
