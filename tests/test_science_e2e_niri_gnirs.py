@@ -123,3 +123,35 @@ def test_gnirs_keyhole_point_source_with_user_dark(tmp_path, monkeypatch):
     assert stack.phu["NCOMBINE"] >= 2
     sci, var = _empty_sky_stats(stack)
     assert abs(np.median(sci)) < 0.2 * np.sqrt(np.median(var))
+
+
+def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, monkeypatch):
+    """The GNIRS seed from the command line: dark and flat reduced and stored in the database; the
+    science run finds the flat there by itself and is given the dark with --user_cal."""
+    from draconis.cli import main
+
+    simulate, _ = _require()
+    files = _dataset(simulate, "gnirs-keyhole", tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rc = tmp_path / "draconisrc"
+    rc.write_text(f"[calibs]\ndatabases = {tmp_path / 'cal.db'} get store\n")
+    monkeypatch.setenv("DRACONISRC", str(rc))
+    assert main(["caldb", "init"]) == 0
+    science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
+    t = _exptime(science[0])
+    darks = [d for d in _by_tags(files, {"DARK"}) if abs(_exptime(d) - t) < 0.01]
+    quiet = ["--scheduler", "synchronous", "--logmode", "quiet"]
+    assert main(["reduce", *darks, *quiet]) == 0
+    (dark,) = [p for p in work.glob("*_dark.fits")]
+    assert main(["reduce", *_by_tags(files, {"FLAT"}), *quiet]) == 0
+    stored = {c.name for c in draconis.caldb.list_files()}
+    assert dark.name in stored and any(n.endswith("_flat.fits") for n in stored)
+    assert main(["reduce", *science, "--user_cal", f"processed_dark:{dark.name}", *quiet]) == 0
+    (image,) = list(work.glob("*_image.fits"))
+    stack = draconis.open(str(image))
+    assert stack.phu["NCOMBINE"] >= 2
+    sci, var = _empty_sky_stats(stack)
+    assert abs(np.median(sci)) < 0.2 * np.sqrt(np.median(var))
