@@ -1,8 +1,9 @@
 """NIRI and GNIRS science seeds end to end through draconis.Reduce on simulated data.
 
 NIRI extended source with an offset sky: BPM from flats and short darks, the
-BPM passed as ``addDQ:user_bpm``, ``skyCorrect:scale_sky=False``; the standard
-reduced with ``darkCorrect:do_cal=skip``. GNIRS keyhole point source: the
+BPM passed as ``addDQ:user_bpm``, ``skyCorrect:scale_sky=False`` (the science
+run through ``draconis reduce``); the standard reduced with
+``darkCorrect:do_cal=skip`` through ``draconis.Reduce``. GNIRS keyhole point source: the
 dark given with ``--user_cal``. Skipped until the simulator and the runner land.
 """
 from __future__ import annotations
@@ -52,9 +53,14 @@ def test_niri_extended_source_with_offset_sky(tmp_path, monkeypatch):
                                               draconis.dataselect.expr_parser('object!="FS 17"'))
     t = _exptime(science[0])
     (dark,) = _reduce(Reduce, [d for d in darks if abs(_exptime(d) - t) < 0.01])
-    outputs = _reduce(Reduce, science, uparms=[("addDQ:user_bpm", bpm), ("skyCorrect:scale_sky", False)],
-                      ucals={"processed_dark": dark, "processed_flat": flat})
-    stack = draconis.open(next(p for p in outputs if p.endswith("_image.fits")))
+    # the science run from the command line, as the seed's "reduce" chapter does it
+    from draconis.cli import main
+
+    assert main(["reduce", *science, "-p", f"addDQ:user_bpm={bpm}", "-p", "skyCorrect:scale_sky=False",
+                 "--user_cal", f"processed_dark:{dark}", "--user_cal", f"processed_flat:{flat}",
+                 "--scheduler", "synchronous", "--logmode", "quiet"]) == 0
+    (image,) = list(tmp_path.glob("*_image.fits"))
+    stack = draconis.open(str(image))
     # the offset-sky frames are sky only: fewer frames stacked than science frames given
     assert 2 <= stack.phu["NCOMBINE"] < len(science)
     _check_against_truth(stack, tmp_path / "raw" / "truth", science)
