@@ -125,6 +125,33 @@ def flush_pixels(frames, p, ctx):
     return checkpoint(frames, "flushPixels") if checkpoint else list(frames)
 
 
+def is_stored(frame: Frame) -> bool:
+    """Whether every pixel plane is read straight from storage (one graph layer: a checkpoint or a file)."""
+    return all(len(ext.plane(n).__dask_graph__().layers) <= 1 for ext in frame.extensions
+               for n in ("SCI", "VAR", "DQ") if ext.plane(n) is not None)
+
+
+def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | None = None) -> list[Frame]:
+    """``frames`` whose pixels are still to be computed, written once to zarr and reopened lazily.
+
+    For primitives that read every frame twice, or whole: the computation is
+    then done once, and later steps read the checkpoint. ``rows`` re-chunks
+    the planes into row bands of that height first (e.g. the stack's tiles).
+    Frames already read from storage, or a context that cannot checkpoint (a
+    bare primitive call), leave ``frames`` as they are.
+    """
+    checkpoint = getattr(ctx, "checkpoint", None)
+    if checkpoint is None or not frames or all(is_stored(f) for f in frames):
+        return list(frames)
+    if rows is not None:
+        def in_rows(ext):
+            return ext.with_planes(**{n: ext.plane(n).rechunk((rows, -1)) for n in ("SCI", "VAR", "DQ", "OBJMASK")
+                                      if ext.plane(n) is not None})
+
+        frames = [f.map_extensions(in_rows) for f in frames]
+    return checkpoint(frames, label)
+
+
 @primitive("writeOutputs",
            P("overwrite", bool, True, "overwrite existing output files"),
            P("outfilename", str, None, "explicit output name (single input only)", optional=True),

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..frame import Extension, Frame
+from .bookkeeping import checkpoint_computed
 from ..instruments.sections import parse_section
 from ..kernels.combine import OPERATIONS, REJECT_METHODS, combine_block
 from ..parameters import P, suffix_param
@@ -343,33 +344,6 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
     return [frames[i] for i in keep], ([samples[i] for i in keep] if samples is not None else None)
 
 
-def _is_stored(frame: Frame) -> bool:
-    """Whether every plane is read straight from storage (one graph layer: a checkpoint or a file)."""
-    return all(len(ext.plane(n).__dask_graph__().layers) <= 1 for ext in frame.extensions
-               for n in ("SCI", "VAR", "DQ") if ext.plane(n) is not None)
-
-
-def _checkpoint_in_tiles(frames: list[Frame], params: dict[str, Any], ctx) -> list[Frame]:
-    """Resampled frames still to be computed, written once to zarr in the stack's row tiles and reopened.
-
-    The usability pass and the combine then read each frame's pixels from
-    the checkpoint, one chunk per stack tile, instead of computing the
-    resampling twice. Without a run context that checkpoints (a bare
-    primitive call) the frames are returned as they are.
-    """
-    checkpoint = getattr(ctx, "checkpoint", None)
-    if checkpoint is None or all(_is_stored(f) for f in frames):
-        return frames
-    ext0 = frames[0][0]
-    rows = tile_rows(len(frames), ext0.shape, params.get("memory", 1.0), ext0.plane("SCI").chunks[0][0])
-
-    def in_tiles(ext: Extension) -> Extension:
-        return ext.with_planes(**{n: ext.plane(n).rechunk((rows, -1)) for n in ("SCI", "VAR", "DQ", "OBJMASK")
-                                  if ext.plane(n) is not None})
-
-    return checkpoint([f.map_extensions(in_tiles) for f in frames], "stackFrames")
-
-
 def on_common_grid(frames: Sequence[Frame]) -> bool:
     """True when the frames were resampled onto one grid (resampleToCommonFrame's PHU stamp ALIGN)."""
     return any("ALIGN" in f.phu for f in frames)
@@ -382,7 +356,10 @@ def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_
     params = {**_values(p, _ALL), **forced}
     samples = None
     if check_usable:
-        frames = _checkpoint_in_tiles(frames, params, ctx)
+        # resampled frames are read twice (usability, combine): computed once, stored in the stack's tiles
+        ext0 = frames[0][0]
+        rows = tile_rows(len(frames), ext0.shape, params.get("memory", 1.0), ext0.plane("SCI").chunks[0][0])
+        frames = checkpoint_computed(frames, ctx, "stackFrames", rows=rows)
         normalised = bool(params.get("scale")) or bool(params.get("zero"))
         frames, samples = usable_frames(frames, apply_dq=params.get("apply_dq", True), log=ctx.log, name=name,
                                         statsec=params.get("statsec"), with_samples=normalised and len(frames) > 1)
