@@ -67,6 +67,7 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
     """The F2 default recipe, phase by phase; timings, the stack's path and the frames before stacking."""
     import draconis
     from draconis.cluster import execution
+    from draconis.recipes import image_f2
     from draconis.recipes.caller import PrimitiveCaller
     from draconis.recipes.image_common import two_pass_sky
     from draconis.reduce.context import RunContext
@@ -77,14 +78,9 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
     p = PrimitiveCaller(ctx)
     times = {}
     with execution(address):
+        # the steps of image_f2.reduce, timed in phases
         t0 = time.perf_counter()
-        p.prepare()
-        p.addDQ()
-        p.ADUToElectrons()
-        p.addVAR(read_noise=True, poisson_noise=True)
-        p.nonlinearityCorrect()
-        p.darkCorrect()
-        p.flatCorrect()
+        image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
         p.flushPixels()
         two_pass_sky(p, flush=True)
         t1 = time.perf_counter()

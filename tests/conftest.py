@@ -13,3 +13,13 @@ def _forget_current_calibration_database():
     import draconis.caldb
 
     draconis.caldb._current = None
+
+
+@pytest.fixture
+def caldb_config(tmp_path, monkeypatch):
+    """A draconisrc of this test only (SQLite file under tmp_path, get and store), HOME moved to tmp_path."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rc = tmp_path / "draconisrc"
+    rc.write_text(f"[calibs]\ndatabases = {tmp_path / 'cal.db'} get store\n")
+    monkeypatch.setenv("DRACONISRC", str(rc))
+    return rc

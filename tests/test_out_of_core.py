@@ -111,12 +111,12 @@ def detect_and_align(paths):
 
 def resample_and_stack(frames, workdir, *, stack_memory=STACK_MEMORY_GB) -> str:
     """The pixel stage: resample, scale, checkpoint to zarr in the stack's tiles, stack; the stack's FITS path."""
-    from draconis.primitives.stack import tile_rows
+    from draconis.primitives.stack import combine_rows
 
     frames = run("resampleToCommonFrame", frames)
     frames = run("scaleCountsToReference", frames)
     shape = frames[0][0].shape
-    rows = tile_rows(len(frames), shape, stack_memory or STACK_MEMORY_GB, 256)
+    rows = combine_rows(len(frames), shape, stack_memory or STACK_MEMORY_GB, 256)
     stores = [os.path.join(workdir, f"{f.stem}_align.zarr") for f in frames]
     write_zarr_many(frames, stores, chunks=(rows, shape[1]))
     frames = [open_zarr(s) for s in stores]

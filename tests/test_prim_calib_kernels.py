@@ -99,3 +99,13 @@ def test_normalisation_fit_ignores_outliers():
     ref[:50] += 5000  # stars in the reference
     assert abs(_fit(ref, x, scale=True, old=False) - 1.7) < 1e-3
     assert abs(_fit(x + 25.0, x, scale=False, old=False) - 25.0) < 1e-9
+
+
+def test_combine_rows_leaves_every_worker_several_bands():
+    from draconis.primitives.stack import MIN_BANDS, combine_rows
+
+    # memory allows the whole image, but the stack is still cut into whole-chunk bands for parallelism
+    rows = combine_rows(20, (2246, 2246), 10.0, chunk_rows=256)
+    assert rows == 256 and -(-2246 // rows) >= MIN_BANDS
+    # a tight memory budget still wins
+    assert combine_rows(156, (2048, 2048), 0.05, chunk_rows=256) <= tile_rows(156, (2048, 2048), 0.05, 256)

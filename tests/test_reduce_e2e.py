@@ -23,17 +23,13 @@ def md5(path) -> str:
 
 
 @pytest.fixture
-def f2(tmp_path, monkeypatch):
+def f2(tmp_path, monkeypatch, caldb_config):
     make_dataset = _simulate()
     raw = tmp_path / "raw"
     make_dataset("f2-deep", raw, size=64, nframes=2, seed=3)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    rc = tmp_path / "draconisrc"
-    rc.write_text(f"[calibs]\ndatabases = {tmp_path / 'cal.db'} get store\n")
-    monkeypatch.setenv("DRACONISRC", str(rc))
     draconis.caldb.init()
     darks = sorted(str(p) for p in raw.glob("S20200107*.fits") if "DARK" in draconis.open(p).tags)
     return work, darks

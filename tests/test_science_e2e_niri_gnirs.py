@@ -131,7 +131,7 @@ def test_gnirs_keyhole_point_source_with_user_dark(tmp_path, monkeypatch):
     assert abs(np.median(sci)) < 0.2 * np.sqrt(np.median(var))
 
 
-def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, monkeypatch):
+def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, monkeypatch, caldb_config):
     """The GNIRS seed from the command line: dark and flat reduced and stored in the database; the
     science run finds the flat there by itself and is given the dark with --user_cal."""
     from draconis.cli import main
@@ -141,10 +141,6 @@ def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, m
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    rc = tmp_path / "draconisrc"
-    rc.write_text(f"[calibs]\ndatabases = {tmp_path / 'cal.db'} get store\n")
-    monkeypatch.setenv("DRACONISRC", str(rc))
     assert main(["caldb", "init"]) == 0
     science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
     t = _exptime(science[0])

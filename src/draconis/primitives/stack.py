@@ -40,7 +40,7 @@ from .prepare import stamp
 from .register import check_same_setup
 from .registry import primitive
 
-__all__ = ["stack_frames_core", "tile_rows", "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
+__all__ = ["stack_frames_core", "tile_rows", "combine_rows", "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
 
 #: Bytes per input pixel a combine task holds (values, variance, DQ, buffers).
 BYTES_PER_PIXEL = 30
@@ -101,6 +101,21 @@ def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, ch
         else:
             rows = max(d for d in range(1, rows + 1) if chunk_rows % d == 0)
     return max(1, min(ny, rows))
+
+
+#: A stack is cut into at least this many row bands (when the input chunks allow), so every worker has
+#: several bands to combine: three 768-row bands on two workers left one idle a third of the time.
+MIN_BANDS = 8
+
+
+def combine_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None) -> int:
+    """Rows per combine task: :func:`tile_rows` within ``memory_gb``, and at most ``1/MIN_BANDS`` of the image
+    (a whole number of input chunks)."""
+    rows = tile_rows(n_frames, shape, memory_gb, chunk_rows)
+    cap = -(-shape[0] // MIN_BANDS)
+    if chunk_rows:
+        cap = max(chunk_rows, cap // chunk_rows * chunk_rows)
+    return max(1, min(rows, cap))
 
 
 # ---------------------------------------------------------------- normalisation
@@ -259,7 +274,7 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
     exts = []
     for e, ext0 in enumerate(frames[0].extensions):
         chunk_rows = ext0.plane("SCI").chunks[0][0]
-        rows = tile_rows(len(frames), ext0.shape, params.get("memory", 1.0), chunk_rows)
+        rows = combine_rows(len(frames), ext0.shape, params.get("memory", 1.0), chunk_rows)
         norm = {"scale": factors[e]} if scale else ({"zero": factors[e]} if zero else {})
         planes = _combine_ext([f[e] for f in frames], rows, {**kw, **norm}, log)
         header_cards = _combined_levels(frames, e)
@@ -358,7 +373,7 @@ def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_
     if check_usable:
         # resampled frames are read twice (usability, combine): computed once, stored in the stack's tiles
         ext0 = frames[0][0]
-        rows = tile_rows(len(frames), ext0.shape, params.get("memory", 1.0), ext0.plane("SCI").chunks[0][0])
+        rows = combine_rows(len(frames), ext0.shape, params.get("memory", 1.0), ext0.plane("SCI").chunks[0][0])
         frames = checkpoint_computed(frames, ctx, "stackFrames", rows=rows)
         normalised = bool(params.get("scale")) or bool(params.get("zero"))
         frames, samples = usable_frames(frames, apply_dq=params.get("apply_dq", True), log=ctx.log, name=name,
