@@ -27,6 +27,8 @@ import draconis
 
 SIZE = 256
 NFRAMES = 9
+#: a longer sequence for the default stack's photometry (the seed has 156 frames)
+NFRAMES_LONG = 30
 
 
 def _require():
@@ -163,10 +165,43 @@ def test_stack_fluxes_without_rejection(f2_deep):
 @pytest.mark.xfail(strict=False, reason="known limitation (issue 6): the default stackFrames rejection (sigclip, "
                    "mclip, 3 sigma, as DRAGONS) rejects the cores of bright stars in the sharpest frames when the "
                    "seeing varies (here 0.60 arcsec in one frame, 0.73-0.79 in the others): isolated bright stars "
-                   "come out 1.5 % low (median ratio 0.984 at 256 px / 9 frames; 0.995 without rejection)")
+                   "come out 1.5 % low (median ratio 0.984 at 256 px / 9 frames; 0.995 without rejection; with 30 "
+                   "frames the default stack meets 1 %, see test_stack_fluxes_default_recipe_longer_sequence)")
 def test_stack_fluxes_default_rejection(f2_deep):
     stacks, truth, science = f2_deep
     ratios, errors, fluxes, _ = _isolated_star_photometry(stacks["default"], truth, science)
+    _assert_fluxes(ratios, errors, fluxes)
+
+
+@pytest.fixture(scope="module")
+def f2_deep_long(tmp_path_factory):
+    """The default recipe on a longer sequence (30 frames), nearer the seed's 156: the default stack."""
+    simulate, Reduce = _require()
+    work = tmp_path_factory.mktemp("f2deep_long")
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        raw = work / "raw"
+        simulate.make_dataset("f2-deep", raw, size=SIZE, nframes=NFRAMES_LONG, seed=4)
+        files = sorted(str(p) for p in raw.rglob("*.fits") if "truth" not in p.parts)
+        darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
+        science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
+        t_sci = draconis.open(science[0]).exposure_time()
+        t_flat = draconis.open(flats[0]).exposure_time()
+        (dark,) = _reduce(Reduce, [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
+        (flat,) = _reduce(Reduce, flats + [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01])
+        outputs = _reduce(Reduce, science, ucals={"processed_dark": os.path.abspath(dark),
+                                                  "processed_flat": os.path.abspath(flat)})
+        stack = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
+        yield stack, raw / "truth", science
+    finally:
+        os.chdir(old)
+
+
+def test_stack_fluxes_default_recipe_longer_sequence(f2_deep_long):
+    """With 30 frames the default rejection no longer singles out one sharp frame: 1 % on the default stack."""
+    stack, truth, science = f2_deep_long
+    ratios, errors, fluxes, _ = _isolated_star_photometry(stack, truth, science)
     _assert_fluxes(ratios, errors, fluxes)
 
 
