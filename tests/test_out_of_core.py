@@ -147,7 +147,7 @@ def _worker_state(client):
     return pids, peaks
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_sequence_larger_than_cluster_memory(tmp_path):
     distributed = pytest.importorskip("distributed")
     inputs = tmp_path / "in"
