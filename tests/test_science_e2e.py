@@ -67,34 +67,40 @@ def _column(table: Table, *names: str) -> np.ndarray:
     pytest.skip(f"truth table has none of the columns {names} (has {table.colnames})")
 
 
+def _simulate_and_calibrate(work, nframes):
+    """F2 deep field simulated under ``work/raw``; master dark and flat reduced; (science files, ucals)."""
+    simulate, Reduce = _require()
+    simulate.make_dataset("f2-deep", work / "raw", size=SIZE, nframes=nframes, seed=4)
+    files = sorted(str(p) for p in (work / "raw").rglob("*.fits") if "truth" not in p.parts)
+    darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
+    science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
+    t_sci = draconis.open(science[0]).exposure_time()
+    t_flat = draconis.open(flats[0]).exposure_time()
+    (dark,) = _reduce(Reduce, [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
+    (flat,) = _reduce(Reduce, flats + [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01])
+    return science, {"processed_dark": os.path.abspath(dark), "processed_flat": os.path.abspath(flat)}
+
+
+def _science_stack(science, ucals, uparms=None):
+    """The science reduction's ``_image`` stack, opened by absolute path (later chdirs must not change it)."""
+    _, Reduce = _require()
+    outputs = _reduce(Reduce, science, ucals=ucals, uparms=uparms)
+    return draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
+
+
 @pytest.fixture(scope="module")
 def f2_deep(tmp_path_factory):
     """The default-recipe stack, and the same reduction stacked without rejection; truth dir; science files."""
-    simulate, Reduce = _require()
     work = tmp_path_factory.mktemp("f2deep")
     old = os.getcwd()
     os.chdir(work)
     try:
-        raw = work / "raw"
-        simulate.make_dataset("f2-deep", raw, size=SIZE, nframes=NFRAMES, seed=4)
-        files = sorted(str(p) for p in raw.rglob("*.fits") if "truth" not in p.parts)
-        darks = _by_tags(files, {"DARK"})
-        flats = _by_tags(files, {"FLAT"})
-        science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
-        t_sci = draconis.open(science[0]).exposure_time()
-        t_flat = draconis.open(flats[0]).exposure_time()
-        (dark,) = _reduce(Reduce, [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
-        flat_darks = [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01]
-        (flat,) = _reduce(Reduce, flats + flat_darks)
-        cals = {"processed_dark": os.path.abspath(dark), "processed_flat": os.path.abspath(flat)}
-        outputs = _reduce(Reduce, science, ucals=cals)
-        stack = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
-        plain_dir = work / "no_rejection"
-        plain_dir.mkdir()
-        os.chdir(plain_dir)
-        outputs = _reduce(Reduce, science, ucals=cals, uparms=[("stackFrames:reject_method", "none")])
-        plain = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
-        yield {"default": stack, "none": plain}, raw / "truth", science
+        science, cals = _simulate_and_calibrate(work, NFRAMES)
+        stack = _science_stack(science, cals)
+        (work / "no_rejection").mkdir()
+        os.chdir(work / "no_rejection")
+        plain = _science_stack(science, cals, uparms=[("stackFrames:reject_method", "none")])
+        yield {"default": stack, "none": plain}, work / "raw" / "truth", science
     finally:
         os.chdir(old)
 
@@ -176,24 +182,12 @@ def test_stack_fluxes_default_rejection(f2_deep):
 @pytest.fixture(scope="module")
 def f2_deep_long(tmp_path_factory):
     """The default recipe on a longer sequence (30 frames), nearer the seed's 156: the default stack."""
-    simulate, Reduce = _require()
     work = tmp_path_factory.mktemp("f2deep_long")
     old = os.getcwd()
     os.chdir(work)
     try:
-        raw = work / "raw"
-        simulate.make_dataset("f2-deep", raw, size=SIZE, nframes=NFRAMES_LONG, seed=4)
-        files = sorted(str(p) for p in raw.rglob("*.fits") if "truth" not in p.parts)
-        darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
-        science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
-        t_sci = draconis.open(science[0]).exposure_time()
-        t_flat = draconis.open(flats[0]).exposure_time()
-        (dark,) = _reduce(Reduce, [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
-        (flat,) = _reduce(Reduce, flats + [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01])
-        outputs = _reduce(Reduce, science, ucals={"processed_dark": os.path.abspath(dark),
-                                                  "processed_flat": os.path.abspath(flat)})
-        stack = draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
-        yield stack, raw / "truth", science
+        science, cals = _simulate_and_calibrate(work, NFRAMES_LONG)
+        yield _science_stack(science, cals), work / "raw" / "truth", science
     finally:
         os.chdir(old)
 
