@@ -47,6 +47,13 @@ def test_open_reads_headers_only_and_squeezes_cube(tmp_path):
     np.testing.assert_array_equal(doubled.compute(), expected * 2)
 
 
+def test_instrument_descriptor_is_not_shadowed(tmp_path):
+    # DRAGONS users write ad.instrument() for the name; the Instrument object has its own name.
+    frame = draconis.open(_raw_file(tmp_path / "S20200104S0075.fits"))
+    assert frame.instrument() == "F2"
+    assert frame.instrument_model.name == "F2"
+
+
 def test_guard_catches_computation(tmp_path):
     frame = draconis.open(_raw_file(tmp_path / "a.fits"))
     with pytest.raises(PixelsComputedError):

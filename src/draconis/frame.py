@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -27,6 +27,9 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .errors import DescriptorError
+
+if TYPE_CHECKING:
+    from .instruments import Instrument
 
 PLANES = ("SCI", "VAR", "DQ", "OBJMASK")
 PLANE_DTYPES = {"SCI": np.float32, "VAR": np.float32, "DQ": np.uint16, "OBJMASK": np.uint8}
@@ -153,7 +156,12 @@ class Frame:
 
     # -- instrument, tags and descriptors ---------------------------------
     @cached_property
-    def instrument(self):
+    def instrument_model(self) -> Instrument:
+        """The :class:`~draconis.instruments.Instrument` that reads this frame's headers.
+
+        Not to be confused with the ``instrument`` descriptor:
+        ``frame.instrument()`` returns the name (``'F2'``), as in DRAGONS.
+        """
         from .instruments import instrument_for
 
         return instrument_for(self.phu, path=self.path or self.filename)
@@ -161,7 +169,7 @@ class Frame:
     @cached_property
     def tags(self) -> frozenset[str]:
         """The frame's tags (e.g. ``{'F2', 'IMAGE', 'RAW', ...}``)."""
-        return frozenset(self.instrument.tags(self.phu, self.ext_headers))
+        return frozenset(self.instrument_model.tags(self.phu, self.ext_headers))
 
     @cached_property
     def ext_headers(self) -> list[fits.Header]:
@@ -171,17 +179,17 @@ class Frame:
 
     def descriptor(self, name: str, **kwargs: Any) -> Any:
         """Value of descriptor ``name`` (per-array descriptors give a list)."""
-        return self.instrument.descriptor(
+        return self.instrument_model.descriptor(
             name, self.phu, self.ext_headers, self.tags, path=self.path or self.filename, **kwargs
         )
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         # Descriptors are also callable as methods, as astrodata users write
         # ``ad.exposure_time()``; the instrument's registry decides the names.
-        if name.startswith("_") or name in {"instrument", "tags"}:
+        if name.startswith("_") or name in {"instrument_model", "tags", "ext_headers"}:
             raise AttributeError(name)
         try:
-            names = self.instrument.descriptor_names()
+            names = self.instrument_model.descriptor_names()
         except Exception as err:  # noqa: BLE001 - surface as attribute error
             raise AttributeError(name) from err
         if name in names:

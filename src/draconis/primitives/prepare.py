@@ -144,10 +144,10 @@ def prepare(frames: list[Frame], p, ctx) -> list[Frame]:
 
 
 def _validate(frame: Frame, require_wcs: bool) -> None:
-    expected = getattr(frame.instrument, "n_arrays", len(frame))
+    expected = getattr(frame.instrument_model, "n_arrays", len(frame))
     if len(frame) != expected:
         raise InputError(frame.path or frame.filename, f"has {len(frame)} pixel extension(s); "
-                                                       f"{frame.instrument.name} data need {expected}")
+                                                       f"{frame.instrument_model.name} data need {expected}")
     if require_wcs:
         for i, ext in enumerate(frame.extensions, start=1):
             if "CRVAL1" not in ext.header and "CRVAL1" not in frame.phu:
@@ -353,7 +353,7 @@ def add_var(frames: list[Frame], p, ctx) -> list[Frame]:
         gains = _per_ext(frame, "gain", 1.0)
         noises = _per_ext(frame, "read_noise")
         coadds = int(frame.safe_descriptor("coadds", 1) or 1)
-        averaged = not getattr(frame.instrument, "coadds_summed", True)
+        averaged = not getattr(frame.instrument_model, "coadds_summed", True)
         exts = []
         for ext, gain, rn in zip(frame.extensions, gains, noises):
             gain = float(gain) if in_adu and gain else 1.0
@@ -420,7 +420,7 @@ def nonlinearity_correct(frames: list[Frame], p, ctx) -> list[Frame]:
             out.append(frame.with_suffix(p.suffix))
             continue
         coadds = int(frame.safe_descriptor("coadds", 1) or 1)
-        summed = getattr(frame.instrument, "coadds_summed", True)
+        summed = getattr(frame.instrument_model, "coadds_summed", True)
         exptime = float(frame.safe_descriptor("exposure_time", 0.0) or 0.0)
         exts = []
         for ext, c, gain in zip(frame.extensions, coeffs, _per_ext(frame, "gain", 1.0)):
