@@ -8,15 +8,13 @@ from __future__ import annotations
 import importlib
 
 _MODULE_NAMES: tuple[str, ...] = (
-    # filled in as stages land: "prepare", "calibrate", "stack", "calmaking",
     "prepare",
     "calibrate",
     "stack",
     "calmaking",
-    # "bookkeeping", "sky", "detect", "register", "resample"
     "sky",
     "detect",
-    "register",
+    "align",
     "resample",
     "bookkeeping",
     "instrument_defaults",

@@ -26,7 +26,7 @@ from astropy.wcs import WCS
 from ..frame import Extension, Frame, make_extension
 from ..kernels import resample as kres
 from ..parameters import P, suffix_param
-from .register import REFERENCE_KEYWORD, _cd, match, project, timestamp
+from .align import REFERENCE_KEYWORD, _cd, match, project, timestamp
 from .registry import primitive
 
 ORDERS = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
@@ -253,7 +253,7 @@ def _catalogue(frame: Frame):
     radii (FLUX_AUTO) vary with each frame's noise and gave ratios biased by a
     few per cent on simulated fields.
     """
-    from .register import good_sources
+    from .align import good_sources
 
     pos, flux, err = [], [], []
     for ext in frame.extensions:

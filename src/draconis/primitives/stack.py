@@ -37,7 +37,7 @@ from ..instruments.sections import parse_section
 from ..kernels.combine import OPERATIONS, REJECT_METHODS, combine_block
 from ..parameters import P, suffix_param
 from .prepare import stamp
-from .register import check_same_setup
+from .align import check_same_setup
 from .registry import primitive
 
 __all__ = ["stack_frames_core", "tile_rows", "combine_rows", "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]

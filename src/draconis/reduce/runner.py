@@ -166,7 +166,7 @@ class Reduce:
 
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
     """A recipe that aligns frames needs one instrument and filter: say so now, not after the sky work."""
-    from ..primitives.register import check_same_setup
+    from ..primitives.align import check_same_setup
 
     if any(call.name == "adjustWCSToReference" for call in record(recipe.func)):
         check_same_setup(frames)

@@ -1,4 +1,4 @@
-"""Registration: adjustWCSToReference, addReferenceCatalog, determineAstrometricSolution.
+"""Alignment (DRAGONS calls it registration): adjustWCSToReference, addReferenceCatalog, determineAstrometricSolution.
 
 adjustWCSToReference works on catalogues only (the OBJCATs detectSources
 attached), so it computes no pixels. Positions of every array of a frame are

@@ -10,7 +10,7 @@ from astropy.io import fits
 from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
-from draconis.primitives import register as reg
+from draconis.primitives import align as reg
 from draconis.primitives.registry import get_primitive
 from draconis.testing import raise_if_dask_computes
 
