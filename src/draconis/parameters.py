@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -42,6 +42,9 @@ class Param:
         Allowed values, if the parameter is a choice.
     low, high
         Range bounds (None = unbounded); ``closed`` says which ends are inclusive.
+    check
+        Extra validation of a converted value: a function that raises
+        ValueError for a bad one (e.g. :func:`~draconis.instruments.sections.parse_section`).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     closed: tuple[bool, bool] = (True, True)
+    check: Callable[[Any], Any] | None = None
 
     def range_text(self) -> str | None:
         """DRAGONS-style range, e.g. ``[0,inf)``; None when unbounded."""
@@ -81,6 +85,11 @@ class Param:
             raise ParameterError(f"{label}: {value!r} is not one of {', '.join(map(repr, self.choices))}")
         if isinstance(out, (int, float)) and not isinstance(out, bool):
             self._check_range(out, label)
+        if self.check is not None:
+            try:
+                self.check(out)
+            except ValueError as err:
+                raise ParameterError(f"{label}: {err}") from err
         return out
 
     def _convert(self, value: Any) -> Any:

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from ..frame import Extension, Frame
 from ..parameters import P, suffix_param
+from ..provenance import utc_timestamp
 from .registry import primitive
 
 #: PHU keyword naming the alignment reference frame (its raw file stem).
@@ -33,13 +34,6 @@ REFERENCE_KEYWORD = "ALIGNREF"
 METHOD_KEYWORD = "ALIGNMTH"
 #: OBJCAT FLAGS bits that make a source unfit for alignment (saturated, truncated, bad pixels).
 _BAD_SOURCE_FLAGS = 1 | 4 | 8 | 16
-
-
-def timestamp() -> str:
-    """UT time stamp for the PHU keyword a primitive leaves (DRAGONS style)."""
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # ---------------------------------------------------------------------------
@@ -298,7 +292,7 @@ def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
         new = new.map_extensions(refresh_world).with_phu(
             **{REFERENCE_KEYWORD: (ref.stem, "alignment reference frame"),
                METHOD_KEYWORD: (how, "how the WCS was aligned"),
-               "CORRWCS": (timestamp(), "UT time stamp for adjustWCSToReference")})
+               "CORRWCS": (utc_timestamp(), "UT time stamp for adjustWCSToReference")})
         outputs.append(new.with_suffix(p.suffix))
     if fell_back:
         ctx.log.warning("adjustWCSToReference: too few matched sources in %d frame(s) (%s); aligned them with the "

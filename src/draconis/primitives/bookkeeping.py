@@ -8,7 +8,6 @@ writes atomically and removes everything again if the run fails.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 
 from astropy.wcs import WCS
@@ -16,6 +15,7 @@ from astropy.wcs import WCS
 from ..errors import InputError, ParameterError
 from ..frame import Frame
 from ..parameters import P, suffix_param
+from ..provenance import utc_timestamp
 from .registry import primitive
 
 log = logging.getLogger("draconis")
@@ -173,12 +173,8 @@ def write_outputs(frames, p, ctx):
     return ctx.write_outputs(renamed)
 
 
-def _timestamp() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def _store(frames, p, ctx, *, keyword: str, tag: str | None, caltype: str | None, what: str):
-    stamp = _timestamp()
+    stamp = utc_timestamp()
     marked, skipped = [], []
     for frame in frames:
         if tag and tag not in _tags(frame) and not p.get("force", False):

@@ -8,7 +8,6 @@ modules (time stamps, clipping a calibration to a frame) live here too.
 """
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from ..frame import Extension, Frame
 from ..instruments.illumination import ALIGN_TO_DATA, best_shift, illuminated
 from ..kernels import calib as k
 from ..parameters import P, suffix_param
+from ..provenance import utc_timestamp
 from .registry import primitive
 
 __all__ = ["stamp", "as_frame", "clip_calibration", "lazy_map", "band_map"]
@@ -30,7 +30,7 @@ __all__ = ["stamp", "as_frame", "clip_calibration", "lazy_map", "band_map"]
 # ---------------------------------------------------------------- helpers
 def stamp(frame: Frame, keyword: str, comment: str = "") -> Frame:
     """Copy of ``frame`` with PHU ``keyword`` (and GEM-TLM) set to the current UTC time."""
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    now = utc_timestamp()
     return frame.with_phu(**{keyword: (now, comment or f"UT time stamp for {keyword}"),
                              "GEM-TLM": (now, "UT last modification with draconis")})
 

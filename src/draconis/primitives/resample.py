@@ -26,7 +26,8 @@ from astropy.wcs import WCS
 from ..frame import Extension, Frame, make_extension
 from ..kernels import resample as kres
 from ..parameters import P, suffix_param
-from .align import REFERENCE_KEYWORD, _cd, match, project, timestamp
+from ..provenance import utc_timestamp
+from .align import REFERENCE_KEYWORD, _cd, match, project
 from .registry import primitive
 
 ORDERS = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
@@ -237,7 +238,7 @@ def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
     ctx.log.info("resampleToCommonFrame: %d frame(s) onto a %dx%d grid (reference %s, %s)", len(frames),
                  grid.shape[1], grid.shape[0], ref.filename, "trimmed to it" if p.trim_data else "union of inputs")
     order = ORDERS[p.interpolant]
-    stamp = {"ALIGN": (timestamp(), "UT time stamp for resampleToCommonFrame")}
+    stamp = {"ALIGN": (utc_timestamp(), "UT time stamp for resampleToCommonFrame")}
     return [resample_frame(f, grid, order=order, dq_threshold=p.dq_threshold, conserve=p.conserve)
             .with_phu(**stamp).with_suffix(p.suffix) for f in frames]
 

@@ -19,7 +19,6 @@ the sky levels.
 """
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 from collections.abc import Sequence
@@ -33,7 +32,9 @@ from astropy.table import Table
 from ..errors import ParameterError
 from ..frame import Frame
 from ..kernels import sky as ksky
+from ..instruments.sections import parse_section
 from ..parameters import P, suffix_param
+from ..provenance import utc_timestamp
 from .registry import primitive
 from .sky_pointing import (
     config_key, field_centre, field_size_arcsec, frame_time, group_positions, pointing_positions,
@@ -256,7 +257,8 @@ def _unique(frames: Sequence[Frame]) -> list[Frame]:
 # ---------------------------------------------------------------------------
 _STACK_PARAMS = (
     P("apply_dq", bool, True, "ignore DQ-flagged pixels when combining"),
-    P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True),
+    P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True,
+      check=parse_section),
     P("operation", str, "median", "combiner: mean | wtmean (inverse-variance) | median | lmedian (lower median)",
       choices=("mean", "wtmean", "median", "lmedian")),
     P("reject_method", str, "minmax", "none | minmax | sigclip | varclip",
@@ -359,7 +361,7 @@ class SkyBuilder:
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
         self.combine = _combine_kwargs(p)
-        self.section = parse_section(p.statsec)
+        self.section = parse_section(p.statsec).as_slices() if p.statsec else None
 
     # -- per-sky preparation (shared by every window the sky appears in) --------
     def prepared(self, sky: Frame, index: int):
@@ -422,7 +424,7 @@ class SkyBuilder:
             sky_exts.append(ext.with_planes(SCI=cube[0], VAR=cube[1] if have_var else None,
                                             DQ=cube[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
         tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = utc_timestamp()
         out = frame.with_extensions(exts).replace(tables=tables).with_phu(
             SUBSKY=(stamp, "UT time stamp for skyCorrect"))
         sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
@@ -535,21 +537,6 @@ def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, 
         return None if a is None else a[section][:, ::step]
     value = dask.delayed(_level_array, pure=True)(sample(sci), sample(dq), sample(objmask), threshold)
     return da.from_delayed(value, shape=(), dtype=np.float64)
-
-
-def parse_section(text: str | None) -> tuple[slice, slice] | None:
-    """A 1-based inclusive FITS section ``[x1:x2,y1:y2]`` as numpy (row, column) slices."""
-    if not text:
-        return None
-    try:
-        xpart, ypart = text.strip().strip("[]").split(",")
-        x1, x2 = (int(v) for v in xpart.split(":"))
-        y1, y2 = (int(v) for v in ypart.split(":"))
-    except ValueError as err:
-        raise ParameterError(f"skyCorrect: statsec {text!r} is not a section like [x1:x2,y1:y2]") from err
-    if x1 < 1 or y1 < 1 or x2 < x1 or y2 < y1:
-        raise ParameterError(f"skyCorrect: statsec {text!r} is empty or starts before pixel 1")
-    return slice(y1 - 1, y2), slice(x1 - 1, x2)
 
 
 def _level_array(sci, dq, objmask, threshold) -> np.ndarray:

@@ -54,7 +54,8 @@ def _stack_params(reject: str, nlow: int, nhigh: int, *, with_norm: bool = True)
     common = (
         suffix_param("_stack"),
         P("apply_dq", bool, True, "ignore DQ-flagged pixels when combining"),
-        P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True),
+        P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True,
+          check=parse_section),
         P("operation", str, "mean", "combiner: mean | wtmean (inverse-variance) | median | lmedian",
           choices=OPERATIONS),
         P("reject_method", str, reject, "none | minmax | sigclip | varclip", choices=REJECT_METHODS),
