@@ -23,3 +23,11 @@ def caldb_config(tmp_path, monkeypatch):
     rc.write_text(f"[calibs]\ndatabases = {tmp_path / 'cal.db'} get store\n")
     monkeypatch.setenv("DRACONISRC", str(rc))
     return rc
+
+
+@pytest.fixture(scope="session")
+def small_f2_run(tmp_path_factory):
+    """A real small F2 reduction (tests/helpers/small_run.py), made once for the run-record and report tests."""
+    from helpers.small_run import make_small_run
+
+    return make_small_run(tmp_path_factory.mktemp("small_f2_run"))

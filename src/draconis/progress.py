@@ -15,7 +15,7 @@ from typing import Any
 import dask
 from dask.callbacks import Callback
 
-from . import logutils
+from . import logutils, runrecord
 
 
 def bars_enabled() -> bool:
@@ -71,12 +71,13 @@ def compute(tasks: Sequence[Any], label: str = "computing", *, show: bool | None
     from .cluster import active_client
 
     client = active_client()
-    if client is not None:
-        return _compute_distributed(client, tasks, label, show)
-    if not show:
-        return list(dask.compute(*tasks))
-    with _TaskBar(label):
-        return list(dask.compute(*tasks))
+    with runrecord.stage(label, len(tasks)):
+        if client is not None:
+            return _compute_distributed(client, tasks, label, show)
+        if not show:
+            return list(dask.compute(*tasks))
+        with _TaskBar(label):
+            return list(dask.compute(*tasks))
 
 
 def _compute_distributed(client, tasks, label, show):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,16 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", default="synchronous",
                         help="'synchronous' (default), or a Dask scheduler address; 'local' starts a LocalCluster")
     parser.set_defaults(func=run)
-
-
-@contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ["DRACONISRC"] = str(rc)
     from .. import caldb
 
-    with _cwd(playground):
+    with contextlib.chdir(playground):
         db = caldb.set_local_database(str(playground / "cal_manager.db"))
         db.init()
         outputs = {}

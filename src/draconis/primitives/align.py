@@ -326,7 +326,9 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
         if t is not None and n >= p.min_sources:
             ctx.log.info("adjustWCSToReference: %s: %d matched sources, shift (%.3f, %.3f)\", rms %.3f\"",
                          frame.filename, n, t[0, 2], t[1, 2], rms)
-            return frame.map_extensions(lambda e: transform_extension(e, t, *centre)), "sources"
+            aligned = frame.map_extensions(lambda e: transform_extension(e, t, *centre))
+            return aligned.with_phu(ALIGNNUM=(int(n), "sources matched to the reference"),
+                                    ALIGNRMS=(round(float(rms), 4), "rms of the matched sources (arcsec)")), "sources"
         ctx.log.debug("adjustWCSToReference: %s: %d matched source(s) < min_sources=%d",
                       frame.filename, n, p.min_sources)
         if p.fallback != "offsets":

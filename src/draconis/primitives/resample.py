@@ -361,8 +361,10 @@ def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
                             frame.filename, why, expected)
         ctx.log.info("scaleCountsToReference: %s: factor %.4f (%s)", frame.filename, factor,
                      "measured" if why == "measured" else "exposure time")
-        outputs.append(_scaled(frame, factor).with_phu(CNTSCALE=(factor, "factor applied by scaleCountsToReference"))
-                       .with_suffix(p.suffix))
+        cards = {"CNTSCALE": (factor, "factor applied by scaleCountsToReference")}
+        if measured is not None and np.isfinite(measured[0]):
+            cards["CNTSCMEA"] = (float(measured[0]), "count ratio measured on common sources")
+        outputs.append(_scaled(frame, factor).with_phu(**cards).with_suffix(p.suffix))
     return outputs
 
 

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import runrecord
 from ..errors import DraconisError
 from ..frame import Frame
 from ..parameters import Params, parameter_kind
@@ -156,9 +157,9 @@ class RunContext:
             source = self._from_caldb(caltype, frame)
         if source is None:
             return None
-        if isinstance(source, Frame):
-            return source
-        return self._open_cal(caltype, os.fspath(source))
+        cal = source if isinstance(source, Frame) else self._open_cal(caltype, os.fspath(source))
+        runrecord.note_calibration(caltype, cal.path)
+        return cal
 
     def _from_caldb(self, caltype: str, frame: Frame) -> str | None:
         try:
@@ -202,12 +203,14 @@ class RunContext:
             return frames
         log.info("PRIMITIVE: %s", name)
         log.info("-" * (11 + len(name)))
-        out = self._invoke(spec, frames, params)
-        suffix = params.get("suffix")
-        if suffix:
-            out = [apply_suffix(f, suffix) for f in out]
-        if params["write_outputs"]:
-            out = self.write_outputs(out)
+        with runrecord.step(name, frames, spec=spec, params=params, ctx=self) as step:
+            out = self._invoke(spec, frames, params)
+            suffix = params.get("suffix")
+            if suffix:
+                out = [apply_suffix(f, suffix) for f in out]
+            if params["write_outputs"]:
+                out = self.write_outputs(out)
+            runrecord.step_done(step, frames, out)
         self.set_stream(outstream, out)
         return out
 

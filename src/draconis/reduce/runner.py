@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import config as _config
-from .. import logutils
+from .. import logutils, runrecord
 from ..errors import InputError, ParameterError
 from ..frame import Frame
 from ..io import open_frame
@@ -51,6 +51,8 @@ class Reduce:
         checkpoint directory.
     output_filenames, processed_filenames : list of str
         After :meth:`runr`: the final outputs and the stored calibrations.
+    summary : draconis.runrecord.RunRecord or None
+        After :meth:`runr`: time per primitive and stage, memory, checkpoint bytes, per-frame facts.
     """
 
     def __init__(self, files: Iterable[str] | None = None, *, recipename: str = "_default",
@@ -70,6 +72,8 @@ class Reduce:
         self.upload = None
         self.output_filenames: list[str] = []
         self.processed_filenames: list[str] = []
+        self.command: str | None = None
+        self.summary: runrecord.RunRecord | None = None
 
     # -- preparation (no graph yet) --------------------------------------------
     def open_inputs(self) -> list[Frame]:
@@ -123,18 +127,25 @@ class Reduce:
                          protected=[f.path for f in frames if f.path])
         from ..cluster import execution
 
+        record = self.summary = runrecord.RunRecord(
+            recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
+            command=self.command or _api_command(), parameters=_user_items(user))
         success = False
         try:
-            with execution(self.scheduler):
-                recipe.func(PrimitiveCaller(ctx))
-                finals = self._write_finals(ctx)
+            with runrecord.recording(record), execution(self.scheduler):
+                with runrecord.watching(record, ctx, self.scheduler):
+                    recipe.func(PrimitiveCaller(ctx))
+                    finals = self._write_finals(ctx)
             self.processed_filenames = self._store_calibrations(ctx)
             success = True
         finally:
             ctx.close(success)
             _remove_if_empty(workdir)
+            record.finish(finals if success else [], success=success)
         self.output_filenames = finals
         log.info("Outputs: %s", " ".join(finals) if finals else "(none)")
+        for line in record.summary_table().splitlines():
+            log.info(line)
         log.info("reduce completed in %.1f s", time.monotonic() - start)
         return finals
 
@@ -162,6 +173,20 @@ class Reduce:
                 stored.extend(store_calibration(path, caltype, config=self.config_file))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
+
+
+def _user_items(user: Any) -> list[tuple[str, Any]]:
+    """The user's ``-p`` values as ``(key, value)``, ``primitive:param`` for specific ones."""
+    items = [(k, v) for k, v in getattr(user, "generic", {}).items()]
+    for prim, values in getattr(user, "specific", {}).items():
+        items.extend((f"{prim}:{k}", v) for k, v in values.items())
+    return items
+
+
+def _api_command() -> str:
+    import sys
+
+    return f"draconis.Reduce (Python API) from {' '.join(sys.argv) or 'python'}"
 
 
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
