@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import draconis
+from helpers.clean_open import assert_opens_cleanly
 from test_science_e2e import _by_tags, _reduce, _require
 
 SIZE = 128
@@ -21,6 +22,14 @@ def _dataset(simulate, name, tmp_path, **kw):
     raw = tmp_path / "raw"
     simulate.make_dataset(name, raw, size=SIZE, seed=6, **kw)
     return sorted(str(p) for p in raw.rglob("*.fits") if "truth" not in p.parts)
+
+
+def _assert_outputs_open_cleanly(work):
+    """Every FITS file the workflow wrote (not the raw inputs) opens with a clean 2-D WCS (issue 13)."""
+    outputs = [p for p in work.rglob("*.fits") if "raw" not in p.relative_to(work).parts]
+    assert outputs
+    for path in outputs:
+        assert_opens_cleanly(path)
 
 
 def _exptime(path):
@@ -64,6 +73,7 @@ def test_niri_extended_source_with_offset_sky(tmp_path, monkeypatch):
     # the offset-sky frames are sky only: fewer frames stacked than science frames given
     assert 2 <= stack.phu["NCOMBINE"] < len(science)
     _check_against_truth(stack, tmp_path / "raw" / "truth", science)
+    _assert_outputs_open_cleanly(tmp_path)
 
 
 def _check_against_truth(stack, truth, science):
@@ -113,6 +123,7 @@ def test_niri_standard_without_dark(tmp_path, monkeypatch):
     (flat,) = _reduce(Reduce, _by_tags(files, {"FLAT"}))
     outputs = _reduce(Reduce, standards, uparms=[("darkCorrect:do_cal", "skip")], ucals={"processed_flat": flat})
     assert any(p.endswith("_image.fits") for p in outputs)
+    _assert_outputs_open_cleanly(tmp_path)
 
 
 def test_gnirs_keyhole_point_source_with_user_dark(tmp_path, monkeypatch):
@@ -129,6 +140,7 @@ def test_gnirs_keyhole_point_source_with_user_dark(tmp_path, monkeypatch):
     assert stack.phu["NCOMBINE"] >= 2
     sci, var = _empty_sky_stats(stack)
     assert abs(np.median(sci)) < 0.2 * np.sqrt(np.median(var))
+    _assert_outputs_open_cleanly(tmp_path)
 
 
 def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, monkeypatch, caldb_config):

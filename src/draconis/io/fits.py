@@ -8,6 +8,7 @@ small read and the graph pickles to any worker that sees the same path.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -101,10 +102,22 @@ def _data_dtype(header: fits.Header) -> np.dtype:
     return np.dtype({8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64}[bitpix])
 
 
-def _clean_header(header: fits.Header) -> fits.Header:
+#: WCS keywords of an axis beyond the second (F2's raw (1, N, N) cube carries CD3_3 = 1): the frame's
+#: arrays are 2-D, and such a card makes astropy build a 3-axis WCS for them
+_EXTRA_AXIS_WCS = re.compile(r"^(?:(?:CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CNAME|CRDER|CSYER)[3-9]"
+                             r"|(?:CD|PC|PV|PS)(?:[3-9]_\d+|\d_[3-9]))[A-Z]?$")
+
+
+def _clean_header(header: fits.Header, *, image: bool = False) -> fits.Header:
+    """``header`` without layout keywords (and, for a 2-D ``image``, without WCS cards of other axes)."""
     out = header.copy(strip=False)
     for key in _STRUCTURAL:
         out.remove(key, ignore_missing=True, remove_all=True)
+    if image:
+        for key in [k for k in out if _EXTRA_AXIS_WCS.match(k)]:
+            out.remove(key, remove_all=True)
+        if int(out.get("WCSAXES", 2)) > 2:
+            out["WCSAXES"] = 2
     return out
 
 
@@ -192,7 +205,7 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
                             name=f"fits-{path}-{index}-{os.path.getmtime(path)}")
         planes.setdefault(ver, {})[name] = arr
         if name == "SCI":
-            sci_headers[ver] = _clean_header(header)
+            sci_headers[ver] = _clean_header(header, image=True)
     if not planes or not all("SCI" in p for p in planes.values()):
         raise InputError(path, "no image (SCI) extension found")
     extensions = []
@@ -327,7 +340,7 @@ def frame_from_hdulist(hdulist: fits.HDUList, filename: str) -> Frame:
             data = data[0]
         planes.setdefault(ver, {})[name] = data
         if name == "SCI":
-            sci_headers[ver] = _clean_header(h.header)
+            sci_headers[ver] = _clean_header(h.header, image=True)
     exts: list[Extension] = []
     objcats = {headers[i][1].get("EXTVER", 1): t for i, t in tables.items() if headers[i][2] == "OBJCAT"}
     for ver in sorted(planes):

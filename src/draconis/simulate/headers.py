@@ -153,6 +153,9 @@ def extension_header(inst: str, array: ArrayModel, pointing: tuple[float, float]
     h["CD1_2"] = (float(cd[0, 1]), "WCS matrix element (1,2) in (deg/pix)")
     h["CD2_1"] = (float(cd[1, 0]), "WCS matrix element (2,1) in (deg/pix)")
     h["CD2_2"] = (float(cd[1, 1]), "WCS matrix element (2,2) in (deg/pix)")
+    if inst == "F2":
+        # real F2 raw files describe the (1, N, N) cube's third axis with this one card
+        h["CD3_3"] = (1.0, "WCS matrix element (3,3) in (deg/pix)")
     h["RADESYS"] = ("FK5", "R.A./Dec. coordinate system reference")
     h["EQUINOX"] = (2000.0, "Equinox of coordinate system")
     if inst == "GSAOI":
