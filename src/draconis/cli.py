@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "draconis.commands.showpars",
     "draconis.commands.reduce",
     "draconis.commands.caldb",
+    "draconis.commands.display",
 )
 
 

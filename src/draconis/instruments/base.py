@@ -41,6 +41,9 @@ class Instrument(CommonDescriptors):
     gemini_rules: ClassVar[tuple] = gemini_tags.GEMINI_RULES
     #: Instrument-specific rules, functions (phu, exts) -> TagSet | None.
     instrument_rules: ClassVar[tuple] = ()
+    #: Mosaics: {array's detector origin (x, y): ((mosaic shift x, y), rotation deg)} and the array size.
+    mosaic_geometry: ClassVar[dict | None] = None
+    array_size: ClassVar[int | None] = None
 
     def __repr__(self) -> str:
         return f"<Instrument {self.name}>"

@@ -67,6 +67,9 @@ class GSAOI(Instrument):
     filter_wavelengths = lookup.FILTER_WAVELENGTHS
     nominal_zeropoints = lookup.NOMINAL_ZEROPOINTS
     coadds_summed = False  # GSAOI averages its coadds
+    #: where each 2048-px array sits in the mosaic (quick-look pictures place the arrays by it)
+    mosaic_geometry = lookup.ARRAY_GEOMETRY
+    array_size = lookup.ARRAY_SIZE
 
     # -------------------------------------------------------------- detector
     @descriptor
