@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``draconis`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for the run's report
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -152,6 +152,7 @@ def _alignment(record, frames_in: Sequence[Any], frames_out: Sequence[Any]) -> N
     ref_centre = _centre_world(ref) if ref is not None else None
     for frame in frames_out:
         facts = _facts(record, frame)
+        record.footprints[frame.stem] = _footprint(frame)
         facts["align_method"] = frame.phu.get("ALIGNMTH")
         facts["align_matched"] = frame.phu.get("ALIGNNUM")
         facts["align_rms"] = _num(frame.phu.get("ALIGNRMS"), 3)
@@ -161,6 +162,17 @@ def _alignment(record, frames_in: Sequence[Any], frames_out: Sequence[Any]) -> N
         if after is not None and ref_centre is not None:
             facts["ra_offset"], facts["dec_offset"] = _arcsec(ref_centre, after)
     record.reference = ref_stem
+
+
+def _footprint(frame) -> list[tuple[Any, tuple[int, int]]]:
+    """(celestial WCS, shape) of every array of an aligned frame: where it lands on the stack."""
+    out = []
+    for ext in frame.extensions:
+        try:
+            out.append((ext.wcs.celestial, tuple(ext.shape)))
+        except Exception:  # noqa: BLE001 - an array without WCS covers nothing we can place
+            continue
+    return out
 
 
 def _combined(stack) -> list[str]:
@@ -194,3 +206,28 @@ def frame_rows(record) -> list[dict[str, Any]]:
         record.frames[stem]["left_out"] = why
     rows = sorted(record.frames.values(), key=lambda f: (f.get("elapsed") is None, f.get("elapsed") or 0))
     return [{k: f.get(k) for k in COLUMNS} for f in rows]
+
+
+def format_value(value: Any) -> str:
+    """How a fact is shown in the report and the log: '-' when unknown, floats to 4 significant digits."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return str(value)
+
+
+def frame_table(record) -> list[str]:
+    """The per-frame facts as text lines (the log file's copy of the report's frame table)."""
+    rows = frame_rows(record)
+    keys = [k for k in COLUMNS if k not in ("left_out",) and any(r.get(k) is not None for r in rows)]
+    cells = [[COLUMNS[k] for k in keys]] + [[format_value(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    lines = ["Per-frame facts:"]
+    lines += ["  " + "  ".join(c[i].rjust(widths[i]) for i in range(len(keys))) for c in cells]
+    lines += [f"  left out: {r['filename']}: {r['left_out']}" for r in rows if r.get("left_out")]
+    return lines

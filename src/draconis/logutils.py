@@ -48,7 +48,8 @@ def config(mode: str = "standard", file_name: str | None = None, *, file_mode: s
     ----------
     mode
         ``standard`` (INFO on screen), ``quiet`` (warnings and errors only on
-        screen; the file still gets INFO) or ``debug`` (everything).
+        screen) or ``debug`` (everything on screen too).  The file gets
+        everything, per-frame detail included, in every mode.
     file_name
         Log file; None for screen only.
     file_mode
@@ -74,7 +75,8 @@ def config(mode: str = "standard", file_name: str | None = None, *, file_mode: s
     _add(logger, console)
     if file_name:
         handler = logging.FileHandler(file_name, mode=file_mode, encoding="utf-8")
-        handler.setLevel(logging.DEBUG if mode == "debug" else logging.INFO)
+        # the file keeps the per-frame detail (DEBUG) that the terminal shows only with --logmode debug
+        handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s - %(message)s"))
         _add(logger, handler)
     logger._draconis_mode = mode  # type: ignore[attr-defined]

@@ -130,6 +130,10 @@ class RunRecord:
         self.stack_inputs: list[str] = []
         self.stacked: list[str] | None = None
         self.reference: str | None = None
+        #: raw stem -> [(aligned celestial WCS, shape) per array], for the report's depth map
+        self.footprints: dict[str, list] = {}
+        #: what the report measured on the stack (set by draconis.report)
+        self.report_stack: dict[str, Any] | None = None
         self._open: list[StepRecord] = []
 
     # -- filled by the hooks ----------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 
 from ..errors import InputError
 
@@ -27,6 +28,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--qa", action="store_const", const="qa", dest="mode", help="quality-assessment mode")
     p.add_argument("--ql", action="store_const", const="ql", dest="mode", help="quick-look mode")
     p.add_argument("--list", action="store_true", help="show the recipe that applies and its primitives, then stop")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the HTML report <first input>_report.html beside the outputs "
+                        "(default: for science recipes, not for calibrations)")
     p.set_defaults(func=run, mode="sq")
 
 
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     reducer = Reduce(expand_at_files(args.files), recipename=args.recipe, uparms=list(args.param),
                      ucals=normalize_ucals(args.user_cal), mode=args.mode, suffix=args.suffix,
                      config_file=args.config, scheduler=args.scheduler, workdir=args.workdir)
+    reducer.report = args.report
+    reducer.command = shlex.join(["draconis", *getattr(args, "argv", ["reduce", *args.files])])
     if args.list:
         return _list(reducer)
     outputs = reducer.runr()

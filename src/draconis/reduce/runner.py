@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import config as _config
-from .. import logutils, runrecord
+from .. import framefacts, logutils, runrecord
 from ..errors import InputError, ParameterError
 from ..frame import Frame
 from ..io import open_frame
@@ -51,8 +51,12 @@ class Reduce:
         checkpoint directory.
     output_filenames, processed_filenames : list of str
         After :meth:`runr`: the final outputs and the stored calibrations.
+    report : bool or None
+        Write the HTML report beside the outputs (None: for science recipes only).
     summary : draconis.runrecord.RunRecord or None
         After :meth:`runr`: time per primitive and stage, memory, checkpoint bytes, per-frame facts.
+    report_filename : str or None
+        After :meth:`runr`: the HTML report written, if any.
     """
 
     def __init__(self, files: Iterable[str] | None = None, *, recipename: str = "_default",
@@ -72,6 +76,8 @@ class Reduce:
         self.upload = None
         self.output_filenames: list[str] = []
         self.processed_filenames: list[str] = []
+        self.report: bool | None = None
+        self.report_filename: str | None = None
         self.command: str | None = None
         self.summary: runrecord.RunRecord | None = None
 
@@ -144,10 +150,29 @@ class Reduce:
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
         log.info("Outputs: %s", " ".join(finals) if finals else "(none)")
+        self.report_filename = self._write_report(record, frames[0], ctx.outdir)
+        for line in framefacts.frame_table(record):
+            log.debug(line)
         for line in record.summary_table().splitlines():
             log.info(line)
         log.info("reduce completed in %.1f s", time.monotonic() - start)
         return finals
+
+    def _write_report(self, record: runrecord.RunRecord, first: Frame, outdir: str) -> str | None:
+        """The HTML report beside the outputs, when asked (default: science recipes); never fails the run."""
+        wanted = self.report if self.report is not None else is_science(first)
+        if not wanted:
+            return None
+        try:
+            from ..report import write_report
+
+            path = write_report(record, outdir, stem=first.stem)
+        except Exception as err:  # noqa: BLE001 - the reduction succeeded; say why its report is missing
+            log.warning("The report could not be written: %s: %s", type(err).__name__, err)
+            log.debug("report failure", exc_info=True)
+            return None
+        log.info("Report: %s", _display(path))
+        return path
 
     def _write_finals(self, ctx: RunContext) -> list[str]:
         # frames still exactly as read (e.g. after checkWCS) are not outputs: inputs are never rewritten
@@ -173,6 +198,18 @@ class Reduce:
                 stored.extend(store_calibration(path, caltype, config=self.config_file))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
+
+
+#: tags of calibration inputs: their reductions write a report only when asked
+CALIBRATION_TAGS = frozenset({"DARK", "FLAT", "BPM", "BIAS", "ARC", "TWILIGHT"})
+
+
+def is_science(frame: Frame) -> bool:
+    """Whether ``frame`` is reduced by a science recipe (no calibration tag)."""
+    try:
+        return not (set(frame.tags) & CALIBRATION_TAGS)
+    except Exception:  # noqa: BLE001 - unknown instrument: treat as science
+        return True
 
 
 def _user_items(user: Any) -> list[tuple[str, Any]]:

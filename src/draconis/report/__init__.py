@@ -5,7 +5,14 @@ until a picture or a report is asked for.
 """
 from __future__ import annotations
 
-__all__ = ["render_frame"]
+__all__ = ["render_frame", "write_report"]
+
+
+def write_report(*args, **kwargs):
+    """Write the HTML report of a run (see :func:`draconis.report.html.write_report`)."""
+    from .html import write_report as _write
+
+    return _write(*args, **kwargs)
 
 
 def render_frame(*args, **kwargs):
