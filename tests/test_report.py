@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 
-import numpy as np
 import pytest
 from astropy.table import Table
 
