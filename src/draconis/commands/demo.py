@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import draconis
+
     from .. import dataselect
     from ..simulate import make_dataset
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.chdir(playground):
         db = caldb.set_local_database(str(playground / "cal_manager.db"))
         db.init()
-        outputs = {}
+        runs = {}
         for label, files in (("master dark", darks_5s), ("master flat", flats + darks_2s), ("science", science)):
             reduction = Reduce()
             reduction.files.extend(files)
@@ -70,23 +72,29 @@ def run(args: argparse.Namespace) -> int:
                 reduction.scheduler = args.scheduler
             print(f"Reducing the {label} from {len(files)} files ...")
             reduction.runr()
-            outputs[label] = reduction.output_filenames
+            runs[label] = reduction
             print(f"  -> {', '.join(os.path.basename(f) for f in reduction.output_filenames)}")
-    _report(str(playground / outputs["science"][-1]), info.truth_dir)
+    science_run = runs["science"]
+    stack = playground / science_run.output_filenames[-1]
+    exptime = float(draconis.open(science[0]).exposure_time())
+    _report(stack, info.truth_dir, exptime, science_run.report_filename)
     return 0
 
 
-def _report(stack_path: str, truth_dir: str | os.PathLike) -> None:
-    """Print how the stack compares with the simulator's truth."""
-    import numpy as np
-
+def _report(stack_path: Path, truth_dir: str | os.PathLike, exptime: float, report: str | None) -> None:
+    """Print how the stack compares with the simulator's truth, and where to look at it."""
     import draconis
 
-    stack = draconis.open(stack_path)
-    sci = stack[0].plane("SCI").compute()
-    dq = stack[0].plane("DQ")
-    good = (dq.compute() == 0) if dq is not None else np.isfinite(sci)
-    print(f"Stack {os.path.basename(stack_path)}: {sci.shape[1]}x{sci.shape[0]} pixels, "
-          f"{int(stack.phu.get('NCOMBINE', 0))} frames combined, BUNIT={stack[0].header.get('BUNIT')}")
-    print(f"  background median {np.median(sci[good]):.2f} e- (truth: 0 after sky subtraction)")
-    print(f"  truth catalogue and per-frame sky levels: {truth_dir}")
+    from ..report.truth import compare_with_truth
+
+    stack = draconis.open(str(stack_path))
+    ny, nx = stack[0].shape
+    print(f"Stack {stack_path.name}: {nx}x{ny} pixels, {int(stack.phu.get('NCOMBINE', 0))} frames combined")
+    print("Compared with the simulator's truth:")
+    for line in compare_with_truth(stack, truth_dir, exptime).lines():
+        print(line)
+    if report:
+        picture = Path(report).with_suffix("") / "stack.png"
+        print(f"Report: {report}")
+        print(f"Stack picture: {picture}  (or: draconis display {stack_path})")
+    print(f"Truth catalogue and per-frame truth: {truth_dir}")
