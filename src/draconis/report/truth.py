@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ..kernels.calib import NO_DATA, SATURATED
+from ..kernels.calib import NO_DATA, NON_LINEAR, SATURATED
 
 BOX = 8          # half-size of the photometry box (pixels)
 ANNULUS = (10, 14)
@@ -67,8 +67,7 @@ def compare_with_truth(stack, truth_dir: str | os.PathLike, exptime: float) -> T
         if measured is not None:
             ratios.append(measured[0] / f)
             offsets.append(measured[1:])
-    scale = float(np.mean(np.abs(np.linalg.svd(wcs.pixel_scale_matrix, compute_uv=False)))) * 3600.0
-    good = (dq & ~np.uint16(2)) == 0
+    good = (dq & ~np.uint16(NON_LINEAR)) == 0
     background = float(np.median(sci[good])) if good.any() else float("nan")
     if not ratios:
         return TruthComparison(0, float("nan"), float("nan"), (float("nan"),) * 2, float("nan"), background)
