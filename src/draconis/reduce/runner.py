@@ -150,7 +150,7 @@ class Reduce:
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
         log.info("Outputs: %s", " ".join(finals) if finals else "(none)")
-        self.report_filename = self._write_report(record, frames[0], ctx.outdir)
+        self.report_filename = self._write_report(record, frames[0], ctx.outdir) if finals else None
         for line in framefacts.frame_table(record):
             log.debug(line)
         for line in record.summary_table().splitlines():
@@ -159,7 +159,8 @@ class Reduce:
         return finals
 
     def _write_report(self, record: runrecord.RunRecord, first: Frame, outdir: str) -> str | None:
-        """The HTML report beside the outputs, when asked (default: science recipes); never fails the run."""
+        """The HTML report beside the outputs (a run that wrote none writes no report), when asked (default:
+        science recipes); never fails the run."""
         wanted = self.report if self.report is not None else is_science(first)
         if not wanted:
             return None
