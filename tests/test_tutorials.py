@@ -13,7 +13,8 @@ from helpers.tutorials import blocks, run_tutorial
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
 #: per tutorial: (array size, science frames or None for the dataset's own count)
-SIZES = {"f2-deep-field-cli.md": (96, 4)}
+SIZES = {"f2-deep-field-cli.md": (96, 4), "f2-deep-field-api.md": (96, 4),
+         "niri-extended-source-api.md": (96, None), "gnirs-keyhole-cli.md": (96, 6)}
 
 
 def test_every_tutorial_is_run_here():

@@ -72,6 +72,8 @@ def config(mode: str = "standard", file_name: str | None = None, *, file_mode: s
     console = _StdoutHandler()
     console.setLevel(_CONSOLE_LEVELS[mode])
     console.setFormatter(logging.Formatter("%(message)s"))
+    if mode != "debug":
+        console.addFilter(Condenser(console))
     _add(logger, console)
     if file_name:
         handler = logging.FileHandler(file_name, mode=file_mode, encoding="utf-8")
@@ -81,6 +83,61 @@ def config(mode: str = "standard", file_name: str | None = None, *, file_mode: s
         _add(logger, handler)
     logger._draconis_mode = mode  # type: ignore[attr-defined]
     return logger
+
+
+class Condenser(logging.Filter):
+    """Keeps the terminal to a few lines per primitive: per-frame INFO lines are cut short.
+
+    Inside a recipe step (:func:`step_started` .. :func:`step_ended`), the
+    first :attr:`KEEP` INFO messages made from one format string are shown and
+    the rest only counted; the step ends with one line saying how many went
+    to the log file.  Warnings and errors always show.  The log file (and the
+    terminal with ``--logmode debug``) gets every line.
+    """
+
+    KEEP = 2
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler = handler
+        self.seen: dict[str, int] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.seen is None or record.levelno >= logging.WARNING:
+            return True
+        key = str(record.msg)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return self.seen[key] <= self.KEEP
+
+    def start(self) -> None:
+        self.seen = {}
+
+    def end(self) -> None:
+        if self.seen is None:
+            return
+        hidden = sum(n - self.KEEP for n in self.seen.values() if n > self.KEEP)
+        self.seen = None
+        if hidden:
+            note = logging.LogRecord(LOGGER_NAME, logging.INFO, __file__, 0,
+                                     "  ... %d more line(s) like these in the log file", (hidden,), None)
+            if note.levelno >= self.handler.level:
+                self.handler.handle(note)
+
+
+def _condensers() -> list[Condenser]:
+    return [f for h in get_logger().handlers for f in h.filters if isinstance(f, Condenser)]
+
+
+def step_started() -> None:
+    """A recipe step begins: from now on repeated per-frame lines are counted, not shown."""
+    for condenser in _condensers():
+        condenser.start()
+
+
+def step_ended() -> None:
+    """The step is over: say how many lines only the log file has."""
+    for condenser in _condensers():
+        condenser.end()
 
 
 def _add(logger: logging.Logger, handler: logging.Handler) -> None:

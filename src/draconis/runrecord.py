@@ -311,6 +311,9 @@ def step(name: str, frames: Sequence[Any], *, spec: Any = None, params: Any = No
     if record is None:
         yield None
         return
+    from . import logutils
+
+    logutils.step_started()
     entry = StepRecord(name=name, start=utcnow(), frames_in=len(frames))
     entry.params = _non_default(spec, params, ctx)
     catcher = _WarningCatcher(entry.warnings)
@@ -329,6 +332,7 @@ def step(name: str, frames: Sequence[Any], *, spec: Any = None, params: Any = No
         record._open.pop()
         logger.removeHandler(catcher)
         record.steps.append(entry)
+        logutils.step_ended()
 
 
 def step_done(entry: StepRecord | None, frames_in: Sequence[Any], frames_out: Sequence[Any]) -> None:
