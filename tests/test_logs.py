@@ -21,28 +21,31 @@ def raw(tmp_path_factory):
 
 def _run(raw, tmp_path, monkeypatch, capsys, *extra):
     monkeypatch.chdir(tmp_path)
-    # nonlinearityCorrect says one line per frame: five frames, five lines
-    assert main(["reduce", *raw, "-r", "nonlinearityCorrect", "--scheduler", "synchronous", "--no-report",
+    # detectSources says one line per frame: five frames, five lines
+    assert main(["reduce", *raw, "-r", "detectSources", "--scheduler", "synchronous", "--no-report",
                  "--logfile", "run.log", *extra]) == 0
     return capsys.readouterr().out, (tmp_path / "run.log").read_text()
 
 
 def test_terminal_condenses_per_frame_lines_the_file_keeps_them(raw, tmp_path, monkeypatch, capsys):
     out, log = _run(raw, tmp_path, monkeypatch, capsys)
-    per_frame = r"nonlinearityCorrect: S\d+S\d+\S*\.fits effective exposure time"
+    per_frame = r"detectSources: S\d+S\d+\.fits: \d+ source\(s\)"
     assert len(re.findall(per_frame, out)) == 2
-    assert "... 3 more line(s) like these in the log file" in out
-    assert len(re.findall(per_frame, log)) == 5
+    assert len(re.findall(r"^Wrote ", out, re.M)) == 2
+    assert out.count("... 3 more line(s) like these in the log file") == 2
+    assert len(re.findall(per_frame, log)) == 5 and len(re.findall(r" - Wrote ", log)) == 5
+    # no FITS-standard warning leaks to the terminal when catalogues are written
+    assert "VerifyWarning" not in out
     # the run ends with the summary table on the terminal and in the file
-    assert re.search(r"^Summary: nonlinearityCorrect on 5 frame\(s\)", out, re.M)
-    assert "Summary: nonlinearityCorrect on 5 frame(s)" in log
+    assert re.search(r"^Summary: detectSources on 5 frame\(s\)", out, re.M)
+    assert "Summary: detectSources on 5 frame(s)" in log
     # per-frame facts are in the file only
     assert "Per-frame facts:" in log and "Per-frame facts:" not in out
 
 
 def test_debug_mode_shows_everything(raw, tmp_path, monkeypatch, capsys):
     out, _ = _run(raw, tmp_path, monkeypatch, capsys, "--logmode", "debug")
-    assert len(re.findall(r"nonlinearityCorrect: \S+ effective exposure time", out)) == 5
+    assert len(re.findall(r"detectSources: \S+: \d+ source\(s\)", out)) == 5
     assert "more line(s) like these" not in out and "Per-frame facts:" in out
 
 

@@ -9,8 +9,10 @@ the user adds to the root logger.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 LOGGER_NAME = "draconis"
 _OWNED = "_draconis_owned"
@@ -138,6 +140,16 @@ def step_ended() -> None:
     """The step is over: say how many lines only the log file has."""
     for condenser in _condensers():
         condenser.end()
+
+
+@contextlib.contextmanager
+def condensed() -> Iterator[None]:
+    """A section of the run (a recipe step, the final write) whose repeated lines are counted, not shown."""
+    step_started()
+    try:
+        yield
+    finally:
+        step_ended()
 
 
 def _add(logger: logging.Logger, handler: logging.Handler) -> None:

@@ -151,7 +151,7 @@ def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, satur
     table["ISOAREA_IMAGE"] = np.asarray(ndimage.sum(above, segm.data, labels), dtype=np.int32)
     table["A_IMAGE"], table["B_IMAGE"], table["THETA_IMAGE"] = a, b, theta
     table["BACKGROUND"] = _col(cat.background_centroid)
-    table.meta["APER_RADIUS"] = radius
+    table.meta["APERRAD"] = radius  # FLUX_APER radius (px); 8 characters: a plain FITS card when written
     return table
 
 

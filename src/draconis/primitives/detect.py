@@ -61,7 +61,8 @@ def detect_sources(frames: list[Frame], p, ctx) -> list[Frame]:
         for ext in frame.extensions:
             table, packed = next(results)
             exts.append(_attach(ext, table, packed))
-            ctx.log.debug("detectSources: %s: %d source(s)", frame.filename, len(table))
+            if len(frame) > 1:  # the frame's line below says it for a single array
+                ctx.log.debug("detectSources: %s array %d: %d source(s)", frame.filename, len(exts), len(table))
         ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
                      "+".join(str(len(e.objcat)) for e in exts))
         outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))

@@ -141,7 +141,8 @@ class Reduce:
             with runrecord.recording(record), execution(self.scheduler):
                 with runrecord.watching(record, ctx, self.scheduler):
                     recipe.func(PrimitiveCaller(ctx))
-                    finals = self._write_finals(ctx)
+                    with logutils.condensed():
+                        finals = self._write_finals(ctx)
             self.processed_filenames = self._store_calibrations(ctx)
             success = True
         finally:
