@@ -45,6 +45,7 @@ def test_compute_stages_belong_to_their_primitive(small_f2_run):
     labels = {(s.step, s.label) for s in rec.stages}
     assert ("flushPixels", "checkpoint flushPixels") in labels
     assert ("detectSources", "checkpoint detectSources") in labels
+    assert ("detectSources", "detect sources") in labels
     assert ("stackFrames", "checkpoint stackFrames") in labels
     by_step = {}
     for s in rec.stages:

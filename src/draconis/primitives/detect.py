@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
+from .. import progress
 from ..errors import ParameterError
 from ..frame import Extension, Frame
 from ..kernels.detect import detect_array
@@ -54,7 +55,7 @@ def detect_sources(frames: list[Frame], p, ctx) -> list[Frame]:
     tasks = [dask.delayed(_detect_packed)(ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ"),
                                           **_detect_kwargs(frame, i, p))
              for frame in frames for i, ext in enumerate(frame.extensions)]
-    results = iter(dask.compute(*tasks))
+    results = iter(progress.compute(tasks, "detect sources"))
     outputs = []
     for frame in frames:
         exts = []
