@@ -55,3 +55,34 @@ def test_warnings_are_never_condensed(raw, tmp_path, monkeypatch, capsys):
     assert main(["reduce", *raw, "-r", "addDQ", "--scheduler", "synchronous", "--no-report"]) == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"addDQ: no static BPM found for", out)) == 5
+
+
+def test_a_log_line_during_a_progress_bar_starts_its_own_line(monkeypatch):
+    """Terminal stdout and stderr are one screen: a message logged while a bar is drawn is not glued to it."""
+    import io
+
+    import dask
+
+    from draconis import logutils, progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr("sys.stdout", screen)
+    monkeypatch.setattr("sys.stderr", screen)
+    logutils.config("standard")
+    log = logutils.get_logger()
+
+    def work(k):
+        log.info("task %d says hello", k)
+        return k
+
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            assert progress.compute([dask.delayed(work)(k) for k in range(3)], "stage", show=True) == [0, 1, 2]
+    finally:
+        logutils.config("standard")
+    text = screen.getvalue()
+    assert "stage" in text  # the bar was drawn
+    for k in range(3):
+        at = text.index(f"task {k} says hello")
+        # the bar was cleared before the message: it starts a line
+        assert text[at - 1] in "\r\n", repr(text[max(0, at - 60):at + 20])

@@ -37,6 +37,16 @@ class _StdoutHandler(logging.StreamHandler):
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # a progress bar on the same terminal is cleared first and redrawn after, so the line stays whole
+        from tqdm import tqdm
+
+        if getattr(tqdm, "_instances", None):
+            with tqdm.external_write_mode(file=sys.stdout):
+                super().emit(record)
+        else:
+            super().emit(record)
+
 
 def get_logger() -> logging.Logger:
     """The ``draconis`` logger."""
