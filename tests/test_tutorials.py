@@ -18,7 +18,7 @@ SIZES = {"f2-deep-field-cli.md": (96, 4), "f2-deep-field-api.md": (96, 4),
 
 
 def test_every_tutorial_is_run_here():
-    assert sorted(p.name for p in DOCS.glob("*.md")) == sorted(SIZES)
+    assert sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md") == sorted(SIZES)
     for name in SIZES:
         kinds = {lang for lang, _ in blocks((DOCS / name).read_text())}
         assert "bash" in kinds or "python" in kinds
