@@ -13,7 +13,10 @@ from ..errors import InputError
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("display", help="write a quick-look PNG of a file (zscale, DQ, sources)",
-                              description=__doc__.splitlines()[0])
+                              description="Write a quick-look PNG of a FITS file (the DRAGONS -d/ds9 habit, "
+                                          "without ds9): zscale or --limits, a mosaic's arrays in their "
+                                          "physical layout, DQ-flagged pixels in magenta, OBJCAT sources "
+                                          "circled in green.")
     p.add_argument("file", metavar="FILE", help="raw or processed FITS file")
     p.add_argument("-o", "--output", default=None, metavar="PNG",
                    help="picture to write (default: <FILE stem>.png in the current directory)")
