@@ -32,3 +32,8 @@ def test_tutorial_runs(name, tmp_path):
     assert outputs
     for path in outputs:
         assert_opens_cleanly(path)
+    # every science reduction wrote its report: none was given up with a warning
+    logs = list((tmp_path / "playground").glob("*.log"))
+    assert logs and list((tmp_path / "playground").glob("*_report.html"))
+    for log in logs:
+        assert "report could not be written" not in log.read_text(), log.name
