@@ -16,12 +16,16 @@ from typing import Any
 
 from . import config as _config  # noqa: F401  (registers the defaults)
 from .errors import DraconisError
-from .frame import Extension, Frame
-from .io import open_frame as open
 
 __version__ = "0.1.0"
 
+# Everything else loads on first use: `import draconis` stays fast, and a Dask worker that unpickles a
+# task function from draconis.kernels or draconis.io._tasks imports only what that task needs (not
+# xarray, astropy.table or the primitives).
 _LAZY = {
+    "open": ("draconis.io", "open_frame"),
+    "Frame": ("draconis.frame", "Frame"),
+    "Extension": ("draconis.frame", "Extension"),
     "Reduce": ("draconis.reduce", "Reduce"),
     "dataselect": ("draconis.dataselect", None),
     "caldb": ("draconis.caldb", None),
@@ -30,7 +34,6 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Heavy sub-systems load on first use so `import draconis` stays fast.
     if name in _LAZY:
         module_name, attr = _LAZY[name]
         module = importlib.import_module(module_name)

@@ -7,10 +7,10 @@ small read and the graph pickles to any worker that sees the same path.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +19,17 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import xarray as xr
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from astropy.io import fits
 from astropy.table import Table
 
 from ..errors import InputError, NotFITSError
 from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, make_extension
+from ._tasks import FitsPixelSource, fits_finish, fits_prepare, fits_write_band, pixel_read_count
+
+__all__ = ["FitsPixelSource", "pixel_read_count", "open_fits", "write_fits", "write_fits_delayed", "write_many",
+           "build_hdulist", "write_hdulist_atomic", "frame_from_hdulist", "default_chunks", "discard_partial"]
 
 # Keywords that describe the data layout of an HDU: astropy rewrites them, so
 # they are dropped from headers kept on frames.
@@ -33,56 +38,6 @@ _STRUCTURAL = (
     "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM",
     "TFIELDS",
 )
-
-_read_lock = threading.Lock()
-_pixel_reads = 0
-
-
-def pixel_read_count() -> int:
-    """How many pixel sections have been read from FITS files in this process."""
-    return _pixel_reads
-
-
-class FitsPixelSource:
-    """Array-like view of one FITS image HDU that reads sections on demand.
-
-    Parameters
-    ----------
-    path
-        FITS file.
-    index
-        HDU index in the file.
-    shape, dtype
-        Shape after dropping leading length-1 axes (F2's (1, N, N) cube
-        becomes (N, N)) and the dtype astropy returns for the data.
-    """
-
-    def __init__(self, path: str, index: int, shape: tuple[int, ...], dtype: np.dtype, ndim_raw: int,
-                 memmap: bool = True):
-        self.path = path
-        self.memmap = memmap
-        self.index = index
-        self.shape = shape
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(shape)
-        self._lead = ndim_raw - len(shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        global _pixel_reads
-        if not isinstance(key, tuple):
-            key = (key,)
-        key = (0,) * self._lead + key
-        with _read_lock:
-            _pixel_reads += 1
-        # astropy refuses to memory-map scaled (BZERO/BSCALE) data; sections
-        # of those are read with plain file reads instead.
-        with fits.open(self.path, memmap=self.memmap, lazy_load_hdus=True) as hdul:
-            section = hdul[self.index].section[key]
-        return np.asarray(section, dtype=self.dtype)
-
-    def __reduce__(self):
-        return (FitsPixelSource, (self.path, self.index, self.shape, self.dtype, self.ndim + self._lead, self.memmap))
-
 
 def default_chunks(shape: tuple[int, int]) -> tuple[int, int]:
     """Row-band chunks: whole rows, a band height from the configuration."""
@@ -200,7 +155,8 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
             raise InputError(path, f"HDU {index} has shape {raw_shape}: expected a 2-D image")
         scaled = any(k in header for k in ("BZERO", "BSCALE", "BLANK"))
         source = FitsPixelSource(path, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
-        arr = da.from_array(source, chunks=chunks or default_chunks(shape), asarray=False,
+        # the (small) source inlined in each chunk task: one graph layer per plane, no shared object key
+        arr = da.from_array(source, chunks=chunks or default_chunks(shape), asarray=False, inline_array=True,
                             meta=np.empty((0, 0), dtype=source.dtype),
                             name=f"fits-{path}-{index}-{os.path.getmtime(path)}")
         planes.setdefault(ver, {})[name] = arr
@@ -282,41 +238,129 @@ def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, over
     return str(path)
 
 
-def _write_computed(skeleton: Frame, names: list[list[str]], path: str, overwrite: bool,
-                    *arrays_flat: np.ndarray) -> str:
-    it = iter(arrays_flat)
-    arrays = [{n: next(it) for n in ext_names} for ext_names in names]
-    return write_hdulist_atomic(build_hdulist(skeleton, arrays), path, overwrite=overwrite)
+def _zero_stride(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An array of ``shape`` that holds one element: lets astropy build an image HDU's header for free."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=shape, strides=(0,) * len(shape))
 
 
-def _plane_names(frame: Frame) -> list[list[str]]:
-    return [[n for n in PLANES if n in ext.data] for ext in frame.extensions]
+def _padded(n: int) -> int:
+    return -(-n // 2880) * 2880
+
+
+def _table_bytes(hdu: fits.BinTableHDU) -> bytes:
+    buf, dummy = io.BytesIO(), io.BytesIO()
+    fits.PrimaryHDU().writeto(dummy)
+    hdu.writeto(buf)  # astropy prepends a default primary HDU to a lone extension
+    return buf.getvalue()[len(dummy.getvalue()):]
+
+
+def _file_layout(frame: Frame, arrays: list[list[tuple[str, da.Array]]]):
+    """Byte layout of ``frame``'s FITS file: (size, header/table blobs, image data offsets and dtypes)."""
+    skeleton = [{name: _zero_stride(arr.shape, arr.dtype) for name, arr in ext} for ext in arrays]
+    hdulist = build_hdulist(frame, skeleton)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdulist.verify("silentfix")  # as writeto(output_verify="silentfix") does
+    hdulist.update_extend()
+    blobs, images, offset = [], [], 0
+    for hdu in hdulist:
+        if isinstance(hdu, fits.BinTableHDU):
+            data = _table_bytes(hdu)
+            blobs.append((offset, data))
+            offset += len(data)
+            continue
+        header = hdu.header.tostring().encode("ascii")
+        blobs.append((offset, header))
+        offset += len(header)
+        if hdu.data is not None and hdu.data.size:
+            images.append((offset, hdu.data.dtype))
+            offset += _padded(hdu.data.nbytes)
+    return offset, tuple(blobs), images
+
+
+def _fits_kind(dtype: np.dtype) -> str:
+    """How a plane's values are laid out in the file (FITS has no unsigned 16-bit type: BZERO 32768)."""
+    dtype = np.dtype(dtype)
+    return "u2" if dtype == np.uint16 else dtype.newbyteorder(">").str
+
+
+def _plane_arrays(frame: Frame) -> list[list[tuple[str, da.Array]]]:
+    out = []
+    for ext in frame.extensions:
+        planes = []
+        for name in PLANES:
+            arr = ext.plane(name)
+            if arr is None:
+                continue
+            # Integer SCI planes (bad pixel masks: int16) are written as they are.
+            if not (name == "SCI" and np.dtype(arr.dtype).kind in "iu"):
+                arr = arr.astype(PLANE_DTYPES[name], copy=False)
+            planes.append((name, arr.rechunk({1: -1}) if len(arr.chunks[1]) > 1 else arr))
+        out.append(planes)
+    return out
+
+
+def partial_name(path: str | os.PathLike, token: str) -> str:
+    """The temporary name beside ``path`` its content is written under before the rename."""
+    path = Path(path)
+    return str(path.parent / f".{path.name}.{token}.part")
+
+
+def discard_partial(path: str | os.PathLike) -> None:
+    """Remove the temporary files a failed write of ``path`` left (see :func:`partial_name`)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{path.name}.*.part"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_fits_delayed(frame: Frame, path: str | os.PathLike, *, overwrite: bool = True):
-    """A Dask delayed task that computes ``frame``'s planes and writes the file.
+    """A Dask delayed that writes ``frame`` as a multi-extension FITS file, streaming its row bands.
 
-    Computing many of these at once (``dask.compute(*tasks)``) writes many
-    frames in parallel on whatever scheduler is active.
+    The first task creates a temporary file beside ``path`` with every
+    header (and table) at its place and room for the data; one task per row
+    band of each plane then writes its bytes in place (big-endian), as soon
+    as that band is computed, so no task ever holds a whole plane; the last
+    task renames the file into place.  Computing many of these at once
+    (``dask.compute(*tasks)``) writes many frames in parallel.  If any band
+    fails, :func:`discard_partial` removes the temporary file.
     """
-    names = _plane_names(frame)
-    flat = [ext.data[n].data for ext, ext_names in zip(frame.extensions, names) for n in ext_names]
-    # The task gets the frame without its planes: dask unpacks dataclass
-    # arguments, and the xarray Datasets inside would otherwise put every
-    # plane into the graph a second time (and ship them materialised).
-    skeleton = frame.map_extensions(lambda ext: ext.replace(data=xr.Dataset()))
-    return dask.delayed(_write_computed, pure=False)(skeleton, names, str(path), overwrite, *flat)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "output file exists and overwrite is False")
+    arrays = _plane_arrays(frame)
+    size, blobs, images = _file_layout(frame, arrays)
+    token = dask.base.tokenize(str(path), size, blobs, *[a for ext in arrays for _, a in ext])
+    tmp = partial_name(path, token[:12])
+    prepare, finish = f"fits-prepare-{token}", f"fits-finish-{token}"
+    dsk: dict = {prepare: (fits_prepare, tmp, size, blobs)}
+    bands, planes = [], [a for ext in arrays for _, a in ext]
+    for k, (arr, (offset, dtype)) in enumerate(zip(planes, images)):
+        row_bytes = arr.shape[1] * np.dtype(dtype).itemsize
+        y = 0
+        for b, rows in enumerate(arr.chunks[0]):
+            key = (f"fits-band-{token}", k, b)
+            dsk[key] = (fits_write_band, prepare, offset + y * row_bytes, _fits_kind(dtype), (arr.name, b, 0))
+            bands.append(key)
+            y += rows
+    dsk[finish] = (fits_finish, prepare, str(path), *bands)
+    graph = HighLevelGraph.from_collections(finish, dsk, dependencies=planes)
+    return Delayed(finish, graph)
 
 
 def write_fits(frame: Frame, path: str | os.PathLike, *, overwrite: bool = True) -> str:
     """Compute ``frame`` and write it as a multi-extension FITS file, atomically."""
-    return write_fits_delayed(frame, path, overwrite=overwrite).compute()
+    return write_many([frame], [path], overwrite=overwrite)[0]
 
 
 def write_many(frames: Sequence[Frame], paths: Sequence[str | os.PathLike], *, overwrite: bool = True) -> list[str]:
     """Write several frames in one computation (shared inputs are read once)."""
     tasks = [write_fits_delayed(f, p, overwrite=overwrite) for f, p in zip(frames, paths)]
-    return list(dask.compute(*tasks))
+    try:
+        return list(dask.compute(*tasks))
+    except BaseException:
+        for p in paths:
+            discard_partial(p)
+        raise
 
 
 def frame_from_hdulist(hdulist: fits.HDUList, filename: str) -> Frame:

@@ -1,34 +1,118 @@
 """Frames to and from zarr: the checkpoint format.
 
-A frame is one zarr group: attributes hold the PHU, file name and file-level
-tables (as ECSV text); sub-groups ``ext1`` ... hold the planes chunked in row
-bands aligned with the stacking tiles, with the extension header and the
-OBJCAT (ECSV) as attributes.  Headers survive exactly (FITS card text).
+A frame is one zarr v3 group: attributes hold the PHU, file name and
+file-level tables (as ECSV text); sub-groups ``ext1`` ... hold the planes,
+chunked in whole-width row bands, with the extension header and the OBJCAT
+(ECSV) as attributes.  Headers survive exactly (FITS card text).
+
+What a checkpoint costs is what it writes (measured in docs/benchmarks.md):
+SCI and VAR are float32 and stored raw (fast compressors save ~25 % of their
+bytes for 2-4x the CPU time of the write); DQ and OBJMASK, mostly zeros,
+are zstd-compressed (~1 % of their raw size); all-zero compressed chunks are
+not written at all.  One task per row band of an extension writes every
+plane's chunk files directly (:func:`draconis.io._tasks.write_band`) and
+returns a small summary of the band (bytes written, "has a finite / usable
+pixel", and, when asked, normalisation samples), so whoever reads the
+checkpoint next (the stack) needs no pass of its own to learn them.
+
+Opened checkpoints read their chunk files directly too
+(:class:`draconis.io._tasks.StoredPlane`), one chunk per task.  Stores that
+other tools wrote (other codecs) are read through zarr.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import dask
 import dask.array as da
-import zarr
+import numpy as np
 from astropy.io import fits
-from astropy.table import Table
 
 from ..errors import InputError
 from ..frame import PLANES, Extension, Frame, make_extension
+from ._tasks import RAW, ZSTD, ZSTD_LEVEL, StoredPlane, write_band_block
 from .fits import default_chunks
 
+#: How each plane is stored (see the module notes for why).
+CODECS = {"SCI": RAW, "VAR": RAW, "DQ": ZSTD, "OBJMASK": ZSTD}
+_SUMMARY_KEY = "draconis_summary"
 
-def _table_to_text(table: Table) -> str:
+
+# ---------------------------------------------------------------- summaries
+@dataclasses.dataclass(frozen=True)
+class ExtSummary:
+    """What a checkpoint write learnt about one extension's pixels.
+
+    Attributes
+    ----------
+    finite : bool
+        Some SCI pixel is finite.
+    usable : bool
+        Some finite SCI pixel has no DQ bit but non_linear (or there is no DQ).
+    samples : tuple of (ndarray, ndarray) or None
+        Strided SCI samples and their "good" mask (finite, DQ 0), when asked.
+    """
+
+    finite: bool
+    usable: bool
+    samples: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteReport:
+    """One frame's checkpoint write: where, how many bytes, and per-extension summaries."""
+
+    store: str
+    bytes: int
+    summaries: tuple[ExtSummary, ...]
+
+
+# Checkpoint planes by the name of the array that reads them. Weak: a plane no graph holds any more is
+# gone from here, which is how a run knows which checkpoints nothing can read (see live_stores).
+_STORED: weakref.WeakValueDictionary[str, StoredPlane] = weakref.WeakValueDictionary()
+_SUMMARIES: dict[str, tuple[str | None, ExtSummary]] = {}
+
+
+def stored_source(arr: Any) -> StoredPlane | None:
+    """The checkpoint plane ``arr`` reads unchanged (one chunk per block), or None."""
+    return _STORED.get(getattr(arr, "name", None))
+
+
+def live_stores() -> set[str]:
+    """The checkpoint stores (group directories) that some array alive in this process still reads.
+
+    Every array opened from a checkpoint holds its :class:`StoredPlane` in its tasks, and so does every
+    graph built on it (including stacks that read the planes directly); when the last of them is garbage,
+    the plane leaves this registry.
+    """
+    return {os.path.dirname(os.path.dirname(plane.path)) for plane in list(_STORED.values())}
+
+
+def stored_summary(ext: Extension) -> ExtSummary | None:
+    """The summary recorded when ``ext``'s SCI (and DQ) planes, unchanged, were checkpointed."""
+    sci, dq = ext.plane("SCI"), ext.plane("DQ")
+    entry = _SUMMARIES.get(getattr(sci, "name", None))
+    if entry is None or entry[0] != (dq.name if dq is not None else None):
+        return None
+    return entry[1]
+
+
+# ---------------------------------------------------------------- metadata
+def _table_to_text(table) -> str:
     buf = io.StringIO()
     table.write(buf, format="ascii.ecsv")
     return buf.getvalue()
 
 
-def _table_from_text(text: str) -> Table:
+def _table_from_text(text: str):
+    from astropy.table import Table
+
     return Table.read(text, format="ascii.ecsv")
 
 
@@ -36,70 +120,211 @@ def _header_from_text(text: str) -> fits.Header:
     return fits.Header.fromstring(text)
 
 
-def write_zarr_delayed(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, int] | None = None):
-    """Create the zarr group for ``frame`` and return a delayed that fills it.
+def _write_json(directory: str, node: dict) -> int:
+    os.makedirs(directory, exist_ok=True)
+    text = json.dumps(node)
+    with open(os.path.join(directory, "zarr.json"), "w") as f:
+        f.write(text)
+    return len(text)
 
-    The metadata is written at once; the pixel planes are stored when the
-    returned object is computed (together with other frames, ideally).
+
+def _read_json(directory: str) -> dict:
+    with open(os.path.join(directory, "zarr.json")) as f:
+        return json.load(f)
+
+
+def _group(attributes: dict) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def _array(shape: tuple[int, int], rows: int, dtype: np.dtype, codec: str) -> dict:
+    codecs: list[dict] = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if codec == ZSTD:
+        codecs.append({"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}})
+    return {"zarr_format": 3, "node_type": "array", "shape": list(shape), "data_type": np.dtype(dtype).name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, shape[1]]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0 if np.dtype(dtype).kind in "iu" else 0.0, "codecs": codecs, "attributes": {},
+            "storage_transformers": []}
+
+
+def _codec_of(meta: dict) -> str | None:
+    """RAW / ZSTD for the layouts :class:`StoredPlane` reads, None for anything else (read through zarr)."""
+    grid = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
+    keys = meta.get("chunk_key_encoding", {})
+    names = [c.get("name") for c in meta.get("codecs", [])]
+    if (len(grid) != 2 or grid[1] != meta["shape"][1] or keys.get("name") != "default"
+            or keys.get("configuration", {}).get("separator", "/") != "/" or meta.get("storage_transformers")
+            or meta.get("codecs", [{}])[0].get("configuration", {}).get("endian", "little") != "little"):
+        return None
+    return {("bytes",): RAW, ("bytes", "zstd"): ZSTD}.get(tuple(names))
+
+
+# ---------------------------------------------------------------- writing
+def aligned_rows(arr: da.Array, rows: int) -> tuple[int, ...]:
+    """Row chunks for writing ``arr`` in chunks of ``rows``: its own when they are whole chunks, else bands
+    of about its block height (a multiple of ``rows``), so the write adds few tasks."""
+    own = arr.chunks[0]
+    if all(r % rows == 0 for r in own[:-1]):
+        return own
+    height = max(rows, round(max(own) / rows) * rows)
+    ny = arr.shape[0]
+    return tuple(min(height, ny - y) for y in range(0, ny, height))
+
+
+@dataclasses.dataclass
+class PendingWrite:
+    """A checkpoint whose metadata is on disk and whose pixels are written when ``records`` are computed."""
+
+    store: str
+    records: list[da.Array]
+    metadata_bytes: int
+
+    def finish(self, computed: Sequence[np.ndarray]) -> WriteReport:
+        """Sum the computed band records, store the summaries in the extensions' metadata; the report."""
+        written, summaries = self.metadata_bytes, []
+        for i, recs in enumerate(computed, start=1):
+            recs = [r for r in np.asarray(recs).ravel()]
+            written += sum(r["bytes"] for r in recs)
+            samples = None
+            if recs and recs[0]["samples"] is not None:
+                samples = (np.concatenate([r["samples"][0] for r in recs]),
+                           np.concatenate([r["samples"][1] for r in recs]))
+            summary = ExtSummary(any(r["finite"] for r in recs), any(r["usable"] for r in recs), samples)
+            directory = os.path.join(self.store, f"ext{i}")
+            node = _read_json(directory)
+            node["attributes"][_SUMMARY_KEY] = {"finite": summary.finite, "usable": summary.usable}
+            _write_json(directory, node)
+            summaries.append(summary)
+        return WriteReport(self.store, written, tuple(summaries))
+
+
+def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, int] | None = None,
+                 samples: tuple[int, int, int, int, int] | None = None) -> PendingWrite:
+    """Write ``frame``'s metadata to a new zarr group; the band tasks that will write its pixels.
+
+    Parameters
+    ----------
+    frame : Frame
+    store : path
+        The group directory (created; must not exist or be a previous checkpoint to replace).
+    chunks : (rows, width), optional
+        Row-band height of the stored chunks (width is always the full row);
+        default ``draconis.chunk_rows``.  Bands already whole multiples of it
+        are written as they come (no rechunk).
+    samples : (r0, r1, c0, c1, step), optional
+        Also return the strided SCI samples ``SCI[r0:r1:step, c0:c1:step]``
+        (normalisation) in the summaries.
     """
-    store = str(store)
-    root = zarr.open_group(store, mode="w")
-    root.attrs.update({
-        "draconis_frame": 1,
-        "phu": frame.phu.tostring(),
-        "filename": frame.filename,
-        "path": frame.path or "",
-        "tables": {name: _table_to_text(t) for name, t in frame.tables.items()},
-    })
-    sources, targets = [], []
+    store = os.path.abspath(os.fspath(store))
+    meta = _write_json(store, _group({
+        "draconis_frame": 1, "phu": frame.phu.tostring(), "filename": frame.filename, "path": frame.path or "",
+        "tables": {name: _table_to_text(t) for name, t in frame.tables.items()}}))
+    records = []
     for i, ext in enumerate(frame.extensions, start=1):
-        group = root.create_group(f"ext{i}")
-        group.attrs["header"] = ext.header.tostring()
-        group.attrs["objcat"] = _table_to_text(ext.objcat) if ext.objcat is not None else None
-        for name in PLANES:
-            if name not in ext.data:
-                continue
-            arr = ext.data[name].data
-            c = chunks or default_chunks(arr.shape)
-            target = group.create_array(name, shape=arr.shape, chunks=c, dtype=arr.dtype, fill_value=0)
-            sources.append(arr.rechunk(c))
-            targets.append(target)
-    return da.store(sources, targets, lock=False, compute=False) if sources else dask.delayed(None)
+        group = os.path.join(store, f"ext{i}")
+        meta += _write_json(group, _group({
+            "header": ext.header.tostring(),
+            "objcat": _table_to_text(ext.objcat) if ext.objcat is not None else None}))
+        names = [n for n in PLANES if n in ext.data]
+        sci = ext.plane("SCI")
+        rows = (chunks or default_chunks(sci.shape))[0]
+        rows = max(1, min(rows, sci.shape[0]))
+        bands = aligned_rows(sci, rows)
+        planes, targets = [], []
+        for name in names:
+            arr = ext.plane(name)
+            dtype = np.dtype(arr.dtype)
+            meta += _write_json(os.path.join(group, name), _array(arr.shape, rows, dtype, CODECS.get(name, RAW)))
+            planes.append(arr.rechunk((bands, -1)))
+            targets.append((os.path.join(group, name), CODECS.get(name, RAW), dtype.str))
+        summary = (names.index("SCI"), names.index("DQ") if "DQ" in names else -1, samples)
+        records.append(da.map_blocks(write_band_block, *planes, dtype=object, chunks=((1,) * len(bands), (1,)),
+                                     meta=np.empty((0, 0), object), targets=tuple(targets), chunk_rows=rows,
+                                     summary=summary, name=f"checkpoint-{dask.base.tokenize(store, *planes)}"))
+    return PendingWrite(store, records, meta)
+
+
+def write_zarr_delayed(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, int] | None = None):
+    """The lazy write of ``frame`` to ``store`` (metadata written now, pixels when computed)."""
+    return prepare_zarr(frame, store, chunks=chunks).records
 
 
 def write_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, int] | None = None) -> str:
     """Write ``frame`` to a zarr store and return the store path."""
-    dask.compute(write_zarr_delayed(frame, store, chunks=chunks))
-    return str(store)
+    return write_zarr_many([frame], [store], chunks=chunks)[0]
 
 
 def write_zarr_many(frames: Sequence[Frame], stores: Sequence[str | os.PathLike], *, chunks=None) -> list[str]:
     """Checkpoint several frames in one computation."""
-    tasks = [write_zarr_delayed(f, s, chunks=chunks) for f, s in zip(frames, stores)]
-    dask.compute(*tasks)
-    return [str(s) for s in stores]
+    pending = [prepare_zarr(f, s, chunks=chunks) for f, s in zip(frames, stores)]
+    computed = dask.compute(*[r for p in pending for r in p.records])
+    finish_all(pending, computed)
+    return [p.store for p in pending]
+
+
+def finish_all(pending: Sequence[PendingWrite], computed: Sequence[np.ndarray]) -> list[WriteReport]:
+    """:meth:`PendingWrite.finish` of each write, ``computed`` being the flat list of all their records."""
+    reports, k = [], 0
+    for p in pending:
+        reports.append(p.finish(computed[k:k + len(p.records)]))
+        k += len(p.records)
+    return reports
+
+
+# ---------------------------------------------------------------- reading
+def _open_plane(store: str, component: str) -> da.Array:
+    directory = os.path.join(store, component)
+    meta = _read_json(directory)
+    codec = _codec_of(meta)
+    if codec is None:
+        return da.from_zarr(store, component=component)
+    shape = tuple(meta["shape"])
+    rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+    source = StoredPlane(directory, shape, np.dtype(meta["data_type"]), rows, codec)
+    name = "zarr-" + dask.base.tokenize(directory, os.stat(os.path.join(directory, "zarr.json")).st_mtime_ns)
+    chunks = (tuple(min(rows, shape[0] - y) for y in range(0, shape[0], rows)), (shape[1],))
+    arr = da.from_array(source, chunks=chunks, name=name, asarray=False, inline_array=True,
+                        meta=np.empty((0, 0), source.dtype))
+    # Two opens of one store give arrays of one name: the registry keeps the newest source, and either
+    # array's tasks still hold their own.
+    _STORED[arr.name] = source
+    return arr
 
 
 def open_zarr(store: str | os.PathLike) -> Frame:
     """Open a frame checkpointed with :func:`write_zarr` (lazily)."""
-    store = str(store)
+    store = os.path.abspath(os.fspath(store))
     try:
-        root = zarr.open_group(store, mode="r")
-        attrs = dict(root.attrs)
-    except Exception as err:  # zarr raises several types for a missing/bad store
+        attrs = _read_json(store)["attributes"]
+    except (OSError, ValueError, KeyError) as err:
         raise InputError(store, f"not a draconis zarr checkpoint ({err})") from err
     if attrs.get("draconis_frame") != 1:
         raise InputError(store, "not a draconis zarr checkpoint (no draconis_frame attribute)")
     extensions: list[Extension] = []
     i = 1
-    while f"ext{i}" in root:
-        group = root[f"ext{i}"]
-        planes = {name: da.from_zarr(store, component=f"ext{i}/{name}") for name in PLANES if name in group}
-        objcat = group.attrs.get("objcat")
-        extensions.append(make_extension(
-            _header_from_text(group.attrs["header"]), planes["SCI"], planes.get("VAR"), planes.get("DQ"),
-            planes.get("OBJMASK"), _table_from_text(objcat) if objcat else None))
+    while os.path.isdir(os.path.join(store, f"ext{i}")):
+        group = os.path.join(store, f"ext{i}")
+        gattrs = _read_json(group)["attributes"]
+        planes = {name: _open_plane(store, f"ext{i}/{name}") for name in PLANES
+                  if os.path.isfile(os.path.join(group, name, "zarr.json"))}
+        objcat = gattrs.get("objcat")
+        ext = make_extension(_header_from_text(gattrs["header"]), planes["SCI"], planes.get("VAR"),
+                             planes.get("DQ"), planes.get("OBJMASK"), _table_from_text(objcat) if objcat else None)
+        summary = gattrs.get(_SUMMARY_KEY)
+        if summary is not None:
+            dq = ext.plane("DQ")
+            _SUMMARIES[ext.plane("SCI").name] = (dq.name if dq is not None else None,
+                                                 ExtSummary(bool(summary["finite"]), bool(summary["usable"])))
+        extensions.append(ext)
         i += 1
     tables = {name: _table_from_text(text) for name, text in attrs.get("tables", {}).items()}
     return Frame(phu=_header_from_text(attrs["phu"]), extensions=tuple(extensions),
                  filename=attrs["filename"], path=attrs.get("path") or None, tables=tables)
+
+
+def attach_summaries(frame: Frame, report: WriteReport) -> None:
+    """Record ``report``'s summaries (with their samples) for ``frame``, just opened from ``report.store``."""
+    for ext, summary in zip(frame.extensions, report.summaries):
+        dq = ext.plane("DQ")
+        _SUMMARIES[ext.plane("SCI").name] = (dq.name if dq is not None else None, summary)

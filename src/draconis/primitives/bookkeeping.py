@@ -126,30 +126,36 @@ def flush_pixels(frames, p, ctx):
 
 
 def is_stored(frame: Frame) -> bool:
-    """Whether every pixel plane is read straight from storage (one graph layer: a checkpoint or a file)."""
-    return all(len(ext.plane(n).__dask_graph__().layers) <= 1 for ext in frame.extensions
+    """Whether every pixel plane is read straight from storage (a checkpoint or a file, one graph layer)."""
+    return all(_read_as_stored(ext.plane(n)) for ext in frame.extensions
                for n in ("SCI", "VAR", "DQ") if ext.plane(n) is not None)
 
 
-def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | None = None) -> list[Frame]:
+def _read_as_stored(arr) -> bool:
+    layers = arr.__dask_graph__().layers
+    return len(layers) == 1 and str(arr.name).startswith(("zarr-", "fits-"))
+
+
+def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | None = None,
+                        samples: tuple[int, int, int, int, int] | None = None, force: bool = False) -> list[Frame]:
     """``frames`` whose pixels are still to be computed, written once to zarr and reopened lazily.
 
     For primitives that read every frame twice, or whole: the computation is
-    then done once, and later steps read the checkpoint. ``rows`` re-chunks
-    the planes into row bands of that height first (e.g. the stack's tiles).
-    Frames already read from storage, or a context that cannot checkpoint (a
-    bare primitive call), leave ``frames`` as they are.
+    then done once, and later steps read the checkpoint. ``rows`` is the
+    height of the stored row bands (e.g. the stack's bands), ``samples`` asks
+    the write for normalisation samples (see :func:`draconis.io.zarr.prepare_zarr`).
+    Frames already read from storage (unless ``force``), or a context that
+    cannot checkpoint (a bare primitive call), leave ``frames`` as they are.
     """
     checkpoint = getattr(ctx, "checkpoint", None)
-    if checkpoint is None or not frames or all(is_stored(f) for f in frames):
+    if checkpoint is None or not frames or (not force and all(is_stored(f) for f in frames)):
         return list(frames)
+    options = {}
     if rows is not None:
-        def in_rows(ext):
-            return ext.with_planes(**{n: ext.plane(n).rechunk((rows, -1)) for n in ("SCI", "VAR", "DQ", "OBJMASK")
-                                      if ext.plane(n) is not None})
-
-        frames = [f.map_extensions(in_rows) for f in frames]
-    return checkpoint(frames, label)
+        options["chunks"] = (rows, frames[0][0].shape[1])
+    if samples is not None:
+        options["samples"] = samples
+    return checkpoint(frames, label, **options)
 
 
 @primitive("writeOutputs",

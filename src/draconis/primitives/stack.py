@@ -1,21 +1,25 @@
 """Stacking primitives: stackFrames, stackDarks, stackFlats.
 
-For each detector array the N inputs are re-chunked to the same row bands
-``(tile_rows, width)`` and stacked to an ``(N, y, x)`` cube whose frame axis
-is one block per band; :func:`draconis.kernels.combine.combine_block` then
-combines each band in one task (reading one band of every input).  The band
-height comes from the ``memory`` parameter: ``N x rows x width x ~30 bytes``
-must fit.  Normalisation factors (scale/zero) are fitted on subsamples of
-good pixels computed for all frames in a single ``dask.compute``.
+For each detector array the N inputs are combined in row bands ``(rows,
+width)``: one task per band reads that band of every input (SCI, VAR, DQ),
+combines it with :func:`draconis.kernels.stack.combine_tile` and yields the
+band of the stack's SCI, VAR and DQ at once.  The band height comes from the
+``memory`` parameter (``N x rows x width x`` :data:`BYTES_PER_PIXEL` must
+fit) and is a whole number of the inputs' row chunks, so no chunk is read
+twice.  Normalisation factors (scale/zero) are fitted on strided subsamples
+of good pixels.
 
-stackFrames leaves out, with a warning naming them, resampled inputs
-(frames on resampleToCommonFrame's common grid) that cannot contribute: a
-frame whose every pixel is non-finite or DQ-flagged (any bit but
-non_linear, whose pixels were linearity-corrected) would otherwise enter the
-stack wherever no better-flagged input covers a pixel (the DQ hierarchy),
-e.g. where only it covers the union of the dithers, and be counted in
-NCOMBINE. One ``dask.compute`` answers "has this frame a usable pixel?" for
-every frame (with the normalisation samples when those are needed).
+stackFrames on resampled inputs (frames on resampleToCommonFrame's common
+grid) is one pass over the data: unless they already are, the frames are
+checkpointed once, in row chunks chosen together with the band height, and
+that write also answers "has this frame a usable pixel?" (and produces the
+normalisation samples when they are needed).  Frames that cannot
+contribute are left out, with a warning naming them: a frame whose every
+pixel is non-finite or DQ-flagged (any bit but non_linear, whose pixels
+were linearity-corrected) would otherwise enter the stack wherever no
+better-flagged input covers a pixel (the DQ hierarchy), e.g. where only it
+covers the union of the dithers, and be counted in NCOMBINE.  The band
+tasks then read the checkpoint's chunk files straight into their cubes.
 Calibration stacks and stacks of frames not on a common grid (every input
 covering the same pixels) stay purely lazy.
 """
@@ -29,25 +33,33 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError
 from ..frame import Extension, Frame
 from .bookkeeping import checkpoint_computed
 from ..instruments.sections import parse_section
-from ..kernels.combine import OPERATIONS, REJECT_METHODS, combine_block
+from ..io._tasks import USABLE_DQ, read_stack
+from ..io.zarr import stored_source, stored_summary
+from ..kernels.combine import OPERATIONS, REJECT_METHODS
+from ..kernels.stack import combine_blocks, combine_tile
 from ..parameters import P, suffix_param
 from .prepare import stamp
 from .align import check_same_setup
 from .registry import primitive
 
-__all__ = ["stack_frames_core", "tile_rows", "combine_rows", "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
+__all__ = ["stack_frames_core", "tile_rows", "combine_rows", "checkpoint_rows", "band_rows", "sample_grid",
+           "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
 
-#: Bytes per input pixel a combine task holds (values, variance, DQ, buffers).
-BYTES_PER_PIXEL = 30
+#: Bytes per input pixel a combine task holds: SCI and VAR (float32) and DQ (uint16) read straight into its
+#: cubes, and 20 % for the output band and the kernel's work buffers.
+BYTES_PER_PIXEL = 12
+#: The same for inputs that are not stored checkpoints (Dask stacks and concatenates their blocks: a copy).
+BYTES_PER_PIXEL_LAZY = 30
 #: Pixels per frame and array sampled to fit scale/zero.
 NORM_SAMPLES = 40000
 #: DQ bits that leave a pixel usable for the "every pixel is flagged" test (non_linear: corrected data).
-_HARMLESS_DQ = 2
+_HARMLESS_DQ = USABLE_DQ
 
 
 def _stack_params(reject: str, nlow: int, nhigh: int, *, with_norm: bool = True) -> tuple:
@@ -84,8 +96,9 @@ STACK_PARAMS = _stack_params("sigclip", 0, 0)
 
 
 # ---------------------------------------------------------------- tiles
-def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None = None) -> int:
-    """Rows per combine band so that ``n_frames x rows x width x BYTES_PER_PIXEL`` fits ``memory_gb``.
+def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None = None,
+              *, bytes_per_pixel: int = BYTES_PER_PIXEL) -> int:
+    """Rows per combine band so that ``n_frames x rows x width x bytes_per_pixel`` fits ``memory_gb``.
 
     The band is aligned with the inputs' row chunks where possible (a
     multiple of ``chunk_rows``, or a divisor of it), so a band task reads
@@ -94,7 +107,7 @@ def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, ch
     ny, nx = shape
     if memory_gb is None:
         return ny
-    budget = int(memory_gb * 1024 ** 3 // (max(n_frames, 1) * nx * BYTES_PER_PIXEL))
+    budget = int(memory_gb * 1024 ** 3 // (max(n_frames, 1) * nx * bytes_per_pixel))
     rows = max(1, min(ny, budget))
     if chunk_rows and rows < ny:
         if rows >= chunk_rows:
@@ -109,28 +122,51 @@ def tile_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, ch
 MIN_BANDS = 8
 
 
-def combine_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None) -> int:
+def combine_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None,
+                 *, bytes_per_pixel: int = BYTES_PER_PIXEL) -> int:
     """Rows per combine task: :func:`tile_rows` within ``memory_gb``, and at most ``1/MIN_BANDS`` of the image
     (a whole number of input chunks)."""
-    rows = tile_rows(n_frames, shape, memory_gb, chunk_rows)
+    rows = tile_rows(n_frames, shape, memory_gb, chunk_rows, bytes_per_pixel=bytes_per_pixel)
     cap = -(-shape[0] // MIN_BANDS)
     if chunk_rows:
         cap = max(chunk_rows, cap // chunk_rows * chunk_rows)
     return max(1, min(rows, cap))
 
 
+def checkpoint_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None,
+                    upstream: Sequence[int] = ()) -> int:
+    """Row-chunk height for checkpointing the inputs of a stack: the stack's band (:func:`combine_rows`), or the
+    largest divisor of the inputs' own row blocks ``upstream`` not below half of it (then the write needs no
+    rechunk); each band is then one chunk of every input."""
+    rows = combine_rows(n_frames, shape, memory_gb, None)
+    block = max(upstream, default=0)
+    if block > rows:
+        divisor = max(d for d in range(1, rows + 1) if block % d == 0)
+        if 2 * divisor >= rows:
+            return divisor
+    return rows
+
+
 # ---------------------------------------------------------------- normalisation
-def _sample(ext: Extension, statsec: str | None) -> tuple[da.Array, da.Array]:
-    sci, dq = ext.plane("SCI"), ext.plane("DQ")
+def sample_grid(shape: tuple[int, int], statsec: str | None) -> tuple[int, int, int, int, int]:
+    """The strided grid ``(r0, r1, c0, c1, step)`` of SCI samples fitted for scale/zero (in ``statsec``)."""
+    ny, nx = shape
+    r0, r1, c0, c1 = 0, ny, 0, nx
     if statsec:
         ys, xs = parse_section(statsec).as_slices()
-        sci = sci[ys, xs]
-        dq = dq[ys, xs] if dq is not None else None
-    step = max(1, int(math.sqrt(sci.size / NORM_SAMPLES)))
-    s = sci[::step, ::step].ravel()
+        r0, r1, _ = ys.indices(ny)
+        c0, c1, _ = xs.indices(nx)
+    step = max(1, int(math.sqrt(max(r1 - r0, 0) * max(c1 - c0, 0) / NORM_SAMPLES)))
+    return r0, r1, c0, c1, step
+
+
+def _sample(ext: Extension, statsec: str | None) -> tuple[da.Array, da.Array]:
+    r0, r1, c0, c1, step = sample_grid(ext.shape, statsec)
+    sci, dq = ext.plane("SCI"), ext.plane("DQ")
+    s = sci[r0:r1:step, c0:c1:step].ravel()
     good = da.isfinite(s)
     if dq is not None:
-        good &= dq[::step, ::step].ravel() == 0
+        good &= dq[r0:r1:step, c0:c1:step].ravel() == 0
     return s, good
 
 
@@ -200,36 +236,58 @@ def _pair_fit(ref, cur, scale: bool, old: bool) -> float:
 
 
 # ---------------------------------------------------------------- combine
-def _combine_tile(*blocks: np.ndarray, has_var: bool, has_dq: bool, **kw) -> np.ndarray:
-    sci = blocks[0]
-    var = blocks[1] if has_var else None
-    dq = blocks[1 + has_var] if has_dq else None
-    s, v, d, n = combine_block(sci, var, dq, **kw)
-    return np.stack([s, v, d.astype(np.float32), n.astype(np.float32)])
-
-
-def _combine_ext(exts: Sequence[Extension], rows: int, kw: dict, log: logging.Logger) -> dict[str, da.Array]:
-    ny, nx = exts[0].shape
-    chunks = (rows, nx)
-    cubes, has = [], {}
-    for name, dtype in (("SCI", np.float32), ("VAR", np.float32), ("DQ", np.uint16)):
-        planes = [e.plane(name) for e in exts]
-        if any(p is None for p in planes):
-            if name != "SCI" and any(p is not None for p in planes):
-                log.warning("stack: some inputs lack %s; stacking without it", name)
-            has[name] = False
-            continue
-        has[name] = True
-        cubes.append(da.stack([p.astype(dtype).rechunk(chunks) for p in planes]))
-    args = []
-    for cube in cubes:
-        args += [cube, "nyx"]
-    packed = da.blockwise(_combine_tile, "pyx", *args, new_axes={"p": 4}, concatenate=True, dtype=np.float32,
-                          meta=np.empty((0, 0, 0), np.float32), has_var=has["VAR"], has_dq=has["DQ"], **kw)
+def _combine_ext(exts: Sequence[Extension], rows: int, options: dict, log: logging.Logger) -> dict[str, da.Array]:
+    """The stack of one array: SCI, VAR, DQ planes of one band task per ``rows`` rows."""
+    has = {}
+    for name in ("VAR", "DQ"):
+        present = [e.plane(name) is not None for e in exts]
+        if any(present) and not all(present):
+            log.warning("stack: some inputs lack %s; stacking without it", name)
+        has[name] = all(present)
+    names = ["SCI"] + [n for n in ("VAR", "DQ") if has[n]]
+    sources = {n: [stored_source(e.plane(n)) for e in exts] for n in names}
+    if all(src is not None for n in names for src in sources[n]):
+        packed = _combine_stored(sources, exts[0].shape, rows, options)
+    else:
+        packed = _combine_lazy(exts, names, rows, options)
     # Without input VAR the combiner estimates the variance from the scatter.
-    out = {"SCI": packed[0], "VAR": packed[1]}
-    out["DQ"] = packed[2].astype(np.uint16) if has["DQ"] else None
-    return out
+    return {"SCI": packed[0], "VAR": packed[1], "DQ": packed[2].astype(np.uint16) if has["DQ"] else None}
+
+
+def _combine_stored(sources: dict[str, list], shape: tuple[int, int], rows: int, options: dict) -> da.Array:
+    """Band tasks that read every input's chunks straight from the checkpoint into their cubes and combine.
+
+    Each task is ``combine_tile(read_stack(SCI sources, y0, y1), ...)``: the reads run inside the combine
+    task (no task per input chunk, nothing moved between workers), and the source lists are one graph key
+    each, not copied into every task.
+    """
+    ny, nx = shape
+    token = dask.base.tokenize(sources, rows, options)
+    name = f"stack-{token}"
+    dsk: dict = {}
+    keys = {}
+    for plane, srcs in sources.items():
+        keys[plane] = f"stack-sources-{plane}-{token}"
+        dsk[keys[plane]] = (list, srcs)
+    bands = tuple(min(rows, ny - y) for y in range(0, ny, rows))
+    for b, y0 in enumerate(range(0, ny, rows)):
+        y1 = min(y0 + rows, ny)
+        cubes = [(read_stack, keys[p], y0, y1) if p in keys else None for p in ("SCI", "VAR", "DQ")]
+        dsk[(name, 0, b, 0)] = (combine_tile, *cubes, options)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    return da.Array(graph, name, ((3,), bands, (nx,)), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+
+def _combine_lazy(exts: Sequence[Extension], names: list[str], rows: int, options: dict) -> da.Array:
+    """The band tasks for inputs that are not stored checkpoints: the inputs' bands stacked by Dask."""
+    nx = exts[0].shape[1]
+    dtypes = {"SCI": np.float32, "VAR": np.float32, "DQ": np.uint16}
+    args = []
+    for name in names:
+        args += [da.stack([e.plane(name).astype(dtypes[name]).rechunk((rows, nx)) for e in exts]), "nyx"]
+    return da.blockwise(combine_blocks, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
+                        meta=np.empty((0, 0, 0), np.float32), has_var="VAR" in names, has_dq="DQ" in names,
+                        options=options)
 
 
 def _check_alignment(frames: Sequence[Frame]) -> None:
@@ -274,8 +332,7 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
                                        "nlow", "nhigh", "apply_dq") if key in params}
     exts = []
     for e, ext0 in enumerate(frames[0].extensions):
-        chunk_rows = ext0.plane("SCI").chunks[0][0]
-        rows = combine_rows(len(frames), ext0.shape, params.get("memory", 1.0), chunk_rows)
+        rows = band_rows([f[e] for f in frames], params.get("memory", 1.0))
         norm = {"scale": factors[e]} if scale else ({"zero": factors[e]} if zero else {})
         planes = _combine_ext([f[e] for f in frames], rows, {**kw, **norm}, log)
         header_cards = _combined_levels(frames, e)
@@ -283,6 +340,14 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
     log.info("stack: %d frames, band of %d rows, %s/%s%s", len(frames), rows, kw.get("operation"),
              kw.get("reject_method"), " scaled" if scale else (" offset" if zero else ""))
     return _stack_phu(frames[0].with_extensions(exts), frames, suffix)
+
+
+def band_rows(exts: Sequence[Extension], memory_gb: float | None) -> int:
+    """Rows per band task for stacking ``exts``: within ``memory_gb``, a whole number of their row chunks."""
+    sci = exts[0].plane("SCI")
+    stored = all(stored_source(e.plane("SCI")) is not None for e in exts)
+    return combine_rows(len(exts), exts[0].shape, memory_gb, sci.chunks[0][0],
+                        bytes_per_pixel=BYTES_PER_PIXEL if stored else BYTES_PER_PIXEL_LAZY)
 
 
 def _combined_levels(frames: Sequence[Frame], e: int) -> dict[str, float]:
@@ -335,18 +400,25 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
 
     A pixel is usable when its SCI is finite and (``apply_dq``) its DQ has no
     bit but non_linear. A frame of several arrays is left out only when no
-    array has a usable pixel. One ``dask.compute`` for every frame; with
-    ``with_samples`` the normalisation samples (:func:`normalisation`) are
-    computed in the same pass and returned for the kept frames.
+    array has a usable pixel. The answers (and, with ``with_samples``, the
+    normalisation samples of :func:`normalisation`, returned for the kept
+    frames) come from the checkpoint write that stored the frames
+    (:func:`draconis.io.zarr.stored_summary`); whatever it did not record is
+    computed in one ``dask.compute`` for every frame.
 
     Raises
     ------
     InputError
         Every input is unusable: there is nothing to stack.
     """
-    flags = [[_has_usable_pixel(ext, apply_dq) for ext in f.extensions] for f in frames]
-    lazy_samples = _lazy_samples(frames, statsec) if with_samples else None
-    flags, samples = dask.compute(flags, lazy_samples)
+    flags = [[_recorded_flag(ext, apply_dq) for ext in f.extensions] for f in frames]
+    samples = [[_recorded_samples(ext) for ext in f.extensions] for f in frames] if with_samples else None
+    lazy = [[_has_usable_pixel(ext, apply_dq) if flag is None else flag for ext, flag in zip(f.extensions, row)]
+            for f, row in zip(frames, flags)]
+    if samples is not None:
+        samples = [[_sample(ext, statsec) if got is None else got for ext, got in zip(f.extensions, row)]
+                   for f, row in zip(frames, samples)]
+    flags, samples = dask.compute(lazy, samples)
     keep = [i for i, per_ext in enumerate(flags) if any(bool(x) for x in per_ext)]
     kept = set(keep)
     what = "flagged (DQ) or non-finite" if apply_dq else "non-finite"
@@ -358,6 +430,33 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
             log.warning("%s: %s: every pixel is %s; left out of the stack (it contributes nothing); "
                         "stacking the other %d frame(s)", name, frame.filename, what, len(keep))
     return [frames[i] for i in keep], ([samples[i] for i in keep] if samples is not None else None)
+
+
+def _recorded_flag(ext: Extension, apply_dq: bool) -> bool | None:
+    summary = stored_summary(ext)
+    if summary is None:
+        return None
+    return summary.usable if apply_dq else summary.finite
+
+
+def _recorded_samples(ext: Extension):
+    summary = stored_summary(ext)
+    return None if summary is None else summary.samples
+
+
+def _ready(frame: Frame, band_budget: int, samples: bool) -> bool:
+    """Whether a stack can read ``frame`` as it is stored: checkpointed planes in chunks no taller than a band,
+    with the write's summary (and samples when wanted)."""
+    for ext in frame.extensions:
+        summary = stored_summary(ext)
+        if summary is None or (samples and summary.samples is None):
+            return False
+        for name in ("SCI", "VAR", "DQ"):
+            plane = ext.plane(name)
+            source = stored_source(plane) if plane is not None else None
+            if plane is not None and (source is None or source.chunk_rows > band_budget):
+                return False
+    return True
 
 
 def on_common_grid(frames: Sequence[Frame]) -> bool:
@@ -372,17 +471,31 @@ def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_
     params = {**_values(p, _ALL), **forced}
     samples = None
     if check_usable:
-        # resampled frames are read twice (usability, combine): computed once, stored in the stack's tiles
-        ext0 = frames[0][0]
-        rows = combine_rows(len(frames), ext0.shape, params.get("memory", 1.0), ext0.plane("SCI").chunks[0][0])
-        frames = checkpoint_computed(frames, ctx, "stackFrames", rows=rows)
-        normalised = bool(params.get("scale")) or bool(params.get("zero"))
-        frames, samples = usable_frames(frames, apply_dq=params.get("apply_dq", True), log=ctx.log, name=name,
-                                        statsec=params.get("statsec"), with_samples=normalised and len(frames) > 1)
+        frames, samples = _one_pass_inputs(frames, params, ctx, name)
     if len(frames) == 1:
         ctx.log.warning("%s: only one input (%s); passed through unstacked", name, frames[0].filename)
         return list(frames)
     return [stack_frames_core(frames, params, ctx.log, suffix=p.suffix, samples=samples)]
+
+
+def _one_pass_inputs(frames: list[Frame], params: dict, ctx, name: str) -> tuple[list[Frame], list | None]:
+    """The usable frames, stored so that the stack reads each once, and their normalisation samples.
+
+    Unless the frames already are so stored, they are checkpointed in row
+    chunks of the stack's band height; that write records which frames have
+    a usable pixel and the samples, so nothing reads the frames but the
+    combine itself.
+    """
+    ext0 = frames[0][0]
+    memory = params.get("memory", 1.0)
+    normalised = (bool(params.get("scale")) or bool(params.get("zero"))) and len(frames) > 1
+    budget = combine_rows(len(frames), ext0.shape, memory, None)
+    if not all(_ready(f, budget, normalised) for f in frames):
+        rows = checkpoint_rows(len(frames), ext0.shape, memory, ext0.plane("SCI").chunks[0])
+        grid = sample_grid(ext0.shape, params.get("statsec")) if normalised else None
+        frames = checkpoint_computed(frames, ctx, "stackFrames", rows=rows, samples=grid, force=True)
+    return usable_frames(frames, apply_dq=params.get("apply_dq", True), log=ctx.log, name=name,
+                         statsec=params.get("statsec"), with_samples=normalised)
 
 
 # ---------------------------------------------------------------- primitives
@@ -392,7 +505,7 @@ def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
     if frames:
         # header-only, so a recipe that stacks without adjustWCSToReference is protected too
         check_same_setup(frames)
-    # Only resampled frames pay for the usability compute: there a frame covers part of the grid, and its
+    # Only resampled frames are checked for usable pixels: there a frame covers part of the grid, and its
     # flagged pixels can be the only data somewhere; calibration-style stacks stay lazy.
     return _run_stack(frames, p, ctx, check_usable=on_common_grid(frames))
 

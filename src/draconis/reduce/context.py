@@ -212,6 +212,8 @@ class RunContext:
                 out = self.write_outputs(out)
             runrecord.step_done(step, frames, out)
         self.set_stream(outstream, out)
+        del frames
+        self.checkpoints.release()
         return out
 
     def call(self, name: str, frames: Sequence[Frame], **arguments: Any) -> list[Frame]:
@@ -245,9 +247,13 @@ class RunContext:
         return list(out)
 
     # -- runner services (I/O) ---------------------------------------------
-    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
-        """Persist ``frames`` to zarr under the work directory and reopen them lazily."""
-        return self.checkpoints.write(list(frames), label)
+    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
+        """Persist ``frames`` to zarr under the work directory and reopen them lazily.
+
+        ``options`` (``chunks``, ``samples``) go to :meth:`Checkpoints.write`.  A checkpoint is
+        deleted once no stream reads it any more (after the recipe step that moved past it).
+        """
+        return self.checkpoints.write(list(frames), label, **options)
 
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None) -> list[Frame]:
         """Write ``frames`` as FITS (atomically, in one computation); return them reopened from disk."""

@@ -8,15 +8,18 @@ it replaced.  Inputs are never written over.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 
 from ..errors import InputError
 from ..frame import Frame
-from ..io import open_fits, open_zarr, write_fits_delayed, write_zarr_delayed
+from ..io.fits import discard_partial, open_fits, write_fits_delayed
+from ..io.zarr import attach_summaries, finish_all, live_stores, open_zarr, prepare_zarr
 from .. import progress
 
 log = logging.getLogger("draconis")
@@ -68,7 +71,12 @@ class OutputLedger:
             raise InputError(dup, "two outputs of this run would have the same name")
         for path in paths:
             self.claim(path)
-        progress.compute([write_fits_delayed(f, p) for f, p in zip(frames, paths)], label)
+        try:
+            progress.compute([write_fits_delayed(f, p) for f, p in zip(frames, paths)], label)
+        except BaseException:
+            for path in paths:
+                discard_partial(path)
+            raise
         for path in paths:
             log.info("Wrote %s", path)
         return paths
@@ -97,26 +105,93 @@ def reopen_written(frames: Sequence[Frame], paths: Sequence[str]) -> list[Frame]
     return [open_fits(p).replace(filename=f.filename) for f, p in zip(frames, paths)]
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint write: its label and directory, frames, bytes written and seconds taken."""
+
+    label: str
+    directory: str
+    frames: int
+    bytes: int
+    seconds: float
+
+
 class Checkpoints:
-    """Zarr checkpoints of one run under ``root`` (removed by :meth:`cleanup` unless kept)."""
+    """Zarr checkpoints of one run under ``root``.
+
+    Each :meth:`write` is a directory ``NN_<label>``.  :meth:`release`
+    deletes the directories no live frame reads any more (as soon as the
+    run has moved past them), :meth:`cleanup` the rest at the end of the run;
+    with ``keep`` nothing is deleted.  What each write cost is recorded
+    (:attr:`records`, :attr:`bytes_written`).
+    """
 
     def __init__(self, root: str, keep: bool = False):
-        self.root = root
+        self.root = os.path.abspath(root)  # workers may not share the client's current directory
         self.keep = keep
         self.count = 0
+        self.records: list[CheckpointRecord] = []
+        self._live: list[str] = []
 
-    def write(self, frames: Sequence[Frame], label: str = "checkpoint") -> list[Frame]:
-        """Persist ``frames`` to zarr in one computation and reopen them lazily."""
+    @property
+    def bytes_written(self) -> dict[str, int]:
+        """Bytes written per label (checkpoints of one label added up), in the order first written."""
+        out: dict[str, int] = {}
+        for r in self.records:
+            out[r.label] = out.get(r.label, 0) + r.bytes
+        return out
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes written by every checkpoint of the run."""
+        return sum(r.bytes for r in self.records)
+
+    def write(self, frames: Sequence[Frame], label: str = "checkpoint", *, chunks: tuple[int, int] | None = None,
+              samples: tuple[int, int, int, int, int] | None = None) -> list[Frame]:
+        """Persist ``frames`` to zarr in one computation and reopen them lazily.
+
+        ``chunks`` and ``samples`` are those of :func:`draconis.io.zarr.prepare_zarr`; the
+        reopened frames carry the write's summaries (:func:`draconis.io.zarr.stored_summary`).
+        """
         if not frames:
             return []
+        start = time.perf_counter()
         self.count += 1
         directory = os.path.join(self.root, f"{self.count:02d}_{label}")
         os.makedirs(directory, exist_ok=True)
+        self._live.append(directory)
         stores = [os.path.join(directory, f"{i:04d}_{os.path.splitext(f.filename)[0]}.zarr")
                   for i, f in enumerate(frames)]
-        progress.compute([write_zarr_delayed(f, s) for f, s in zip(frames, stores)], f"checkpoint {label}")
-        log.info("Checkpointed %d frame(s) to %s", len(frames), directory)
-        return [open_zarr(s).replace(filename=f.filename, path=f.path) for f, s in zip(frames, stores)]
+        pending = [prepare_zarr(f, s, chunks=chunks, samples=samples) for f, s in zip(frames, stores)]
+        computed = progress.compute([r for p in pending for r in p.records], f"checkpoint {label}")
+        reports = finish_all(pending, computed)
+        reopened = []
+        for frame, report in zip(frames, reports):
+            again = open_zarr(report.store).replace(filename=frame.filename, path=frame.path)
+            attach_summaries(again, report)
+            reopened.append(again)
+        record = CheckpointRecord(label, directory, len(frames), sum(r.bytes for r in reports),
+                                  time.perf_counter() - start)
+        self.records.append(record)
+        log.info("Checkpointed %d frame(s) to %s (%.1f MB, %.1f MB per frame, %.1f s)", len(frames), directory,
+                 record.bytes / 1e6, record.bytes / 1e6 / len(frames), record.seconds)
+        return reopened
+
+    def release(self) -> list[str]:
+        """Delete the checkpoints nothing can read any more (nothing when keeping them); the deleted directories.
+
+        A checkpoint is still needed while any array alive in this process reads one of its stores
+        (:func:`draconis.io.zarr.live_stores`): streams, calibrations, frames a primitive holds.
+        """
+        if self.keep or not self._live:
+            return []
+        used = {os.path.dirname(store) for store in live_stores()}
+        gone = [d for d in self._live if d not in used]
+        for directory in gone:
+            shutil.rmtree(directory, ignore_errors=True)
+            self._live.remove(directory)
+            log.debug("Removed checkpoint %s (nothing reads it any more)", directory)
+        return gone
 
     def cleanup(self) -> None:
         if self.keep:
@@ -124,3 +199,4 @@ class Checkpoints:
                 log.info("Checkpoints kept in %s", self.root)
             return
         shutil.rmtree(self.root, ignore_errors=True)
+        self._live.clear()
