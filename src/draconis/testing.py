@@ -1,4 +1,9 @@
-"""Test helpers: laziness guards and comparison of lazy results."""
+"""Test helpers: laziness guards, comparison of lazy results, synthetic frames to stack.
+
+This module imports only Dask and NumPy at the top: the synthetic frames'
+block function runs in Dask workers, which must not pay for the frame model's
+imports (tests check what workers import).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +12,10 @@ from collections.abc import Iterator
 import dask
 import numpy as np
 
-from .io.fits import pixel_read_count
+from .io._tasks import pixel_read_count
+
+#: DQ of grid pixels no input pixel covers (resampleToCommonFrame's no_data).
+NO_DATA = 16
 
 
 class PixelsComputedError(AssertionError):
@@ -43,3 +51,90 @@ def assert_lazy_equal(actual, expected, *, rtol: float = 1e-6, atol: float = 0.0
         f"dtype {actual.dtype} != {np.asarray(expected).dtype}")
     assert actual.shape == np.shape(expected), f"shape {actual.shape} != {np.shape(expected)}"
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------- synthetic resampled frames
+def _window(index: int, shape: tuple[int, int], shift: int, seed: int) -> tuple[int, int, int, int]:
+    """The part of the common grid frame ``index`` covers: the grid less ``shift`` pixels, dithered."""
+    rng = np.random.default_rng((seed, index, 7))
+    dy, dx = (int(v) for v in rng.integers(0, shift + 1, 2))
+    return dy, shape[0] - shift + dy, dx, shape[1] - shift + dx
+
+
+def _stars(shape: tuple[int, int], seed: int) -> np.ndarray:
+    rng = np.random.default_rng((seed, 1))
+    n = max(1, shape[0] * shape[1] // 20000)
+    return np.column_stack([rng.uniform(0, shape[0], n), rng.uniform(0, shape[1], n), 10 ** rng.uniform(2.5, 4, n)])
+
+
+def synthetic_band(index: int, shape: tuple[int, int], shift: int, seed: int, sigma: float,
+                   block_info: dict | None = None) -> np.ndarray:
+    """Rows of frame ``index`` of :func:`resampled_sequence`: packed (3, rows, nx) SCI, VAR, DQ (float32).
+
+    Inside the frame's window: Gaussian noise of ``sigma``, a fixed field of
+    stars (the same grid position in every frame, as after resampling), a
+    few cosmic rays (high values, unflagged) and bad pixels (DQ 1); outside
+    it: 0, 0, no_data.
+    """
+    y0, y1 = block_info[None]["array-location"][1]
+    nx = shape[1]
+    rng = np.random.default_rng((seed, index, y0))
+    out = np.zeros((3, y1 - y0, nx), np.float32)
+    out[2] = NO_DATA
+    wy0, wy1, wx0, wx1 = _window(index, shape, shift, seed)
+    a, b = max(y0, wy0), min(y1, wy1)
+    if a < b:
+        rows = slice(a - y0, b - y0)
+        sci = rng.standard_normal((b - a, wx1 - wx0), dtype=np.float32)
+        sci *= np.float32(sigma)
+        yy = np.arange(a, b, dtype=np.float32)[:, None]
+        xx = np.arange(wx0, wx1, dtype=np.float32)[None, :]
+        for sy, sx, flux in _stars(shape, seed):
+            if a - 6 <= sy < b + 6:
+                near = slice(max(int(sx) - 6 - wx0, 0), max(int(sx) + 7 - wx0, 0))
+                r2 = (yy - sy) ** 2 + (xx[:, near] - sx) ** 2
+                sci[:, near] += np.float32(flux / (2 * np.pi * 2.0)) * np.exp(-r2 / np.float32(4.0))
+        hits = rng.integers(0, sci.size, max(1, sci.size // 20000))
+        sci.flat[hits] += np.float32(50 * sigma)
+        out[0, rows, wx0:wx1] = sci
+        out[1, rows, wx0:wx1] = sigma * sigma
+        dq = np.zeros(sci.shape, np.float32)
+        dq.flat[rng.integers(0, sci.size, max(1, sci.size // 50000))] = 1
+        out[2, rows, wx0:wx1] = dq
+    return out
+
+
+def resampled_sequence(n: int, shape: tuple[int, int], *, chunk_rows: int = 256, shift: int = 32, seed: int = 0,
+                       sigma: float = 15.0):
+    """``n`` lazy synthetic frames as resampleToCommonFrame leaves them: one grid, each covering a dithered part.
+
+    Each frame has one extension (SCI, VAR, DQ in row bands of ``chunk_rows``,
+    computed by :func:`synthetic_band` when needed), NIRI-like headers and the
+    ALIGN stamp of resampled frames.  Nothing is computed here.
+
+    Returns
+    -------
+    list of Frame
+    """
+    import dask.array as da
+    from astropy.io import fits
+
+    from .frame import Frame, make_extension
+
+    ny, nx = shape
+    chunks = ((3,), tuple(min(chunk_rows, ny - y) for y in range(0, ny, chunk_rows)), (nx,))
+    frames = []
+    for i in range(n):
+        packed = da.map_blocks(synthetic_band, dtype=np.float32, chunks=chunks, meta=np.empty((0, 0, 0), np.float32),
+                               index=i, shape=(ny, nx), shift=shift, seed=seed, sigma=sigma,
+                               name=f"synthetic-{dask.base.tokenize(i, shape, chunk_rows, shift, seed, sigma)}")
+        phu = fits.Header()
+        phu.update(INSTRUME="NIRI", TELESCOP="Gemini-North", OBSTYPE="OBJECT", EXPTIME=10.0, FILTER1="J",
+                   ORIGNAME=f"N20160102S{i + 1:04d}.fits", ALIGN="2026-01-01T00:00:00")
+        phu["DATE-OBS"], phu["UT"] = "2016-01-02", f"{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}.0"
+        hdr = fits.Header()
+        hdr.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=150.0, CRVAL2=2.0, CRPIX1=nx / 2, CRPIX2=ny / 2,
+                   CD1_1=-0.117 / 3600, CD1_2=0.0, CD2_1=0.0, CD2_2=0.117 / 3600)
+        ext = make_extension(hdr, packed[0], packed[1], packed[2].astype(np.uint16))
+        frames.append(Frame(phu=phu, extensions=(ext,), filename=f"N20160102S{i + 1:04d}_align.fits"))
+    return frames
