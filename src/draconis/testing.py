@@ -67,8 +67,8 @@ def _stars(shape: tuple[int, int], seed: int) -> np.ndarray:
     return np.column_stack([rng.uniform(0, shape[0], n), rng.uniform(0, shape[1], n), 10 ** rng.uniform(2.5, 4, n)])
 
 
-def synthetic_band(index: int, shape: tuple[int, int], shift: int, seed: int, sigma: float,
-                   block_info: dict | None = None) -> np.ndarray:
+def synthetic_band(index: int, shape: tuple[int, int], shift: int, seed: int, sigma: float, rows: int,
+                   block_id: tuple = (0, 0, 0)) -> np.ndarray:
     """Rows of frame ``index`` of :func:`resampled_sequence`: packed (3, rows, nx) SCI, VAR, DQ (float32).
 
     Inside the frame's window: Gaussian noise of ``sigma``, a fixed field of
@@ -76,7 +76,8 @@ def synthetic_band(index: int, shape: tuple[int, int], shift: int, seed: int, si
     few cosmic rays (high values, unflagged) and bad pixels (DQ 1); outside
     it: 0, 0, no_data.
     """
-    y0, y1 = block_info[None]["array-location"][1]
+    y0 = block_id[1] * rows
+    y1 = min(y0 + rows, shape[0])
     nx = shape[1]
     rng = np.random.default_rng((seed, index, y0))
     out = np.zeros((3, y1 - y0, nx), np.float32)
@@ -126,7 +127,7 @@ def resampled_sequence(n: int, shape: tuple[int, int], *, chunk_rows: int = 256,
     frames = []
     for i in range(n):
         packed = da.map_blocks(synthetic_band, dtype=np.float32, chunks=chunks, meta=np.empty((0, 0, 0), np.float32),
-                               index=i, shape=(ny, nx), shift=shift, seed=seed, sigma=sigma,
+                               index=i, shape=(ny, nx), shift=shift, seed=seed, sigma=sigma, rows=chunk_rows,
                                name=f"synthetic-{dask.base.tokenize(i, shape, chunk_rows, shift, seed, sigma)}")
         phu = fits.Header()
         phu.update(INSTRUME="NIRI", TELESCOP="Gemini-North", OBSTYPE="OBJECT", EXPTIME=10.0, FILTER1="J",

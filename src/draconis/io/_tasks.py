@@ -293,10 +293,14 @@ def write_band(targets: tuple, chunk_rows: int, y0: int, summary: tuple, *blocks
     return out
 
 
-def write_band_block(*blocks: np.ndarray, targets: tuple, chunk_rows: int, summary: tuple,
-                     block_info: dict | None = None) -> np.ndarray:
-    """:func:`write_band` as a ``map_blocks`` function (the band's first row from ``block_info``)."""
-    return write_band(targets, chunk_rows, block_info[0]["array-location"][0][0], summary, *blocks)
+def write_band_block(*blocks: np.ndarray, targets: tuple, chunk_rows: int, summary: tuple, starts: tuple,
+                     block_id: tuple = (0, 0)) -> np.ndarray:
+    """:func:`write_band` as a ``map_blocks`` function: band ``block_id[0]`` starts at row ``starts[block_id[0]]``.
+
+    (``block_id`` and one shared tuple of starts, not ``block_info``: a dict per task would double the
+    pickled size of a checkpoint's graph.)
+    """
+    return write_band(targets, chunk_rows, starts[block_id[0]], summary, *blocks)
 
 
 # ---------------------------------------------------------------- FITS outputs, band by band

@@ -241,7 +241,8 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
         summary = (names.index("SCI"), names.index("DQ") if "DQ" in names else -1, samples)
         records.append(da.map_blocks(write_band_block, *planes, dtype=object, chunks=((1,) * len(bands), (1,)),
                                      meta=np.empty((0, 0), object), targets=tuple(targets), chunk_rows=rows,
-                                     summary=summary, name=f"checkpoint-{dask.base.tokenize(store, *planes)}"))
+                                     summary=summary, starts=tuple(int(y) for y in np.cumsum((0,) + bands[:-1])),
+                                     name=f"checkpoint-{dask.base.tokenize(store, *planes)}"))
     return PendingWrite(store, records, meta)
 
 

@@ -418,12 +418,16 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
     if samples is not None:
         samples = [[_sample(ext, statsec) if got is None else got for ext, got in zip(f.extensions, row)]
                    for f, row in zip(frames, samples)]
-    flags, samples = dask.compute(lazy, samples)
+    if dask.is_dask_collection(lazy) or any(dask.is_dask_collection(x) for row in lazy for x in row) or (
+            samples is not None and any(dask.is_dask_collection(x) for row in samples for pair in row for x in pair)):
+        lazy, samples = dask.compute(lazy, samples)
+    flags = lazy
     keep = [i for i, per_ext in enumerate(flags) if any(bool(x) for x in per_ext)]
     kept = set(keep)
     what = "flagged (DQ) or non-finite" if apply_dq else "non-finite"
     if not keep:
-        names = ", ".join(f.path or f.filename for f in frames)
+        names = ", ".join(f.path or f.filename for f in frames[:5]) + (f" and {len(frames) - 5} more"
+                                                                       if len(frames) > 5 else "")
         raise InputError(None, f"{name}: every pixel of every input is {what} ({names}); nothing to stack")
     for i, frame in enumerate(frames):
         if i not in kept:
@@ -489,7 +493,9 @@ def _one_pass_inputs(frames: list[Frame], params: dict, ctx, name: str) -> tuple
     ext0 = frames[0][0]
     memory = params.get("memory", 1.0)
     normalised = (bool(params.get("scale")) or bool(params.get("zero"))) and len(frames) > 1
-    budget = combine_rows(len(frames), ext0.shape, memory, None)
+    # chunks that fit the memory budget are read as they are (bands then are whole chunks, even if fewer
+    # than MIN_BANDS): rewriting the frames costs more than the parallelism it would buy
+    budget = tile_rows(len(frames), ext0.shape, memory)
     if not all(_ready(f, budget, normalised) for f in frames):
         rows = checkpoint_rows(len(frames), ext0.shape, memory, ext0.plane("SCI").chunks[0])
         grid = sample_grid(ext0.shape, params.get("statsec")) if normalised else None

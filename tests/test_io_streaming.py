@@ -1,0 +1,91 @@
+"""The write paths that stream: FITS outputs band by band (the same bytes as astropy's writer), and checkpoint
+chunk files written and read directly (what zarr itself reads)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from astropy.io import fits
+from astropy.table import Table
+
+from draconis.frame import Frame, make_extension
+from draconis.io._tasks import StoredPlane
+from draconis.io.fits import build_hdulist, write_fits, write_hdulist_atomic
+from draconis.io.zarr import live_stores, open_zarr, stored_source, stored_summary, write_zarr
+
+
+def _frame(rng, shape=(37, 23), chunks=(10, 12), n_ext=2) -> Frame:
+    exts = []
+    for _ in range(n_ext):
+        sci = rng.normal(size=shape).astype(np.float32)
+        header = fits.Header()
+        header["GAIN"] = 2.0
+        header["LONGSTR"] = "x" * 100  # a CONTINUE card
+        header["HISTORY"] = "a history card"
+        dq = (rng.random(shape) * 70000 % 65535).astype(np.uint16)  # values above 32767: BZERO matters
+        exts.append(make_extension(header, da.from_array(sci, chunks=chunks), np.abs(sci), dq,
+                                   (sci > 1).astype(np.uint8), Table({"NUMBER": [1, 2], "X": [1.5, 2.5]})))
+    phu = fits.Header()
+    phu["OBJECT"] = "test"
+    return Frame(phu=phu, extensions=tuple(exts), filename="a.fits", tables={"REFCAT": Table({"RA": [1.0, 2.0]})})
+
+
+def test_streamed_fits_is_byte_identical_to_astropys(tmp_path):
+    frame = _frame(np.random.default_rng(1))
+    streamed = write_fits(frame, tmp_path / "streamed.fits")
+    arrays = [{n: np.asarray(e.plane(n)) for n in ("SCI", "VAR", "DQ", "OBJMASK")} for e in frame.extensions]
+    reference = write_hdulist_atomic(build_hdulist(frame, arrays), tmp_path / "astropy.fits")
+    assert open(streamed, "rb").read() == open(reference, "rb").read()
+    # an integer SCI plane (a BPM) is written as it is
+    bpm = make_extension(fits.Header(), da.from_array(np.arange(20, dtype=np.int16).reshape(4, 5), chunks=(3, 5)))
+    bpm_frame = Frame(phu=fits.Header(), extensions=(bpm,), filename="b.fits")
+    a = write_fits(bpm_frame, tmp_path / "bpm.fits")
+    b = write_hdulist_atomic(build_hdulist(bpm_frame, [{"SCI": np.asarray(bpm.plane("SCI"))}]), tmp_path / "bpm2.fits")
+    assert open(a, "rb").read() == open(b, "rb").read()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+
+
+def test_checkpoint_chunks_are_zarr_and_read_back_in_any_slice(tmp_path):
+    rng = np.random.default_rng(2)
+    frame = _frame(rng, n_ext=1)
+    sci = np.asarray(frame[0].plane("SCI"))
+    sci[:5] = np.nan
+    frame = frame.map_extensions(lambda e: e.with_planes(SCI=da.from_array(sci, chunks=(10, 23))))
+    store = write_zarr(frame, tmp_path / "a.zarr", chunks=(8, 23))
+    back = open_zarr(store)
+    for name in ("SCI", "VAR", "DQ", "OBJMASK"):
+        want = np.asarray(frame[0].plane(name))
+        got = back[0].plane(name)
+        assert got.chunks[0] == (8, 8, 8, 8, 5) and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), want)
+        np.testing.assert_array_equal(zarr.open_array(store, path=f"ext1/{name}")[:], want)  # zarr reads it
+        np.testing.assert_array_equal(np.asarray(got[3:30:4, 5:20]), want[3:30:4, 5:20])
+        source = stored_source(got)
+        assert isinstance(source, StoredPlane)
+        np.testing.assert_array_equal(source[17], want[17])
+        np.testing.assert_array_equal(source[33:35, ::2], want[33:35, ::2])
+    summary = stored_summary(back[0])
+    dq = np.asarray(frame[0].plane("DQ"))
+    assert summary.finite
+    assert summary.usable == bool(np.any(np.isfinite(sci) & ((dq & ~np.uint16(2)) == 0)))
+    # all flagged but non_linear (2) and NaN elsewhere: finite pixels exist, none usable
+    flagged = frame.map_extensions(lambda e: e.with_planes(DQ=da.full(sci.shape, 4, np.uint16, chunks=(10, 23))))
+    assert stored_summary(open_zarr(write_zarr(flagged, tmp_path / "b.zarr", chunks=(8, 23)))[0]).usable is False
+    harmless = frame.map_extensions(lambda e: e.with_planes(DQ=da.full(sci.shape, 2, np.uint16, chunks=(10, 23))))
+    assert stored_summary(open_zarr(write_zarr(harmless, tmp_path / "c.zarr", chunks=(8, 23)))[0]).usable is True
+    assert os.path.abspath(store) in live_stores()
+
+
+def test_a_removed_checkpoint_fails_loudly_not_as_zeros(tmp_path):
+    frame = _frame(np.random.default_rng(3), n_ext=1)
+    store = write_zarr(frame, tmp_path / "a.zarr", chunks=(8, 23))
+    back = open_zarr(store)
+    shutil.rmtree(store)
+    for name in ("SCI", "DQ"):
+        with pytest.raises(FileNotFoundError, match="checkpoint"), dask.config.set(scheduler="synchronous"):
+            np.asarray(back[0].plane(name))
