@@ -74,34 +74,38 @@ def synthetic_band(index: int, shape: tuple[int, int], shift: int, seed: int, si
     Inside the frame's window: Gaussian noise of ``sigma``, a fixed field of
     stars (the same grid position in every frame, as after resampling), a
     few cosmic rays (high values, unflagged) and bad pixels (DQ 1); outside
-    it: 0, 0, no_data.
+    it: 0, 0, no_data.  Every row has its own random stream, so any rows of
+    a frame can be generated alone, in any chunking, and come out the same.
     """
     y0 = block_id[1] * rows
     y1 = min(y0 + rows, shape[0])
-    nx = shape[1]
-    rng = np.random.default_rng((seed, index, y0))
-    out = np.zeros((3, y1 - y0, nx), np.float32)
+    out = np.zeros((3, y1 - y0, shape[1]), np.float32)
     out[2] = NO_DATA
     wy0, wy1, wx0, wx1 = _window(index, shape, shift, seed)
     a, b = max(y0, wy0), min(y1, wy1)
-    if a < b:
-        rows = slice(a - y0, b - y0)
-        sci = rng.standard_normal((b - a, wx1 - wx0), dtype=np.float32)
-        sci *= np.float32(sigma)
-        yy = np.arange(a, b, dtype=np.float32)[:, None]
-        xx = np.arange(wx0, wx1, dtype=np.float32)[None, :]
-        for sy, sx, flux in _stars(shape, seed):
-            if a - 6 <= sy < b + 6:
-                near = slice(max(int(sx) - 6 - wx0, 0), max(int(sx) + 7 - wx0, 0))
-                r2 = (yy - sy) ** 2 + (xx[:, near] - sx) ** 2
-                sci[:, near] += np.float32(flux / (2 * np.pi * 2.0)) * np.exp(-r2 / np.float32(4.0))
-        hits = rng.integers(0, sci.size, max(1, sci.size // 20000))
-        sci.flat[hits] += np.float32(50 * sigma)
-        out[0, rows, wx0:wx1] = sci
-        out[1, rows, wx0:wx1] = sigma * sigma
-        dq = np.zeros(sci.shape, np.float32)
-        dq.flat[rng.integers(0, sci.size, max(1, sci.size // 50000))] = 1
-        out[2, rows, wx0:wx1] = dq
+    if a >= b:
+        return out
+    width = wx1 - wx0
+    sci = np.empty((b - a, width), np.float32)
+    dq = np.zeros((b - a, width), np.float32)
+    for y in range(a, b):
+        rng = np.random.default_rng((seed, index, y))
+        sci[y - a] = rng.standard_normal(width, dtype=np.float32)
+        sci[y - a] *= np.float32(sigma)
+        sci[y - a, rng.random(width) < 1 / 20000] += np.float32(50 * sigma)  # cosmic rays
+        dq[y - a, rng.random(width) < 1 / 50000] = 1  # bad pixels
+    for sy, sx, flux in _stars(shape, seed):
+        x0 = int(sx) - 6
+        dx2 = (np.arange(x0, x0 + 13) - sx) ** 2  # the same 13-pixel profile whatever the chunking
+        for y in range(max(a, int(sy) - 6), min(b, int(sy) + 7)):
+            row = (flux / (4 * np.pi)) * np.exp(-(dx2 + (y - sy) ** 2) / 4.0)
+            lo, hi = max(x0, wx0), min(x0 + 13, wx1)
+            if lo < hi:
+                sci[y - a, lo - wx0:hi - wx0] += row[lo - x0:hi - x0].astype(np.float32)
+    rows_in = slice(a - y0, b - y0)
+    out[0, rows_in, wx0:wx1] = sci
+    out[1, rows_in, wx0:wx1] = sigma * sigma
+    out[2, rows_in, wx0:wx1] = dq
     return out
 
 
