@@ -146,3 +146,20 @@ def test_stored_frames_are_not_checkpointed_again_and_dq_is_compressed(tmp_path,
     assert raw_plane * 2 < record.bytes < raw_plane * 2 * 1.2
     ctx.close()
     assert os.path.isdir(record.directory)  # kept on request
+
+
+def test_bands_within_taller_stored_chunks_read_just_their_rows(tmp_path, counted):
+    _, reads = counted
+    frames = testing.resampled_sequence(5, SHAPE, chunk_rows=ROWS)
+    ctx = _context(tmp_path, frames)
+    with dask.config.set({"draconis.chunk_rows": 8}):
+        stored = PrimitiveCaller(ctx).flushPixels()
+    # a memory budget of a few rows: 2-row bands inside the 8-row chunks
+    stack = stack_frames_core(stored, {"operation": "mean", "reject_method": "sigclip", "memory": 1e-5},
+                              logging.getLogger("test"))
+    assert set(stack[0].plane("SCI").chunks[0]) == {2}
+    got = [np.asarray(stack[0].plane(n)) for n in ("SCI", "VAR", "DQ")]
+    for name, a, b in zip(("SCI", "VAR", "DQ"), got, _direct_stack(frames, reject_method="sigclip")):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=0, err_msg=name)
+    assert {skip for _, _, skip in reads} == {0, 2, 4, 6}  # every read started inside a chunk, at its band
+    ctx.close()

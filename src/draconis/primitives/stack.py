@@ -4,9 +4,10 @@ For each detector array the N inputs are combined in row bands ``(rows,
 width)``: one task per band reads that band of every input (SCI, VAR, DQ),
 combines it with :func:`draconis.kernels.stack.combine_tile` and yields the
 band of the stack's SCI, VAR and DQ at once.  The band height comes from the
-``memory`` parameter (``N x rows x width x`` :data:`BYTES_PER_PIXEL` must
-fit) and is a whole number of the inputs' row chunks, so no chunk is read
-twice.  Normalisation factors (scale/zero) are fitted on strided subsamples
+``memory`` parameter (``N x rows x width x`` :data:`BYTES_PER_PIXEL_STORED` must
+fit) and a whole number of the inputs' row chunks, so no chunk is read
+twice (inputs stored in taller chunks are read band by band, each band
+reading just its rows).  Normalisation factors (scale/zero) are fitted on strided subsamples
 of good pixels.
 
 stackFrames on resampled inputs (frames on resampleToCommonFrame's common
@@ -51,11 +52,12 @@ from .registry import primitive
 __all__ = ["stack_frames_core", "tile_rows", "combine_rows", "checkpoint_rows", "band_rows", "sample_grid",
            "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
 
-#: Bytes per input pixel a combine task holds: SCI and VAR (float32) and DQ (uint16) read straight into its
-#: cubes, and 20 % for the output band and the kernel's work buffers.
-BYTES_PER_PIXEL = 12
-#: The same for inputs that are not stored checkpoints (Dask stacks and concatenates their blocks: a copy).
-BYTES_PER_PIXEL_LAZY = 30
+#: Bytes per input pixel a combine task holds when Dask stacks and concatenates the inputs' blocks (values,
+#: variance, DQ, the concatenated copy, buffers).
+BYTES_PER_PIXEL = 30
+#: The same for stored checkpoint inputs, read straight into the task's cubes: SCI and VAR (float32), DQ
+#: (uint16), and 20 % for the output band and the kernel's work buffers.
+BYTES_PER_PIXEL_STORED = 12
 #: Pixels per frame and array sampled to fit scale/zero.
 NORM_SAMPLES = 40000
 #: DQ bits that leave a pixel usable for the "every pixel is flagged" test (non_linear: corrected data).
@@ -138,7 +140,7 @@ def checkpoint_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | No
     """Row-chunk height for checkpointing the inputs of a stack: the stack's band (:func:`combine_rows`), or the
     largest divisor of the inputs' own row blocks ``upstream`` not below half of it (then the write needs no
     rechunk); each band is then one chunk of every input."""
-    rows = combine_rows(n_frames, shape, memory_gb, None)
+    rows = combine_rows(n_frames, shape, memory_gb, None, bytes_per_pixel=BYTES_PER_PIXEL_STORED)
     block = max(upstream, default=0)
     if block > rows:
         divisor = max(d for d in range(1, rows + 1) if block % d == 0)
@@ -347,7 +349,7 @@ def band_rows(exts: Sequence[Extension], memory_gb: float | None) -> int:
     sci = exts[0].plane("SCI")
     stored = all(stored_source(e.plane("SCI")) is not None for e in exts)
     return combine_rows(len(exts), exts[0].shape, memory_gb, sci.chunks[0][0],
-                        bytes_per_pixel=BYTES_PER_PIXEL if stored else BYTES_PER_PIXEL_LAZY)
+                        bytes_per_pixel=BYTES_PER_PIXEL_STORED if stored else BYTES_PER_PIXEL)
 
 
 def _combined_levels(frames: Sequence[Frame], e: int) -> dict[str, float]:
@@ -448,9 +450,14 @@ def _recorded_samples(ext: Extension):
     return None if summary is None else summary.samples
 
 
+#: Stored chunks up to this many bands tall are read as they are: a band reads just its rows of a raw plane
+#: (SCI, VAR) and decompresses the whole (small) DQ chunk, which costs less than writing the frames again.
+MAX_CHUNK_BANDS = 4
+
+
 def _ready(frame: Frame, band_budget: int, samples: bool) -> bool:
-    """Whether a stack can read ``frame`` as it is stored: checkpointed planes in chunks no taller than a band,
-    with the write's summary (and samples when wanted)."""
+    """Whether a stack can read ``frame`` as it is stored: checkpointed planes in chunks at most
+    :data:`MAX_CHUNK_BANDS` bands tall, with the write's summary (and samples when wanted)."""
     for ext in frame.extensions:
         summary = stored_summary(ext)
         if summary is None or (samples and summary.samples is None):
@@ -458,7 +465,7 @@ def _ready(frame: Frame, band_budget: int, samples: bool) -> bool:
         for name in ("SCI", "VAR", "DQ"):
             plane = ext.plane(name)
             source = stored_source(plane) if plane is not None else None
-            if plane is not None and (source is None or source.chunk_rows > band_budget):
+            if plane is not None and (source is None or source.chunk_rows > MAX_CHUNK_BANDS * band_budget):
                 return False
     return True
 
@@ -493,9 +500,10 @@ def _one_pass_inputs(frames: list[Frame], params: dict, ctx, name: str) -> tuple
     ext0 = frames[0][0]
     memory = params.get("memory", 1.0)
     normalised = (bool(params.get("scale")) or bool(params.get("zero"))) and len(frames) > 1
-    # chunks that fit the memory budget are read as they are (bands then are whole chunks, even if fewer
-    # than MIN_BANDS): rewriting the frames costs more than the parallelism it would buy
-    budget = tile_rows(len(frames), ext0.shape, memory)
+    # stored chunks are read as they are when they fit the memory budget (bands are then whole chunks, even if
+    # fewer than MIN_BANDS: rewriting the frames costs more than the parallelism it would buy), or are at most
+    # MAX_CHUNK_BANDS bands tall
+    budget = tile_rows(len(frames), ext0.shape, memory, bytes_per_pixel=BYTES_PER_PIXEL_STORED)
     if not all(_ready(f, budget, normalised) for f in frames):
         rows = checkpoint_rows(len(frames), ext0.shape, memory, ext0.plane("SCI").chunks[0])
         grid = sample_grid(ext0.shape, params.get("statsec")) if normalised else None
