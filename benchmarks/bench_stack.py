@@ -143,7 +143,7 @@ def draconis_stack(stores: list[str], workdir: str, stack_memory: float, address
         t4 = time.perf_counter()
         ctx.close(True)
     return {"open": t1 - t0, "graph": t2 - t1, "compute": t4 - t3, "total": (t4 - t3) + (t2 - t0),
-            "tasks": tasks, "graph_bytes": nbytes, "checkpoints": ctx.checkpoints.total_bytes}
+            "tasks": tasks, "graph_bytes": nbytes, "checkpoints": ctx.checkpoints.bytes_written}
 
 
 def _ccdproc_child(paths, mem: int, out_path: str, queue) -> None:

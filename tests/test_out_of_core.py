@@ -121,7 +121,7 @@ def test_stack_of_inputs_four_times_the_cluster_memory(tmp_path):
         ctx.close()
     log.info("worker baseline RSS (MiB) %s, peak RSS (MiB) %s; %.1f GiB of pixels through the stack, %.1f GB of "
              "checkpoint written", {k: v // 2 ** 20 for k, v in baselines.items()},
-             {k: v // 2 ** 20 for k, v in peaks.items()}, pixels / 2 ** 30, ctx.checkpoints.total_bytes / 1e9)
+             {k: v // 2 ** 20 for k, v in peaks.items()}, pixels / 2 ** 30, ctx.checkpoints.bytes_written / 1e9)
 
     assert pixels >= 4 * N_WORKERS * WORKER_MEMORY or SIZE < 2048  # the claim, for the default size
     # the baseline is a small part of the budget: a task's data, not imports, fill the worker

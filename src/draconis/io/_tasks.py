@@ -194,7 +194,7 @@ def read_stack(planes: list[StoredPlane], y0: int, y1: int) -> np.ndarray:
 
 
 def write_chunk(path: str, codec: str, k: int, block: np.ndarray, chunk_rows: int) -> int:
-    """Write rows of chunk ``k`` (``block``, at most ``chunk_rows`` rows) of the plane at ``path``; bytes written.
+    """Write rows of chunk ``k`` (``block``, at most ``chunk_rows`` rows) of the plane at ``path``; the file's size.
 
     A short (last) chunk is padded to the full chunk shape, as zarr stores it:
     with zeros (a sparse tail) for :data:`RAW`, before compression for
@@ -216,11 +216,12 @@ def write_chunk(path: str, codec: str, k: int, block: np.ndarray, chunk_rows: in
             f.write(data)
         return len(data)
     os.makedirs(directory, exist_ok=True)
+    size = chunk_rows * block.nbytes // block.shape[0]
     with open(os.path.join(directory, "0"), "wb") as f:
         f.write(memoryview(block).cast("B"))
-        if block.shape[0] < chunk_rows:
-            f.truncate(chunk_rows * block.nbytes // block.shape[0])
-    return block.nbytes
+        if block.nbytes < size:
+            f.truncate(size)
+    return size
 
 
 def _any_rows(test, *blocks: np.ndarray) -> bool:

@@ -66,7 +66,7 @@ class ExtSummary:
 
 @dataclasses.dataclass(frozen=True)
 class WriteReport:
-    """One frame's checkpoint write: where, how many bytes, and per-extension summaries."""
+    """One frame's checkpoint write: where, its size on disk (bytes), and per-extension summaries."""
 
     store: str
     bytes: int
@@ -194,7 +194,8 @@ class PendingWrite:
             directory = os.path.join(self.store, f"ext{i}")
             node = _read_json(directory)
             node["attributes"][_SUMMARY_KEY] = {"finite": summary.finite, "usable": summary.usable}
-            _write_json(directory, node)
+            written -= os.path.getsize(os.path.join(directory, "zarr.json"))
+            written += _write_json(directory, node)
             summaries.append(summary)
         return WriteReport(self.store, written, tuple(summaries))
 

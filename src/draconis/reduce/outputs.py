@@ -134,17 +134,17 @@ class Checkpoints:
         self._live: list[str] = []
 
     @property
-    def bytes_written(self) -> dict[str, int]:
+    def bytes_written(self) -> int:
+        """Bytes written by every checkpoint of the run (per label: :attr:`bytes_by_label`)."""
+        return sum(r.bytes for r in self.records)
+
+    @property
+    def bytes_by_label(self) -> dict[str, int]:
         """Bytes written per label (checkpoints of one label added up), in the order first written."""
         out: dict[str, int] = {}
         for r in self.records:
             out[r.label] = out.get(r.label, 0) + r.bytes
         return out
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes written by every checkpoint of the run."""
-        return sum(r.bytes for r in self.records)
 
     def write(self, frames: Sequence[Frame], label: str = "checkpoint", *, chunks: tuple[int, int] | None = None,
               samples: tuple[int, int, int, int, int] | None = None) -> list[Frame]:
