@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from astropy.stats import sigma_clip
 
-from draconis.kernels import combine_block
+from draconis.kernels import CombineSpec, combine_block
 
 
 def _best_time(func, repeat: int) -> float:
@@ -96,7 +96,7 @@ def main() -> None:
         t_base = _best_time(baseline, 1 if "astropy" in bname else args.repeat)
         base_rate = bvals / t_base / 1e6
         for par in (True, False):
-            t = _best_time(lambda: combine_block(sci, var, dq, parallel=par, **kw), args.repeat)
+            t = _best_time(lambda: combine_block(sci, var, dq, CombineSpec(**kw), parallel=par), args.repeat)
             rate = nvals / t / 1e6
             print(f"{name:<24}{threads if par else 1:>8}{t:>8.3f}{rate:>9.1f}   "
                   f"{bname:<20}{base_rate:>9.1f}{rate / base_rate:>7.1f}x")

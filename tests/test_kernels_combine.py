@@ -10,7 +10,7 @@ import pytest
 from astropy.stats import sigma_clip
 
 from draconis.errors import ParameterError
-from draconis.kernels import DQ_HIERARCHY, CombineParameterError, combine_block, median_along_frames
+from draconis.kernels import DQ_HIERARCHY, CombineParameterError, CombineSpec, combine_block, median_along_frames
 
 HALF_PI = math.pi / 2
 
@@ -26,6 +26,11 @@ def _median_var(m: int, lower: bool = False, n_all: int | None = None) -> float:
     return (_MEDIAN_EFFICIENCY[n - 1] if n <= len(_MEDIAN_EFFICIENCY) else HALF_PI) / n
 
 
+def _combine(sci, var=None, dq=None, *, zero=None, scale=None, parallel=None, **spec):
+    """combine_block with the spec's fields given as keywords (shorter tests)."""
+    return combine_block(sci, var, dq, CombineSpec(**spec), zero=zero, scale=scale, parallel=parallel)
+
+
 def _cube(values, dtype=np.float32):
     """A (N, 1, 1) cube from a list of per-frame values."""
     return np.asarray(values, dtype=dtype).reshape(-1, 1, 1)
@@ -33,7 +38,7 @@ def _cube(values, dtype=np.float32):
 
 def _one(values, var=None, dq=None, keep=(0, 1, 2, 3), **kw):
     """Combine one pixel; returns python scalars (sci, var, dq, n_used), or those in ``keep``."""
-    out = combine_block(_cube(values), None if var is None else _cube(var),
+    out = _combine(_cube(values), None if var is None else _cube(var),
                         None if dq is None else _cube(dq, np.uint16), **kw)
     return tuple(out[k][0, 0].item() for k in keep)
 
@@ -106,7 +111,7 @@ def _random_stack(rng, n, ny, nx, *, with_dq=True):
 
 
 def _assert_matches_reference(sci, var, dq, **kw):
-    out = combine_block(sci, var, dq, **kw)
+    out = _combine(sci, var, dq, **kw)
     x64 = sci.astype(np.float64)
     v64 = None if var is None else var.astype(np.float64)
     for y in range(sci.shape[1]):
@@ -156,7 +161,7 @@ def test_sigclip_agrees_with_astropy(mclip, max_iters):
     rng = np.random.default_rng(3)
     sci, _, _ = _random_stack(rng, 25, 16, 20, with_dq=False)
     sci[:, 3, 4] = 5.0  # a constant pixel: zero scatter, nothing rejected
-    s, v, d, n_used = combine_block(sci, operation="mean", reject_method="sigclip", lsigma=2.5,
+    s, v, d, n_used = _combine(sci, operation="mean", reject_method="sigclip", lsigma=2.5,
                                     hsigma=3.0, mclip=mclip, max_iters=max_iters)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -175,7 +180,7 @@ def test_sigclip_removes_injected_outliers():
     sci = rng.normal(100.0, 1.0, (20, 8, 8)).astype(np.float32)
     sci[5, 2, 3] = 1e4
     sci[7, 2, 3] = -1e4
-    s, _, _, n_used = combine_block(sci, reject_method="sigclip")
+    s, _, _, n_used = _combine(sci, reject_method="sigclip")
     assert n_used[2, 3] == 18
     assert abs(s[2, 3] - 100.0) < 1.0
 
@@ -185,7 +190,7 @@ def test_median_none_agrees_with_numpy_on_a_large_block():
     sci = rng.normal(0.0, 1.0, (8, 120, 100)).astype(np.float32)  # > 8192 pixels: parallel path
     for operation, ref in (("median", np.median(sci, axis=0)), ("mean", sci.mean(axis=0, dtype=np.float64))):
         for parallel in (None, False):
-            s, v, _, n_used = combine_block(sci, operation=operation, reject_method="none", parallel=parallel)
+            s, v, _, n_used = _combine(sci, operation=operation, reject_method="none", parallel=parallel)
             np.testing.assert_allclose(s, ref, rtol=1e-6, atol=1e-6)
             assert (n_used == 8).all()
 
@@ -265,7 +270,7 @@ def test_varclip_uses_each_values_own_variance():
     # without VAR it is sigclip
     rng = np.random.default_rng(2)
     sci = _random_stack(rng, 15, 4, 4, with_dq=False)[0]
-    for a, b in zip(combine_block(sci, reject_method="varclip"), combine_block(sci, reject_method="sigclip")):
+    for a, b in zip(_combine(sci, reject_method="varclip"), _combine(sci, reject_method="sigclip")):
         np.testing.assert_array_equal(a, b)
 
 
@@ -329,26 +334,39 @@ def test_no_usable_input():
 def test_parameter_errors():
     sci = np.zeros((4, 2, 2), np.float32)
     with pytest.raises(CombineParameterError, match="nlow=2 \\+ nhigh=2"):
-        combine_block(sci, reject_method="minmax", nlow=2, nhigh=2)
+        _combine(sci, reject_method="minmax", nlow=2, nhigh=2)
     with pytest.raises(ValueError):
-        combine_block(sci, reject_method="minmax", nlow=4)
+        _combine(sci, reject_method="minmax", nlow=4)
     with pytest.raises(ParameterError, match="operation='average'"):
-        combine_block(sci, operation="average")
+        _combine(sci, operation="average")
     with pytest.raises(ParameterError, match="reject_method"):
-        combine_block(sci, reject_method="avsigclip")
+        _combine(sci, reject_method="avsigclip")
     with pytest.raises(ParameterError, match="var has shape"):
-        combine_block(sci, var=np.zeros((3, 2, 2), np.float32))
+        _combine(sci, var=np.zeros((3, 2, 2), np.float32))
     with pytest.raises(ParameterError, match="scale has 3 values"):
-        combine_block(sci, scale=[1, 2, 3])
+        _combine(sci, scale=[1, 2, 3])
     with pytest.raises(ParameterError, match="max_iters"):
-        combine_block(sci, max_iters=0)
+        _combine(sci, max_iters=0)
     # nlow/nhigh do not matter for other rejection methods
-    assert combine_block(sci, reject_method="sigclip", nlow=4)[3].tolist() == [[4, 4], [4, 4]]
+    assert _combine(sci, reject_method="sigclip", nlow=4)[3].tolist() == [[4, 4], [4, 4]]
+
+
+def test_spec_is_checked_when_made_and_fitted_to_short_inputs():
+    with pytest.raises(CombineParameterError, match="lsigma=-1"):
+        CombineSpec(lsigma=-1.0)
+    with pytest.raises(CombineParameterError, match="nlow=-1"):
+        CombineSpec(nlow=-1)
+    spec = CombineSpec(reject_method="minmax", nlow=2, nhigh=1)
+    assert spec.for_inputs(4) is spec
+    assert (spec.for_inputs(3).nlow, spec.for_inputs(3).nhigh) == (1, 1)
+    assert spec.for_inputs(2) == CombineSpec(reject_method="none")  # equal counts drop together
+    assert CombineSpec(reject_method="minmax", nlow=2).for_inputs(2) == CombineSpec(reject_method="minmax", nlow=1)
+    assert CombineSpec().for_inputs(1) == CombineSpec()  # sigclip needs no fitting
 
 
 def test_outputs_have_documented_types_and_accept_other_input_types():
     sci = np.arange(24, dtype=np.float64).reshape(3, 2, 4)[:, :, ::2]  # non-contiguous float64
-    out = combine_block(sci, np.ones_like(sci), np.zeros(sci.shape, np.int32), reject_method="none")
+    out = _combine(sci, np.ones_like(sci), np.zeros(sci.shape, np.int32), reject_method="none")
     assert [o.dtype for o in out] == [np.float32, np.float32, np.uint16, np.uint16]
     assert all(o.shape == (2, 2) for o in out)
     np.testing.assert_array_equal(out[0], sci.mean(axis=0))
@@ -376,14 +394,14 @@ def test_median_along_frames():
 def test_concurrent_calls_match_serial(kw):
     rng = np.random.default_rng(21)
     blocks = [_random_stack(rng, 10, 96, 96) for _ in range(4)]  # 9216 px: parallel path
-    expected = [combine_block(*b, parallel=False, **kw) for b in blocks]
+    expected = [_combine(*b, parallel=False, **kw) for b in blocks]
     results: dict[int, tuple] = {}
     barrier = threading.Barrier(4)
 
     def work(i: int) -> None:
         barrier.wait()
         for _ in range(3):
-            results[i] = combine_block(*blocks[i], parallel=bool(i % 2), **kw)
+            results[i] = _combine(*blocks[i], parallel=bool(i % 2), **kw)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
@@ -402,6 +420,6 @@ def test_median_variance_matches_the_scatter_of_medians(nframes, reject):
     sigma = 3.0
     sci = rng.normal(0.0, sigma, (nframes, 200, 200)).astype(np.float32)
     var = np.full(sci.shape, sigma ** 2, np.float32)
-    s, v, _, _ = combine_block(sci, var=var, operation="median", reject_method=reject, nlow=1, nhigh=1)
+    s, v, _, _ = _combine(sci, var=var, operation="median", reject_method=reject, nlow=1, nhigh=1)
     measured = float(np.var(s))
     assert float(np.median(v)) == pytest.approx(measured, rel=0.03)

@@ -183,8 +183,9 @@ def test_stack_frames_mean_and_header(darks):
     from draconis.primitives.stack import stack_frames_core
     with raise_if_dask_computes():
         (st,) = run("stackFrames", frames, reject_method="none")
-        banded = stack_frames_core(frames, {"operation": "mean", "reject_method": "none", "memory": 1e-6},
-                                   logging.getLogger("test"))
+        # a budget below the declared range, to force bands on a tiny stack (the core takes any Mapping)
+        params = get_primitive("stackFrames").resolve(None, None, {"reject_method": "none"}).replace(memory=1e-6)
+        banded = stack_frames_core(frames, params, logging.getLogger("test"))
     np.testing.assert_allclose(sci(banded), sci(st))
     assert len(banded[0].plane("SCI").chunks[0]) > 1  # the memory budget split the combine in bands
     cube = np.stack([sci(f) for f in frames])

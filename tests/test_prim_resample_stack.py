@@ -18,7 +18,7 @@ from astropy.wcs import WCS
 from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
-from draconis.kernels.combine import combine_block
+from draconis.kernels.combine import CombineSpec, combine_block
 from draconis.primitives.registry import get_primitive
 
 PIXSCALE = 0.18
@@ -93,7 +93,8 @@ def reduced():
     frames = run("scaleCountsToReference", frames)
     cubes = dask.compute([f[0].plane("SCI") for f in frames], [f[0].plane("VAR") for f in frames],
                          [f[0].plane("DQ") for f in frames])
-    sci, var, dq, nused = combine_block(*(np.stack(c) for c in cubes), operation="mean", reject_method="sigclip")
+    sci, var, dq, nused = combine_block(*(np.stack(c) for c in cubes),
+                                        CombineSpec(operation="mean", reject_method="sigclip"))
     # The stack's WCS is the reference frame's header WCS, pointing error included (no external catalogue
     # offline): the true WCS of the stack grid has that error removed.
     out_hdr = frames[0][0].header.copy()

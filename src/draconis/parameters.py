@@ -4,13 +4,25 @@ A :class:`Param` carries a name, type, default, allowed range or choices and a
 one-line description.  Instrument modules overlay defaults with
 :func:`register_overrides`; user values (``-p prim:name=value``) are coerced
 and validated here before any graph is built.
+
+Parameters shared by several primitives are declared once as a
+:class:`ParamGroup` (the combine group comes from the fields of
+:class:`~draconis.kernels.combine.CombineSpec`) and referenced by each.
+
+A parameter that names files (``opens=``) is opened by the runner, not by the
+primitive: the primitive receives frames or a table (see
+:meth:`draconis.reduce.context.RunContext.open_files`).  A parameter kept for
+DRAGONS parity of the name but not implemented is declared ``unsupported``:
+setting it to anything but its default is an error naming it.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +31,12 @@ from .errors import ParameterError
 _NONE_STRINGS = {"none", "null"}
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
+
+#: What the runner opens for a parameter declared ``opens=...``:
+#: ``frame``: one Frame (one of the primitive's inputs named by file name or stem, else a file);
+#: ``frames``: a list of Frames (files); ``table``: an astropy Table (with the primitive's ``format``
+#: parameter when it has one); ``stream``: the frames of the stream of that name, else of the file(s).
+OPENS = ("frame", "frames", "table", "stream")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +63,15 @@ class Param:
     check
         Extra validation of a converted value: a function that raises
         ValueError for a bad one (e.g. :func:`~draconis.instruments.sections.parse_section`).
+    opens
+        The value names files that the runner opens before calling the
+        primitive (one of :data:`OPENS`); None for ordinary values.
+    passthrough
+        Values of an ``opens`` parameter that are not file names and reach the
+        primitive as they are (e.g. ``static_bpm='default'``).
+    unsupported
+        Why draconis does not implement this parameter (kept for DRAGONS
+        parity of the name); any value but the default is then refused.
     """
 
     name: str
@@ -57,6 +84,13 @@ class Param:
     high: float | None = None
     closed: tuple[bool, bool] = (True, True)
     check: Callable[[Any], Any] | None = None
+    opens: str | None = None
+    passthrough: tuple[Any, ...] = ()
+    unsupported: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.opens is not None and self.opens not in OPENS:
+            raise ValueError(f"parameter {self.name}: opens={self.opens!r} is not one of {', '.join(OPENS)}")
 
     def range_text(self) -> str | None:
         """DRAGONS-style range, e.g. ``[0,inf)``; None when unbounded."""
@@ -71,6 +105,13 @@ class Param:
     def coerce(self, value: Any, *, where: str = "") -> Any:
         """``value`` converted to this parameter's type and checked, or ParameterError."""
         label = f"{where}:{self.name}" if where else self.name
+        out = self._coerce(value, label)
+        if self.unsupported and out != self.default:
+            raise ParameterError(f"{label} is not supported by draconis ({self.unsupported}); "
+                                 f"leave it at its default {self.default!r}")
+        return out
+
+    def _coerce(self, value: Any, label: str) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS and self.type is not str):
             if self.optional or self.default is None:
                 return None
@@ -136,6 +177,15 @@ class Param:
         return text + (" or None" if self.optional else "")
 
 
+def _type_of(annotation: Any) -> tuple[type, bool]:
+    """(type, optional) of a dataclass field annotation such as ``int | None``."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in args if a is not type(None)]
+        return (kinds[0] if len(kinds) == 1 else object), type(None) in args
+    return annotation, False
+
+
 def _num(x: float) -> str:
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
@@ -149,6 +199,57 @@ def P(name: str, type_: type, default: Any, doc: str, **kw: Any) -> Param:
 
 def suffix_param(default: str | None) -> Param:
     return Param("suffix", str, default, "text appended to output filenames", optional=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """Parameters declared once and shared by several primitives.
+
+    A primitive takes the group with its own defaults, e.g.
+    ``*COMBINE(reject_method="varclip")``; an unknown name is an error, so a
+    group and its users cannot drift apart.
+    """
+
+    name: str
+    params: tuple[Param, ...]
+
+    @classmethod
+    def from_dataclass(cls, name: str, spec: type) -> ParamGroup:
+        """The group declared by the fields of a dataclass: annotation, default and metadata
+        (``doc``, and optionally ``choices``, ``low``, ``high``) of each field."""
+        hints = typing.get_type_hints(spec)
+        params = []
+        for f in dataclasses.fields(spec):
+            kind, optional = _type_of(hints[f.name])
+            meta = dict(f.metadata)
+            params.append(Param(f.name, kind, f.default, meta.pop("doc"), optional=optional,
+                                choices=tuple(meta["choices"]) if "choices" in meta else None,
+                                low=meta.get("low"), high=meta.get("high")))
+        return cls(name, tuple(params))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def __iter__(self) -> Iterator[Param]:
+        return iter(self.params)
+
+    def __call__(self, *, exclude: Iterable[str] = (), unsupported: Mapping[str, str] | None = None,
+                 **defaults: Any) -> tuple[Param, ...]:
+        """The group's parameters with other ``defaults``, without ``exclude``, with some declared unsupported."""
+        unsupported = dict(unsupported or {})
+        unknown = (set(defaults) | set(exclude) | set(unsupported)) - set(self.names())
+        if unknown:
+            raise ValueError(f"parameter group {self.name} has no parameter(s) {sorted(unknown)}")
+        out = []
+        for p in self.params:
+            if p.name in exclude:
+                continue
+            if p.name in defaults:
+                p = dataclasses.replace(p, default=defaults[p.name])
+            if p.name in unsupported:
+                p = dataclasses.replace(p, unsupported=unsupported[p.name])
+            out.append(p)
+        return tuple(out)
 
 
 #: Parameters every primitive accepts (handled by the runner).

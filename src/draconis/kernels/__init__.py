@@ -10,6 +10,7 @@ from .combine import (
     OPERATIONS,
     REJECT_METHODS,
     CombineParameterError,
+    CombineSpec,
     combine_block,
     median_along_frames,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "OPERATIONS",
     "REJECT_METHODS",
     "CombineParameterError",
+    "CombineSpec",
     "combine_block",
     "median_along_frames",
 ]

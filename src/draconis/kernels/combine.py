@@ -47,8 +47,10 @@ place of ``mean(v)``, and 0 when only one value is used.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
 import numba
 import numpy as np
@@ -58,6 +60,7 @@ from . import _combine_core as core
 from ._combine_core import DQ_HIERARCHY
 
 __all__ = [
+    "CombineSpec",
     "CombineParameterError",
     "combine_block",
     "median_along_frames",
@@ -78,6 +81,80 @@ _MIN_PARALLEL_PIXELS = 8192
 
 class CombineParameterError(ParameterError, ValueError):
     """A combine/reject parameter is invalid (also a ValueError for NumPy-style callers)."""
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+def _field(default: Any, doc: str, **limits: Any) -> Any:
+    """A CombineSpec field: its default, one-line description and valid values (read by showpars and ``-p``)."""
+    return dataclasses.field(default=default, metadata={"doc": doc, **limits})
+
+
+@dataclasses.dataclass(frozen=True)
+class CombineSpec:
+    """How the values of one pixel in N frames become one value: rejection, then combination.
+
+    This is the one declaration of the combine parameter group: stackFrames,
+    stackDarks, stackFlats, makeLampFlat and skyCorrect declare their
+    parameters from these fields (types, defaults, descriptions, limits),
+    build a spec from their resolved values with :meth:`from_params`, and
+    hand it unchanged to :func:`combine_block`.  The field defaults are
+    stackFrames'; each primitive may declare other defaults.
+
+    Raises
+    ------
+    CombineParameterError
+        On construction, for an unknown operation or rejection method or a
+        threshold or count out of range.
+    """
+
+    apply_dq: bool = _field(True, "ignore DQ-flagged pixels when combining")
+    operation: str = _field("mean", "combiner: mean | wtmean (inverse-variance) | median | lmedian (lower median)",
+                            choices=OPERATIONS)
+    reject_method: str = _field("sigclip", "none | minmax | sigclip | varclip", choices=REJECT_METHODS)
+    hsigma: float = _field(3.0, "upper clipping threshold (sigma)", low=0.0)
+    lsigma: float = _field(3.0, "lower clipping threshold (sigma)", low=0.0)
+    mclip: bool = _field(True, "use median (not mean) as clipping centre")
+    max_iters: int | None = _field(None, "iteration limit (None = until convergence)", low=1)
+    nlow: int = _field(0, "number of lowest values rejected per pixel", low=0)
+    nhigh: int = _field(0, "number of highest values rejected per pixel", low=0)
+
+    def __post_init__(self) -> None:
+        _check_choice(self.operation, OPERATIONS, "operation")
+        _check_choice(self.reject_method, REJECT_METHODS, "reject_method")
+        if self.lsigma < 0 or self.hsigma < 0:
+            raise CombineParameterError(f"lsigma={self.lsigma}, hsigma={self.hsigma}: clipping thresholds must "
+                                        "be >= 0")
+        if self.max_iters is not None and self.max_iters < 1:
+            raise CombineParameterError(f"max_iters={self.max_iters} must be None or >= 1")
+        if self.nlow < 0 or self.nhigh < 0:
+            raise CombineParameterError(f"nlow={self.nlow}, nhigh={self.nhigh} must be >= 0")
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any]) -> CombineSpec:
+        """The spec from a primitive's resolved parameters (every field must be among them)."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
+    def for_inputs(self, n: int) -> CombineSpec:
+        """This spec made usable with ``n`` inputs: min/max rejection needs ``nlow + nhigh < n``.
+
+        Both counts are lowered together while equal (so the kept values stay
+        centred), else the larger one; with nothing left to reject the method
+        becomes 'none'.  Returns ``self`` when nothing needs to change.
+        """
+        if self.reject_method != "minmax" or self.nlow + self.nhigh < n:
+            return self
+        nlow, nhigh = self.nlow, self.nhigh
+        while nlow + nhigh >= n and nlow + nhigh > 0:
+            if nlow == nhigh:
+                nlow, nhigh = nlow - 1, nhigh - 1
+            elif nlow > nhigh:
+                nlow -= 1
+            else:
+                nhigh -= 1
+        return dataclasses.replace(self, nlow=nlow, nhigh=nhigh,
+                                   reject_method="minmax" if nlow or nhigh else "none")
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -145,17 +222,10 @@ def _check_choice(value: str, choices: tuple, name: str) -> int:
     return choices.index(value)
 
 
-def _check_rejection(rej: int, n: int, lsigma, hsigma, max_iters, nlow, nhigh) -> int:
-    if lsigma < 0 or hsigma < 0:
-        raise CombineParameterError(f"lsigma={lsigma}, hsigma={hsigma}: clipping thresholds must be >= 0")
-    if max_iters is not None and max_iters < 1:
-        raise CombineParameterError(f"max_iters={max_iters} must be None or >= 1")
-    if nlow < 0 or nhigh < 0:
-        raise CombineParameterError(f"nlow={nlow}, nhigh={nhigh} must be >= 0")
-    if rej == core.MINMAX and nlow + nhigh >= n:
+def _check_counts(spec: CombineSpec, n: int) -> None:
+    if spec.reject_method == "minmax" and spec.nlow + spec.nhigh >= n:
         raise CombineParameterError(
-            f"minmax rejection of nlow={nlow} + nhigh={nhigh} values leaves nothing of {n} inputs")
-    return -1 if max_iters is None else int(max_iters)
+            f"minmax rejection of nlow={spec.nlow} + nhigh={spec.nhigh} values leaves nothing of {n} inputs")
 
 
 # --------------------------------------------------------------------------- public API
@@ -165,16 +235,8 @@ def combine_block(
     sci: np.ndarray,
     var: np.ndarray | None = None,
     dq: np.ndarray | None = None,
+    spec: CombineSpec = CombineSpec(),
     *,
-    operation: Literal["mean", "wtmean", "median", "lmedian"] = "mean",
-    reject_method: Literal["none", "minmax", "sigclip", "varclip"] = "sigclip",
-    lsigma: float = 3.0,
-    hsigma: float = 3.0,
-    mclip: bool = True,
-    max_iters: int | None = None,
-    nlow: int = 0,
-    nhigh: int = 0,
-    apply_dq: bool = True,
     zero: np.ndarray | None = None,
     scale: np.ndarray | None = None,
     parallel: bool | None = None,
@@ -187,21 +249,11 @@ def combine_block(
         Pixel values (converted to C-contiguous float32 if they are not).
     var, dq : ndarray, shape (N, y, x), optional
         Variance (float32) and data-quality flags (uint16) of the inputs.
-    operation : {'mean', 'wtmean', 'median', 'lmedian'}
-        Combiner applied to the values left after rejection.
-    reject_method : {'none', 'minmax', 'sigclip', 'varclip'}
-        Per-pixel rejection; 'varclip' without ``var`` behaves as 'sigclip'.
-    lsigma, hsigma : float
-        Lower and upper clipping thresholds, in sigma (sigclip, varclip).
-    mclip : bool
-        Clip about the median (True) or the mean (False).
-    max_iters : int or None
-        Maximum number of clipping passes; None iterates until nothing changes.
-    nlow, nhigh : int
-        Number of lowest and highest values rejected by 'minmax' (scaled per
-        pixel by the fraction of usable inputs, see the module notes).
-    apply_dq : bool
-        Use the DQ hierarchy to choose which inputs enter each pixel.
+    spec : CombineSpec
+        Rejection and combination (operation, reject_method, lsigma/hsigma,
+        mclip, max_iters, nlow/nhigh, apply_dq); 'varclip' without ``var``
+        behaves as 'sigclip'; 'minmax' counts are scaled per pixel by the
+        fraction of usable inputs (see the module notes).
     zero, scale : array of N floats, optional
         Per-frame normalisation applied first: ``sci * scale + zero``,
         ``var * scale**2``.
@@ -223,8 +275,8 @@ def combine_block(
     Raises
     ------
     CombineParameterError
-        (a ParameterError and a ValueError) for unknown methods, bad shapes
-        or thresholds, or ``nlow + nhigh >= N`` with 'minmax'.
+        (a ParameterError and a ValueError) for bad shapes or
+        ``nlow + nhigh >= N`` with 'minmax' (see :meth:`CombineSpec.for_inputs`).
 
     Notes
     -----
@@ -235,9 +287,10 @@ def combine_block(
     n, ny, nx = cube.shape
     if n == 0:
         raise CombineParameterError("combine_block needs at least one input frame")
-    op = _check_choice(operation, OPERATIONS, "operation")
-    rej = _check_choice(reject_method, REJECT_METHODS, "reject_method")
-    iters = _check_rejection(rej, n, lsigma, hsigma, max_iters, nlow, nhigh)
+    _check_counts(spec, n)
+    # the numba core takes plain scalars: method names become the core's integer codes here only
+    op, rej = OPERATIONS.index(spec.operation), REJECT_METHODS.index(spec.reject_method)
+    iters = -1 if spec.max_iters is None else int(spec.max_iters)
     has_var = var is not None
     if rej == core.VARCLIP and not has_var:
         rej = core.SIGCLIP
@@ -247,8 +300,8 @@ def combine_block(
     outs = (np.empty(npix, np.float32), np.empty(npix, np.float32),
             np.empty(npix, np.uint16), np.empty(npix, np.uint16))
     args = (cube.reshape(n, -1), var2, dq2, _per_frame(scale, 1.0, n, "scale"),
-            _per_frame(zero, 0.0, n, "zero"), bool(apply_dq and dq is not None), op, rej,
-            float(lsigma), float(hsigma), bool(mclip), iters, int(nlow), int(nhigh)) + outs
+            _per_frame(zero, 0.0, n, "zero"), bool(spec.apply_dq and dq is not None), op, rej,
+            float(spec.lsigma), float(spec.hsigma), bool(spec.mclip), iters, int(spec.nlow), int(spec.nhigh)) + outs
     if npix:
         _run(core.combine_pixels, core.combine_parallel, npix, parallel, args)
     return tuple(o.reshape(ny, nx) for o in outs)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .combine import CombineSpec, combine_block
+
 #: Histogram bins per (estimated) standard deviation in the Gaussian fit.
 _BINS_PER_SIGMA = 6
 #: Half-width (in sigma) of the part of the histogram that is fitted.
@@ -127,8 +129,8 @@ def dilate_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=disc(radius)).astype(np.uint8)
 
 
-def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, *,
-                    zero: np.ndarray | None, scale: np.ndarray | None, combine: dict) -> np.ndarray:
+def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, spec: CombineSpec, *,
+                    zero: np.ndarray | None, scale: np.ndarray | None) -> np.ndarray:
     """One tile of a sky stack: combine ``k`` skies along axis 0.
 
     Parameters
@@ -137,9 +139,8 @@ def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
         Arrays of shape ``(k, rows, width)`` (``var``/``dq`` may be None).
     zero, scale
         Per-sky additive / multiplicative normalisation (length ``k``) or None.
-    combine
-        Keyword arguments of :func:`draconis.kernels.combine.combine_block`
-        (operation, reject_method, sigmas, nlow, nhigh, apply_dq ...).
+    spec
+        Rejection and combination (:class:`~draconis.kernels.combine.CombineSpec`).
 
     Returns
     -------
@@ -147,9 +148,7 @@ def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
         float32 array ``(3, rows, width)``: the combined SCI, VAR and DQ
         (DQ as exact small integers in float32), so one task yields all three.
     """
-    from .combine import combine_block
-
-    out_sci, out_var, out_dq, _ = combine_block(sci, var, dq, zero=zero, scale=scale, **combine)
+    out_sci, out_var, out_dq, _ = combine_block(sci, var, dq, spec, zero=zero, scale=scale)
     result = np.empty((3,) + out_sci.shape, dtype=np.float32)
     result[0] = out_sci
     result[1] = 0.0 if out_var is None else out_var

@@ -23,7 +23,7 @@ from ..kernels import calib as k
 from ..parameters import P, suffix_param
 from .prepare import clip_calibration, lazy_map, stamp
 from .registry import primitive
-from .stack import _ALL, _stack_params, _values, stack_frames_core
+from .stack import stack_frames_core, without_normalisation
 
 #: instrument -> wavelength (um) below which lamp-on flats are only stacked.
 STACK_ONLY_BELOW_UM: dict[str, float] = {"GSAOI": 1.4}
@@ -47,7 +47,7 @@ def _difference(a: Frame, b: Frame) -> Frame:
 def _stack(frames: Sequence[Frame], p, ctx) -> Frame:
     if len(frames) == 1:
         return frames[0]
-    return stack_frames_core(frames, {**_values(p, _ALL), "scale": False, "zero": False}, ctx.log, suffix=None)
+    return stack_frames_core(frames, p.replace(scale=False, zero=False), ctx.log, suffix=None)
 
 
 def _exptimes(frames: Sequence[Frame]) -> list[float | None]:
@@ -71,7 +71,7 @@ def _call_stack_darks(darks: list[Frame], ctx) -> Frame:
 
 
 @primitive("makeLampFlat", suffix_param("_lampstack"),
-           *[q for q in _stack_params("sigclip", 0, 0, with_norm=False)[1:] if q.name != "separate_ext"],
+           *without_normalisation("makeLampFlat", exclude=("separate_ext",)),
            calibrations=("processed_dark",))
 def make_lamp_flat(frames: list[Frame], p, ctx) -> list[Frame]:
     """Lamp flat: on - off stacks; flats - darks; or a plain stack (see module notes)."""

@@ -32,10 +32,12 @@ from astropy.table import Table
 from ..errors import ParameterError
 from ..frame import Frame
 from ..kernels import sky as ksky
+from ..kernels.combine import CombineSpec
 from ..instruments.sections import parse_section
 from ..parameters import P, suffix_param
 from ..provenance import utc_timestamp
 from .registry import primitive
+from .stack import STACK
 from .sky_pointing import (
     config_key, field_centre, field_size_arcsec, frame_time, group_positions, pointing_positions,
     same_config, separation_arcsec,
@@ -255,28 +257,13 @@ def _unique(frames: Sequence[Frame]) -> list[Frame]:
 # ---------------------------------------------------------------------------
 # skyCorrect
 # ---------------------------------------------------------------------------
+#: stackSkyFrames' parameters: the shared stack group with the sky's defaults.
 _STACK_PARAMS = (
-    P("apply_dq", bool, True, "ignore DQ-flagged pixels when combining"),
-    P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True,
-      check=parse_section),
-    P("operation", str, "median", "combiner: mean | wtmean (inverse-variance) | median | lmedian (lower median)",
-      choices=("mean", "wtmean", "median", "lmedian")),
-    P("reject_method", str, "minmax", "none | minmax | sigclip | varclip",
-      choices=("none", "minmax", "sigclip", "varclip")),
-    P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0.0),
-    P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0.0),
-    P("mclip", bool, True, "use median (not mean) as clipping centre"),
-    P("max_iters", int, None, "iteration limit (None = until convergence)", optional=True, low=1),
-    P("nlow", int, 1, "number of lowest values rejected per pixel", low=0),
-    P("nhigh", int, 1, "number of highest values rejected per pixel", low=0),
-    P("memory", float, 1.0, "GB allowed for one combine; above it the stack is done in row strips",
-      optional=True, low=0.01),
-    P("debug_pixel", int, None, "print stacking details for this pixel", optional=True, low=0),
-    P("save_rejection_map", bool, False, "store per-pixel rejected count as a table/plane"),
-    P("debug_old_normalization", bool, False, "use legacy background-ratio normalisation"),
-    P("separate_ext", bool, True, "compute scale/offset per extension instead of globally"),
-    P("scale", bool, True, "multiplicative normalisation of the skies to the first"),
-    P("zero", bool, False, "additive normalisation of the skies to the first"),
+    *STACK(operation="median", reject_method="minmax", nlow=1, nhigh=1, scale=True, unsupported={
+        "memory": "sky stacks are combined in the row bands of their inputs (draconis.chunk_rows)",
+        "separate_ext": "sky levels are always measured per array",
+        "debug_old_normalization": "sky levels are always background modes",
+    }),
     P("mask_objects", bool, True, "mask OBJMASK pixels in sky frames before stacking"),
     P("dilation", float, 2.0, "OBJMASK dilation radius (pix)", low=0.0),
 )
@@ -360,7 +347,7 @@ class SkyBuilder:
         self.stacks: dict[tuple[str, ...], list[tuple[da.Array, bool, da.Array]]] = {}
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
-        self.combine = _combine_kwargs(p)
+        self.combine = CombineSpec.from_params(p)
         self.section = parse_section(p.statsec).as_slices() if p.statsec else None
 
     # -- per-sky preparation (shared by every window the sky appears in) --------
@@ -403,7 +390,7 @@ class SkyBuilder:
         have_var = all(q[1] is not None for q in parts)
         levels = da.stack([q[3] for q in parts])
         mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
-        combine = _fit_rejection(self.combine, len(parts), self.log)
+        combine = self._fit_rejection(len(parts))
         args = [da.stack(scis), "kyx", da.stack(dqs), "kyx", levels, "k"]
         if have_var:
             args[2:2] = [da.stack([q[1].rechunk(sci0.chunks) for q in parts]), "kyx"]
@@ -412,6 +399,14 @@ class SkyBuilder:
                            name=f"sky-stack-{token}", have_var=have_var, mode=mode, combine=combine)
         stack_level = levels[0] if mode else _median_level(levels)
         return out, have_var, stack_level
+
+    def _fit_rejection(self, k: int) -> CombineSpec:
+        """Min/max rejection needs nlow + nhigh < k: reduced (with a warning) for short sky lists."""
+        spec = self.combine.for_inputs(k)
+        if spec is not self.combine:
+            self.log.warning("skyCorrect: only %d sky frame(s): min/max rejection reduced to nlow=%d, nhigh=%d",
+                             k, spec.nlow, spec.nhigh)
+        return spec
 
     # -- subtraction ------------------------------------------------------------
     def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
@@ -471,32 +466,7 @@ def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var,
     return out
 
 
-def _combine_kwargs(p) -> dict[str, Any]:
-    return {"operation": p.operation, "reject_method": p.reject_method, "lsigma": p.lsigma,
-            "hsigma": p.hsigma, "mclip": p.mclip, "max_iters": p.max_iters, "nlow": p.nlow,
-            "nhigh": p.nhigh, "apply_dq": p.apply_dq}
-
-
-def _fit_rejection(combine: dict[str, Any], k: int, log) -> dict[str, Any]:
-    """Min/max rejection needs nlow + nhigh < k: reduce them (with a warning) for short sky lists."""
-    if combine["reject_method"] != "minmax" or combine["nlow"] + combine["nhigh"] < k:
-        return combine
-    nlow, nhigh = combine["nlow"], combine["nhigh"]
-    while nlow + nhigh >= k:
-        # keep the rejection symmetric, so that the kept values stay centred
-        if nlow == nhigh:
-            nlow, nhigh = nlow - 1, nhigh - 1
-        elif nlow > nhigh:
-            nlow -= 1
-        else:
-            nhigh -= 1
-    log.warning("skyCorrect: only %d sky frame(s): min/max rejection reduced to nlow=%d, nhigh=%d",
-                k, nlow, nhigh)
-    return {**combine, "nlow": nlow, "nhigh": nhigh,
-            "reject_method": combine["reject_method"] if nlow or nhigh else "none"}
-
-
-def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> np.ndarray:
+def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: CombineSpec) -> np.ndarray:
     """blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
     if have_var:
         var, dq, levels = rest
@@ -509,7 +479,7 @@ def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> 
         scale = np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
     elif mode == "zero":
         zero = levels[0] - levels
-    return ksky.sky_stack_block(sci, var, dq, zero=zero, scale=scale, combine=combine)
+    return ksky.sky_stack_block(sci, var, dq, combine, zero=zero, scale=scale)
 
 
 def _median_level(levels: da.Array) -> da.Array:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask
@@ -42,15 +42,15 @@ from .bookkeeping import checkpoint_computed
 from ..instruments.sections import parse_section
 from ..io._tasks import USABLE_DQ, read_stack
 from ..io.zarr import stored_source, stored_summary
-from ..kernels.combine import OPERATIONS, REJECT_METHODS
+from ..kernels.combine import CombineSpec
 from ..kernels.stack import combine_blocks, combine_tile
-from ..parameters import P, suffix_param
+from ..parameters import P, Param, ParamGroup, suffix_param
 from .prepare import stamp
 from .align import check_same_setup
 from .registry import primitive
 
 __all__ = ["stack_frames_core", "tile_rows", "combine_rows", "checkpoint_rows", "band_rows", "sample_grid",
-           "normalisation", "usable_frames", "on_common_grid", "STACK_PARAMS"]
+           "normalisation", "usable_frames", "on_common_grid", "COMBINE", "STACK"]
 
 #: Bytes per input pixel a combine task holds when Dask stacks and concatenates the inputs' blocks (values,
 #: variance, DQ, the concatenated copy, buffers).
@@ -64,37 +64,44 @@ NORM_SAMPLES = 40000
 _HARMLESS_DQ = USABLE_DQ
 
 
-def _stack_params(reject: str, nlow: int, nhigh: int, *, with_norm: bool = True) -> tuple:
-    common = (
-        suffix_param("_stack"),
-        P("apply_dq", bool, True, "ignore DQ-flagged pixels when combining"),
-        P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True,
-          check=parse_section),
-        P("operation", str, "mean", "combiner: mean | wtmean (inverse-variance) | median | lmedian",
-          choices=OPERATIONS),
-        P("reject_method", str, reject, "none | minmax | sigclip | varclip", choices=REJECT_METHODS),
-        P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0),
-        P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0),
-        P("mclip", bool, True, "use median (not mean) as clipping centre"),
-        P("max_iters", int, None, "iteration limit (None = until convergence)", optional=True, low=1),
-        P("nlow", int, nlow, "number of lowest values rejected per pixel", low=0),
-        P("nhigh", int, nhigh, "number of highest values rejected per pixel", low=0),
+#: Rejection and combination: declared once, by the fields of CombineSpec (the kernel's spec).
+COMBINE = ParamGroup.from_dataclass("combine", CombineSpec)
+_NOT_IMPLEMENTED = "a DRAGONS debugging aid draconis does not implement"
+
+
+def _stack_group() -> ParamGroup:
+    apply_dq, *rest = COMBINE.params
+    statsec = P("statsec", str, None, "section used for level statistics, 1-based [x1:x2,y1:y2]", optional=True,
+                check=parse_section)
+    extra = (
         P("memory", float, 1.0, "GB allowed for one combine; above it the stack is done in row strips "
           "(None = all at once)", optional=True, low=0.01),
-        P("debug_pixel", int, None, "print stacking details for this pixel", optional=True, low=0),
-        P("save_rejection_map", bool, False, "store per-pixel rejected count as a table/plane"),
+        P("debug_pixel", int, None, "print stacking details for this pixel", optional=True, low=0,
+          unsupported=_NOT_IMPLEMENTED),
+        P("save_rejection_map", bool, False, "store per-pixel rejected count as a table/plane",
+          unsupported=_NOT_IMPLEMENTED),
         P("debug_old_normalization", bool, False, "use legacy background-ratio normalisation"),
         P("separate_ext", bool, True, "compute scale/offset per extension instead of globally"),
-    )
-    if not with_norm:
-        return common
-    return common + (
         P("scale", bool, False, "multiplicative normalisation of inputs to the first"),
         P("zero", bool, False, "additive normalisation of inputs to the first"),
     )
+    # DRAGONS' order, which showpars prints: apply_dq, statsec, the rest of the combine group, then the others
+    return ParamGroup("stack", (apply_dq, statsec, *rest, *extra))
 
 
-STACK_PARAMS = _stack_params("sigclip", 0, 0)
+#: Every parameter of a stack: stackFrames, stackDarks, stackFlats, makeLampFlat and skyCorrect
+#: (DRAGONS' stackSkyFrames) take this group with their own defaults.
+STACK = _stack_group()
+#: Why stackDarks and makeLampFlat refuse the normalisation parameters: they never normalise.
+_NO_NORMALISATION = "{} never normalises its inputs"
+
+
+def without_normalisation(name: str, *, exclude: tuple[str, ...] = (), **defaults: Any) -> tuple[Param, ...]:
+    """The :data:`STACK` group of a primitive that never normalises: no scale/zero, and the
+    normalisation parameters DRAGONS declares for it refused unless left at their defaults."""
+    reason = _NO_NORMALISATION.format(name)
+    kept = [n for n in ("statsec", "debug_old_normalization", "separate_ext") if n not in exclude]
+    return STACK(exclude=("scale", "zero", *exclude), unsupported={n: reason for n in kept}, **defaults)
 
 
 # ---------------------------------------------------------------- tiles
@@ -301,7 +308,7 @@ def _check_alignment(frames: Sequence[Frame]) -> None:
                                                    "cannot stack")
 
 
-def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logging.Logger,
+def stack_frames_core(frames: Sequence[Frame], params: Mapping[str, Any], log: logging.Logger,
                       *, suffix: str | None = "_stack", samples: list | None = None) -> Frame:
     """Combine aligned frames into one (the work of stackFrames; used by other primitives).
 
@@ -309,10 +316,10 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
     ----------
     frames : sequence of Frame
         At least two frames with the same array shapes.
-    params : dict
-        stackFrames parameters (operation, reject_method, lsigma, hsigma,
-        mclip, max_iters, nlow, nhigh, apply_dq, memory, scale, zero,
-        separate_ext, statsec, debug_old_normalization).
+    params : Mapping
+        The resolved parameters of a primitive declaring the :data:`STACK`
+        group (the combine group, memory; scale, zero, separate_ext, statsec,
+        debug_old_normalization where it normalises).
     log : logging.Logger
     suffix : str or None
         Output suffix (also sets DATALAB's '-STACK' part).
@@ -324,23 +331,19 @@ def stack_frames_core(frames: Sequence[Frame], params: dict[str, Any], log: logg
     if scale and zero:
         log.warning("stack: scale and zero both requested; zero ignored")
         zero = False
-    for name in ("save_rejection_map", "debug_pixel"):
-        if params.get(name):
-            log.warning("stack: %s is not supported; ignored", name)
     factors = normalisation(frames, scale=scale, zero=zero, separate_ext=params.get("separate_ext", True),
                             statsec=params.get("statsec"), old=params.get("debug_old_normalization", False),
                             samples=samples)
-    kw = {key: params[key] for key in ("operation", "reject_method", "lsigma", "hsigma", "mclip", "max_iters",
-                                       "nlow", "nhigh", "apply_dq") if key in params}
+    spec = CombineSpec.from_params(params)
     exts = []
     for e, ext0 in enumerate(frames[0].extensions):
         rows = band_rows([f[e] for f in frames], params.get("memory", 1.0))
         norm = {"scale": factors[e]} if scale else ({"zero": factors[e]} if zero else {})
-        planes = _combine_ext([f[e] for f in frames], rows, {**kw, **norm}, log)
+        planes = _combine_ext([f[e] for f in frames], rows, {"spec": spec, **norm}, log)
         header_cards = _combined_levels(frames, e)
         exts.append(ext0.with_planes(**planes, OBJMASK=None).with_header(**header_cards).replace(objcat=None))
-    log.info("stack: %d frames, band of %d rows, %s/%s%s", len(frames), rows, kw.get("operation"),
-             kw.get("reject_method"), " scaled" if scale else (" offset" if zero else ""))
+    log.info("stack: %d frames, band of %d rows, %s/%s%s", len(frames), rows, spec.operation,
+             spec.reject_method, " scaled" if scale else (" offset" if zero else ""))
     return _stack_phu(frames[0].with_extensions(exts), frames, suffix)
 
 
@@ -375,15 +378,6 @@ def _stack_phu(out: Frame, frames: Sequence[Frame], suffix: str | None) -> Frame
     if airmasses:
         cards["AIRMASS"] = float(np.mean(airmasses))
     return stamp(out.with_phu(**cards), "STACKFRM").with_suffix(suffix)
-
-
-def _values(p, names: Sequence[str]) -> dict[str, Any]:
-    return {n: p[n] for n in names if n in p}
-
-
-_ALL = ("operation", "reject_method", "lsigma", "hsigma", "mclip", "max_iters", "nlow", "nhigh", "apply_dq",
-        "memory", "scale", "zero", "separate_ext", "statsec", "debug_old_normalization", "save_rejection_map",
-        "debug_pixel")
 
 
 # ---------------------------------------------------------------- unusable inputs
@@ -479,7 +473,7 @@ def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_
                **forced) -> list[Frame]:
     if len(frames) == 0:
         return []
-    params = {**_values(p, _ALL), **forced}
+    params = p.replace(**forced)
     samples = None
     if check_usable:
         frames, samples = _one_pass_inputs(frames, params, ctx, name)
@@ -489,7 +483,7 @@ def _run_stack(frames: list[Frame], p, ctx, *, name: str = "stackFrames", check_
     return [stack_frames_core(frames, params, ctx.log, suffix=p.suffix, samples=samples)]
 
 
-def _one_pass_inputs(frames: list[Frame], params: dict, ctx, name: str) -> tuple[list[Frame], list | None]:
+def _one_pass_inputs(frames: list[Frame], params: Mapping[str, Any], ctx, name: str) -> tuple[list[Frame], list | None]:
     """The usable frames, stored so that the stack reads each once, and their normalisation samples.
 
     Unless the frames already are so stored, they are checkpointed in row
@@ -513,7 +507,7 @@ def _one_pass_inputs(frames: list[Frame], params: dict, ctx, name: str) -> tuple
 
 
 # ---------------------------------------------------------------- primitives
-@primitive("stackFrames", *STACK_PARAMS)
+@primitive("stackFrames", suffix_param("_stack"), *STACK())
 def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
     """Combine aligned frames pixel by pixel (normalisation, rejection, DQ hierarchy, VAR)."""
     if frames:
@@ -524,7 +518,7 @@ def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
     return _run_stack(frames, p, ctx, check_usable=on_common_grid(frames))
 
 
-@primitive("stackDarks", *_stack_params("varclip", 0, 0, with_norm=False))
+@primitive("stackDarks", suffix_param("_stack"), *without_normalisation("stackDarks", reject_method="varclip"))
 def stack_darks(frames: list[Frame], p, ctx) -> list[Frame]:
     """Stack darks (varclip, no normalisation); every input must be a DARK of the first one's exposure."""
     if frames:
@@ -539,7 +533,7 @@ def stack_darks(frames: list[Frame], p, ctx) -> list[Frame]:
     return _run_stack(frames, p, ctx, name="stackDarks", scale=False, zero=False)
 
 
-@primitive("stackFlats", *_stack_params("minmax", 1, 1))
+@primitive("stackFlats", suffix_param("_stack"), *STACK(reject_method="minmax", nlow=1, nhigh=1))
 def stack_flats(frames: list[Frame], p, ctx) -> list[Frame]:
     """Stack flats (minmax 1/1 by default)."""
     return _run_stack(frames, p, ctx, name="stackFlats")
