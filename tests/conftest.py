@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+# the fixtures that run primitives through the real RunContext
+from draconis.testing import module_run_primitive, run_primitive  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _forget_current_calibration_database():

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
+import numpy as np
 import pytest
+from astropy.io import fits
+from astropy.table import Table
 
-from draconis.errors import ParameterError
+import draconis
+from draconis.errors import InputError, ParameterError
+from draconis.frame import Frame
 from draconis.kernels.combine import CombineSpec
 from draconis.primitives.registry import get_primitive
 from draconis.primitives.stack import COMBINE, STACK
@@ -47,3 +53,69 @@ def test_unsupported_parameter_is_refused_by_name_unless_default():
         spec.resolve(None, None, {"statsec": "[1:10,1:10]"})
     with pytest.raises(ParameterError, match="stackFrames:save_rejection_map is not supported"):
         get_primitive("stackFrames").resolve(None, None, {"save_rejection_map": "True"})
+
+
+# -- files named by parameters are opened by the runner ------------------------------------------
+def _fits_file(path, value=1.0):
+    phu = fits.PrimaryHDU()
+    phu.header.update(INSTRUME="F2", OBJECT="test", ORIGNAME=os.path.basename(path))
+    sci = fits.ImageHDU(np.full((8, 10), value, np.float32))
+    sci.header.update(EXTNAME="SCI", EXTVER=1)
+    fits.HDUList([phu, sci]).writeto(path)
+    return str(path)
+
+
+def test_runner_opens_frame_files_once_and_passes_other_values(run_primitive, tmp_path):
+    ctx = run_primitive.context()
+    sky = get_primitive("associateSky")
+    paths = [_fits_file(tmp_path / f"S2020010{i}S0001.fits") for i in range(2)]
+    params = ctx.open_files(sky, sky.resolve(None, None, {"sky": ",".join(paths)}))
+    assert [type(f) for f in params["sky"]] == [Frame, Frame]
+    assert [f.filename for f in params["sky"]] == [os.path.basename(p) for p in paths]
+    again = ctx.open_files(sky, sky.resolve(None, None, {"sky": paths[:1]}))
+    assert again["sky"][0] is params["sky"][0]  # opened once per run
+    add_dq = get_primitive("addDQ")
+    kept = ctx.open_files(add_dq, add_dq.resolve(None, None, {"user_bpm": paths[1]}))
+    assert kept["static_bpm"] == "default" and kept["user_bpm"] is params["sky"][1]
+
+
+def test_a_frame_parameter_may_name_an_input(run_primitive, tmp_path):
+    ctx = run_primitive.context()
+    inputs = [draconis.open(_fits_file(tmp_path / f"S2020010{i}S0001.fits")) for i in range(2)]
+    spec = get_primitive("resampleToCommonFrame")
+    params = ctx.open_files(spec, spec.resolve(None, None, {"reference": "S20200101S0001"}), inputs)
+    assert params["reference"] is inputs[1]
+
+
+def test_a_missing_or_unreadable_file_is_named_with_its_parameter(run_primitive, tmp_path):
+    ctx = run_primitive.context()
+    spec = get_primitive("associateSky")
+    with pytest.raises(InputError, match=r"nosuch.fits: no such file \(given as associateSky:sky\)"):
+        ctx.open_files(spec, spec.resolve(None, None, {"sky": str(tmp_path / "nosuch.fits")}))
+    bad = tmp_path / "cat.ecsv"
+    bad.write_text("this is not a table\x00\x01")
+    refcat = get_primitive("addReferenceCatalog")
+    with pytest.raises(InputError, match=r"cat.ecsv: cannot be read as a table \(addReferenceCatalog:source\)"):
+        ctx.open_files(refcat, refcat.resolve(None, None, {"source": str(bad), "format": "ascii.ecsv"}))
+
+
+def test_reference_catalogue_is_read_by_the_runner_with_its_format(run_primitive, tmp_path):
+    path = tmp_path / "refcat.txt"
+    Table({"RAJ2000": [10.0, 10.1], "DEJ2000": [-20.0, -20.1]}).write(path, format="ascii.csv")
+    frame = draconis.open(_fits_file(tmp_path / "S20200101S0001.fits"))
+    (out,) = run_primitive("addReferenceCatalog", [frame], source=str(path), format="ascii.csv")
+    assert list(out.tables["REFCAT"]["RAJ2000"]) == [10.0, 10.1]
+    (skipped,) = run_primitive("addReferenceCatalog", [frame])  # '2mass': an online catalogue, not a file
+    assert "REFCAT" not in skipped.tables
+
+
+def test_a_stream_parameter_takes_a_stream_or_files(run_primitive, tmp_path):
+    source_path = _fits_file(tmp_path / "S20200101S0001.fits", value=5.0)
+    source = draconis.open(source_path)
+    ctx = run_primitive.context(streams={"masks": [source]})
+    spec = get_primitive("transferAttribute")
+    assert ctx.open_files(spec, spec.resolve(None, None, {"source": "masks"}))["source"] == [source]
+    from_file = ctx.open_files(spec, spec.resolve(None, None, {"source": source_path}))["source"]
+    assert [f.path for f in from_file] == [source_path]
+    with pytest.raises(InputError, match="nomasks: no such file"):
+        ctx.open_files(spec, spec.resolve(None, None, {"source": "nomasks"}))

@@ -1,7 +1,6 @@
 """detectSources on rendered star fields with known positions and fluxes; object-mask primitives."""
 from __future__ import annotations
 
-import logging
 
 import dask.array as da
 import numpy as np
@@ -11,30 +10,11 @@ from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
 from draconis.kernels.sky import disc
-from draconis.primitives.registry import get_primitive
 from draconis.testing import raise_if_dask_computes
 
 PIXSCALE = 0.117
 SIGMA = 1.4  # PSF sigma (px)
 SKY = 800.0
-
-
-class Ctx:
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
-
-
-def run(name, frames, ctx=None, **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve("NIRI", "IMAGE", user=user), ctx or Ctx(main=frames))
 
 
 def wcs_header(shape, crpix_shift=(0.0, 0.0)) -> fits.Header:
@@ -74,10 +54,10 @@ STARS = [(30.3, 40.7, 20000.0), (90.1, 20.2, 12000.0), (64.5, 100.9, 30000.0), (
 
 
 @pytest.fixture(scope="module")
-def detected():
+def detected(module_run_primitive):
     frames = [make_frame(*render(STARS, seed=s), name=f"N20160102S{100 + s:04d}") for s in range(2)]
     with raise_if_dask_computes(max_computes=1):  # one compute for all frames
-        out = run("detectSources", frames)
+        out = module_run_primitive("detectSources", frames)
     return frames, out
 
 
@@ -131,31 +111,31 @@ def test_objmask_is_a_lazy_plane_covering_the_sources(detected):
     assert frames[0][0].objcat is None and frames[0][0].plane("OBJMASK") is None
 
 
-def test_mask_true_replaces_flagged_pixels():
+def test_mask_true_replaces_flagged_pixels(run_primitive):
     sci, var = render(STARS[:2], seed=3)
     dq = np.zeros(sci.shape, np.uint16)
     sci[60:64, 60:64] += 5000.0  # a flagged blob (bad pixels)
     dq[60:64, 60:64] = 1
     frame = make_frame(sci, var, dq)
-    unmasked = run("detectSources", [frame], mask=False)[0][0].objcat
-    masked = run("detectSources", [frame], mask=True)[0][0].objcat
+    unmasked = run_primitive("detectSources", [frame], mask=False)[0][0].objcat
+    masked = run_primitive("detectSources", [frame], mask=True)[0][0].objcat
     assert len(unmasked) == 3 and len(masked) == 2
     blob = np.argmin(np.hypot(unmasked["X_IMAGE"] - 62.5, unmasked["Y_IMAGE"] - 62.5))
     assert unmasked["FLAGS"][blob] & 1
 
 
-def test_close_pair_is_deblended():
+def test_close_pair_is_deblended(run_primitive):
     pair = [(60.0, 64.0, 20000.0), (66.5, 64.0, 15000.0)]
     frame = make_frame(*render(pair, seed=4))
-    cat = run("detectSources", [frame], detect_minarea=5)[0][0].objcat
+    cat = run_primitive("detectSources", [frame], detect_minarea=5)[0][0].objcat
     assert len(cat) == 2
     assert all(cat["FLAGS"] & 2)
     assert max(d for _, d, _ in match(cat, pair)) < 0.5
 
 
-def test_empty_field_gives_empty_catalog_and_mask():
+def test_empty_field_gives_empty_catalog_and_mask(run_primitive):
     sci, var = render([], seed=5)
-    out = run("detectSources", [make_frame(sci, var)], detect_thresh=5.0)
+    out = run_primitive("detectSources", [make_frame(sci, var)], detect_thresh=5.0)
     assert len(out[0][0].objcat) == 0
     assert out[0][0].plane("OBJMASK").sum().compute() == 0
 
@@ -172,10 +152,10 @@ def mask_frame(points, shape=(64, 64), *, crpix_shift=(0.0, 0.0), name="N2016010
     return frame.with_extensions([ext])
 
 
-def test_dilate_object_mask_with_a_disc_once():
+def test_dilate_object_mask_with_a_disc_once(run_primitive):
     frame = mask_frame([(30, 15), (5, 0)])  # one near a chunk boundary, one at the edge
     with raise_if_dask_computes():
-        out = run("dilateObjectMask", [frame], dilation=2.0)
+        out = run_primitive("dilateObjectMask", [frame], dilation=2.0)
     mask = out[0][0].plane("OBJMASK").compute()
     expected = np.zeros((64, 64), np.uint8)
     foot = disc(2.0).astype(np.uint8)
@@ -183,26 +163,26 @@ def test_dilate_object_mask_with_a_disc_once():
     expected[13:18, 28:33] |= foot
     expected[0:3, 3:8] |= foot[2:]
     np.testing.assert_array_equal(mask, expected)
-    again = run("dilateObjectMask", out, dilation=2.0)
+    again = run_primitive("dilateObjectMask", out, dilation=2.0)
     assert again[0] is out[0]  # not dilated twice
-    twice = run("dilateObjectMask", out, dilation=2.0, repeat=True)
+    twice = run_primitive("dilateObjectMask", out, dilation=2.0, repeat=True)
     assert twice[0][0].plane("OBJMASK").sum().compute() > mask.sum()
 
 
-def test_add_object_mask_to_dq_sets_bit_one():
+def test_add_object_mask_to_dq_sets_bit_one(run_primitive):
     frame = mask_frame([(10, 10), (40, 50)])
     dq = np.zeros((64, 64), np.uint16)
     dq[10, 10] = 4
     frame = frame.with_extensions([frame[0].with_planes(DQ=da.from_array(dq, chunks=(16, -1)))])
     with raise_if_dask_computes():
-        out = run("addObjectMaskToDQ", [frame])
+        out = run_primitive("addObjectMaskToDQ", [frame])
     result = out[0][0].plane("DQ").compute()
     assert result[10, 10] == 5 and result[50, 40] == 1 and result.sum() == 6
     assert out[0][0].plane("DQ").dtype == np.uint16
 
 
 @pytest.mark.parametrize("interpolant", ["nearest", "linear", "poly3"])
-def test_transfer_object_mask_follows_the_wcs(interpolant):
+def test_transfer_object_mask_follows_the_wcs(run_primitive, interpolant):
     # the stack's mask has a 5x5 block at x 20..24, y 30..34; the target frame's pixel grid is
     # shifted by CRPIX (+3, -2): the same sky lands at x+3, y-2
     stack = mask_frame([], name="N20160102S0300")
@@ -210,9 +190,10 @@ def test_transfer_object_mask_follows_the_wcs(interpolant):
     block[30:35, 20:25] = 1
     stack = stack.with_extensions([stack[0].with_planes(OBJMASK=da.from_array(block, chunks=(64, 64)))])
     target = mask_frame([], crpix_shift=(3.0, -2.0), name="N20160102S0301")
-    ctx = Ctx(main=[target], stacked=[stack])
+    ctx = run_primitive.context(streams={"stacked": [stack]})
     with raise_if_dask_computes():
-        out = run("transferObjectMask", [target], ctx, source="stacked", interpolant=interpolant, dilation=0.0)
+        out = run_primitive("transferObjectMask", [target], ctx, source="stacked", interpolant=interpolant,
+                            dilation=0.0)
     mask = out[0][0].plane("OBJMASK").compute()
     expected = np.zeros((64, 64), np.uint8)
     expected[28:33, 23:28] = 1
@@ -221,7 +202,7 @@ def test_transfer_object_mask_follows_the_wcs(interpolant):
     else:  # interpolation spreads at most one pixel beyond the block
         assert np.all(mask[expected == 1] == 1)
         assert mask.sum() <= ndilate(expected).sum()
-    dilated = run("transferObjectMask", [target], ctx, source="stacked", interpolant="nearest")
+    dilated = run_primitive("transferObjectMask", [target], ctx, source="stacked", interpolant="nearest")
     assert dilated[0][0].plane("OBJMASK").sum().compute() > expected.sum()
     assert dilated[0].filename.endswith("_objmaskTransferred.fits")
 

@@ -1,18 +1,39 @@
-"""Test helpers: laziness guards, comparison of lazy results, synthetic frames to stack.
+"""Test helpers: laziness guards, comparison of lazy results, synthetic frames to stack, and
+primitives run through the real runner.
 
 This module imports only Dask and NumPy at the top: the synthetic frames'
 block function runs in Dask workers, which must not pay for the frame model's
-imports (tests check what workers import).
+imports (tests check what workers import).  The pytest fixtures are defined
+only when pytest is already imported (a test session), for the same reason.
+
+:class:`PrimitiveRunner` (and the pytest fixture :func:`run_primitive` built
+on it) runs a primitive the way a recipe step does, through
+:class:`~draconis.reduce.context.RunContext`: parameters resolved (defaults <
+instrument < user < arguments), files named by parameters opened, suffixes,
+``write_outputs``, checkpoints.  Tests use it rather than a stand-in context,
+so they test the contract primitives really meet::
+
+    def test_dark(run_primitive, darks):
+        (stack,) = run_primitive("stackDarks", darks, reject_method="minmax")
+        ctx = run_primitive.context(streams={"sky": skies}, ucals={"processed_dark": dark})
+        out = run_primitive("darkCorrect", frames, ctx)
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
 
 from .io._tasks import pixel_read_count
+
+if TYPE_CHECKING:
+    from .frame import Frame
+    from .reduce.context import RunContext
 
 #: DQ of grid pixels no input pixel covers (resampleToCommonFrame's no_data).
 NO_DATA = 16
@@ -143,3 +164,73 @@ def resampled_sequence(n: int, shape: tuple[int, int], *, chunk_rows: int = 256,
         ext = make_extension(hdr, packed[0], packed[1], packed[2].astype(np.uint16))
         frames.append(Frame(phu=phu, extensions=(ext,), filename=f"N20160102S{i + 1:04d}_align.fits"))
     return frames
+
+
+class PrimitiveRunner:
+    """Runs primitives through real run contexts; every context it makes lives under ``workdir``.
+
+    Parameters
+    ----------
+    workdir
+        Directory for the contexts' checkpoints and outputs.
+    instrument, kind
+        Parameter overlay of contexts made without them (default: from the
+        first frames run, as a reduction takes it from its first input).
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, instrument: str | None = None, kind: str | None = None):
+        self.workdir = os.fspath(workdir)
+        self.instrument, self.kind = instrument, kind
+        self._contexts: list[RunContext] = []
+
+    def context(self, **kwargs: Any) -> RunContext:
+        """A new :class:`RunContext` (keyword arguments as its constructor's; outputs go to ``workdir``)."""
+        from .reduce.context import RunContext
+
+        os.makedirs(self.workdir, exist_ok=True)
+        kwargs.setdefault("workdir", self.workdir)
+        kwargs.setdefault("outdir", self.workdir)
+        kwargs.setdefault("instrument", self.instrument)
+        kwargs.setdefault("kind", self.kind)
+        ctx = RunContext(**kwargs)
+        self._contexts.append(ctx)
+        return ctx
+
+    def __call__(self, name: str, frames: Sequence[Frame], ctx: RunContext | None = None, /,
+                 **arguments: Any) -> list[Frame]:
+        """Run primitive ``name`` on ``frames`` (made the ``main`` stream of ``ctx``) as a recipe step.
+
+        ``arguments`` are the step's arguments (they win over the context's
+        user parameters).  Returns the primitive's output stream.
+        """
+        from .reduce.context import frame_kind, instrument_name
+
+        ctx = ctx if ctx is not None else self.context()
+        if frames and ctx.instrument is None:
+            ctx.instrument, ctx.kind = instrument_name(frames[0]), ctx.kind or frame_kind(frames[0])
+        ctx.set_stream("main", frames)
+        return ctx.run(name, **arguments)
+
+    def close(self) -> None:
+        """Close every context made (outputs committed, checkpoints removed)."""
+        for ctx in self._contexts:
+            ctx.close(success=True)
+        self._contexts.clear()
+
+
+if "pytest" in sys.modules:  # a test session: workers never import pytest for these
+    import pytest
+
+    @pytest.fixture
+    def run_primitive(tmp_path: Any) -> Iterator[PrimitiveRunner]:
+        """A :class:`PrimitiveRunner` writing under this test's ``tmp_path`` (closed after the test)."""
+        runner = PrimitiveRunner(tmp_path / "run")
+        yield runner
+        runner.close()
+
+    @pytest.fixture(scope="module")
+    def module_run_primitive(tmp_path_factory: Any) -> Iterator[PrimitiveRunner]:
+        """:func:`run_primitive` shared by a module's tests (for module-scoped data fixtures)."""
+        runner = PrimitiveRunner(tmp_path_factory.mktemp("run"))
+        yield runner
+        runner.close()

@@ -28,6 +28,8 @@ from ..parameters import P, suffix_param
 from ..provenance import utc_timestamp
 from .registry import primitive
 
+#: Catalogue services DRAGONS can query; draconis works offline and skips them.
+ONLINE_CATALOGUES = ("2mass", "gmos", "sdss9", "gaia")
 #: PHU keyword naming the alignment reference frame (its raw file stem).
 REFERENCE_KEYWORD = "ALIGNREF"
 #: PHU keyword saying how a frame's WCS was aligned (sources / offsets / none).
@@ -346,21 +348,21 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
 @primitive("addReferenceCatalog",
            suffix_param("_refcatAdded"),
            P("radius", float, 0.033, "search / matching radius", low=0.0),
-           P("source", str, "2mass", "stream or file holding the source image/catalogue", optional=True),
+           P("source", str, "2mass", "reference catalogue file (online catalogue names are not queried)",
+             optional=True, opens="table", passthrough=ONLINE_CATALOGUES),
            P("format", str, None, "format of a user catalogue", optional=True))
 def add_reference_catalog(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Attach a reference catalogue (REFCAT) read from a user file; no network catalogue is queried."""
-    import os
-
+    """Attach a reference catalogue (REFCAT) from a user file (opened by the runner); no online catalogue
+    is queried."""
     if p.source is None:
         ctx.log.info("addReferenceCatalog: source=None; no reference catalogue added (skipped)")
         return list(frames)
-    if not os.path.isfile(p.source):
-        ctx.log.warning("addReferenceCatalog: %r is not a file and draconis queries no online catalogue; "
-                        "skipped (frames keep their own WCS)", p.source)
+    if isinstance(p.source, str):  # one of ONLINE_CATALOGUES
+        ctx.log.warning("addReferenceCatalog: draconis queries no online catalogue (%s); skipped (frames keep "
+                        "their own WCS); give a catalogue file as source", p.source)
         return list(frames)
-    table = Table.read(p.source, format=p.format) if p.format else Table.read(p.source)
-    ctx.log.info("addReferenceCatalog: %d reference sources from %s", len(table), p.source)
+    table = p.source
+    ctx.log.info("addReferenceCatalog: %d reference sources", len(table))
     return [f.replace(tables={**f.tables, "REFCAT": table}).with_suffix(p.suffix) for f in frames]
 
 

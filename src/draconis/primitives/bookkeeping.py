@@ -78,22 +78,22 @@ _ATTRIBUTES = {"objmask": "OBJMASK", "wcs": "wcs", "mask": "DQ", "dq": "DQ"}
 
 @primitive("transferAttribute",
            suffix_param("_attributeTransferred"),
-           P("source", str, None, "stream or file holding the source image/catalogue", optional=True),
+           P("source", str, None, "stream or file(s) holding the source images", optional=True, opens="stream"),
            P("attribute", str, None, "attribute to copy ('OBJMASK', 'wcs', 'mask')", optional=True))
 def transfer_attribute(frames, p, ctx):
-    """Copy OBJMASK, the WCS or the DQ mask from the matching frames of stream ``source``."""
+    """Copy OBJMASK, the WCS or the DQ mask from the matching frames of ``source`` (a stream or files)."""
     attribute = _ATTRIBUTES.get((p.attribute or "").lower())
     if attribute is None:
         raise ParameterError(f"transferAttribute: attribute {p.attribute!r} is not one of OBJMASK, wcs, mask")
-    sources = ctx.stream(p.source or "")
+    sources = p.source or []
     if not sources:
-        raise ParameterError(f"transferAttribute: stream {p.source!r} is empty or does not exist")
+        raise ParameterError("transferAttribute: source names no stream with frames and no file")
     by_stem = {f.stem: f for f in sources}
     out = []
     for i, frame in enumerate(frames):
         src = by_stem.get(frame.stem) or (sources[i] if len(sources) == len(frames) else None)
         if src is None:
-            ctx.log.warning("transferAttribute: no frame in stream %s matches %s", p.source, frame.filename)
+            ctx.log.warning("transferAttribute: no source frame matches %s", frame.filename)
             out.append(frame)
             continue
         out.append(_transfer(frame, src, attribute))

@@ -1,7 +1,7 @@
 """Applying calibrations: darkCorrect, flatCorrect, applyDQPlane.
 
-Calibrations come from the ``dark=``/``flat=`` parameters (frames or file
-names) or from ``ctx.calibration`` (user_cal, then the database); they are
+Calibrations come from the ``dark=``/``flat=`` parameters (file names or
+frames, opened by the runner) or from ``ctx.calibration`` (user_cal, then the database); they are
 cut to each science array by detector section (GSAOI ROIs).  VAR and DQ
 propagate: subtraction adds variances, division follows the first-order
 rule, DQ planes are OR-ed.
@@ -16,16 +16,17 @@ from ..errors import CalibrationNotFoundError, ParameterError
 from ..frame import Frame
 from ..kernels import calib as k
 from ..parameters import P, suffix_param
-from .prepare import as_frame, clip_calibration, lazy_map, stamp
+from .prepare import clip_calibration, lazy_map, stamp
 from .registry import primitive
 
 _DO_CAL = ("procmode", "force", "skip")
 
 
-def _find_calibration(frames: list[Frame], explicit, caltype: str, do_cal: str, ctx, who: str) -> list[Frame | None]:
+def _find_calibration(frames: list[Frame], explicit: list[Frame] | None, caltype: str, do_cal: str, ctx,
+                      who: str) -> list[Frame | None]:
     """One calibration per frame (explicit list: one, or one per frame), None where absent and allowed."""
     if explicit:
-        cals = [as_frame(c, caltype) for c in (explicit if isinstance(explicit, (list, tuple)) else [explicit])]
+        cals = list(explicit)
         if len(cals) not in (1, len(frames)):
             raise ParameterError(f"{who}: {len(cals)} calibration(s) given for {len(frames)} input(s)")
         return cals * len(frames) if len(cals) == 1 else cals
@@ -55,7 +56,7 @@ def _or_dq(dq, cal_dq):
            P("do_cal", str, "procmode", "'procmode' (sq: missing cal is an error), 'force' (always required), "
              "'skip' (do not apply)", choices=_DO_CAL),
            suffix_param("_darkCorrected"),
-           P("dark", list, None, "explicit processed dark(s), one or one per input", optional=True),
+           P("dark", list, None, "explicit processed dark(s), one or one per input", optional=True, opens="frames"),
            calibrations=("processed_dark",))
 def dark_correct(frames: list[Frame], p, ctx) -> list[Frame]:
     """Subtract the processed dark (no exposure-time scaling: the dark must match)."""
@@ -99,7 +100,7 @@ def _sum_var(a, b):
            P("do_cal", str, "procmode", "'procmode' (sq: missing cal is an error), 'force' (always required), "
              "'skip' (do not apply)", choices=_DO_CAL),
            suffix_param("_flatCorrected"),
-           P("flat", list, None, "explicit processed flat(s)", optional=True),
+           P("flat", list, None, "explicit processed flat(s), one or one per input", optional=True, opens="frames"),
            calibrations=("processed_flat",))
 def flat_correct(frames: list[Frame], p, ctx) -> list[Frame]:
     """Divide by the processed flat, cut to the science arrays' detector sections."""

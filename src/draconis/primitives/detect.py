@@ -164,7 +164,7 @@ def _mask_into_dq(ext: Extension) -> Extension:
 # ---------------------------------------------------------------------------
 @primitive("transferObjectMask",
            suffix_param("_objmaskTransferred"),
-           P("source", str, None, "stream or file holding the source image", optional=True),
+           P("source", str, None, "stream or file holding the source image", optional=True, opens="stream"),
            P("interpolant", str, "poly3", "nearest | linear | poly3 | poly5 | spline3 | spline5",
              choices=tuple(_INTERPOLANT_ORDER)),
            P("dq_threshold", float, 0.01, "fractional contribution that sets an output mask pixel",
@@ -187,19 +187,13 @@ def transfer_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
     return outputs
 
 
-def _source_frame(source: str | None, ctx) -> Frame:
-    if not source:
-        raise ParameterError("transferObjectMask: parameter 'source' (a stream name or file) is required")
-    frames = ctx.stream(source)
+def _source_frame(frames: list[Frame] | None, ctx) -> Frame:
+    """The first frame of ``source`` (the runner opened the stream or file it names)."""
     if not frames:
-        import os
-        if not os.path.isfile(source):
-            raise ParameterError(f"transferObjectMask: source {source!r} is neither a stream nor a file")
-        from ..io.fits import open_fits
-        frames = [open_fits(source)]
+        raise ParameterError("transferObjectMask: parameter 'source' (a stream name or file) is required")
     if len(frames) > 1:
-        ctx.log.warning("transferObjectMask: stream %r holds %d frames; using the first (%s)", source,
-                        len(frames), frames[0].filename)
+        ctx.log.warning("transferObjectMask: source holds %d frames; using the first (%s)", len(frames),
+                        frames[0].filename)
     return frames[0]
 
 

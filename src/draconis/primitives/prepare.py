@@ -24,7 +24,7 @@ from ..parameters import P, suffix_param
 from ..provenance import utc_timestamp
 from .registry import primitive
 
-__all__ = ["stamp", "as_frame", "clip_calibration", "lazy_map", "band_map"]
+__all__ = ["stamp", "clip_calibration", "lazy_map", "band_map"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -33,14 +33,6 @@ def stamp(frame: Frame, keyword: str, comment: str = "") -> Frame:
     now = utc_timestamp()
     return frame.with_phu(**{keyword: (now, comment or f"UT time stamp for {keyword}"),
                              "GEM-TLM": (now, "UT last modification with draconis")})
-
-
-def as_frame(value: Any, what: str) -> Frame:
-    """A frame from a Frame or a file name (user-given calibration files)."""
-    if isinstance(value, Frame):
-        return value
-    from ..io import open_frame
-    return open_frame(str(value))
 
 
 def lazy_map(kernel, *arrays: da.Array, dtype, **kwargs) -> da.Array:
@@ -179,10 +171,11 @@ def _standardize(frame: Frame) -> Frame:
 # ---------------------------------------------------------------- addDQ
 @primitive("addDQ",
            suffix_param("_dqAdded"),
-           P("illum_mask", str, None, "illumination mask file to use instead of the lookup one", optional=True),
+           P("illum_mask", str, None, "illumination mask file to use instead of the lookup one", optional=True,
+             opens="frame"),
            P("static_bpm", object, "default", "static BPM; 'default' = ask the calibration DB for processed_bpm; "
-             "None = no static BPM", optional=True),
-           P("user_bpm", object, None, "extra user BPM OR-ed into DQ", optional=True),
+             "None = no static BPM", optional=True, opens="frame", passthrough=("default",)),
+           P("user_bpm", object, None, "extra user BPM OR-ed into DQ", optional=True, opens="frame"),
            P("add_illum_mask", bool, False, "also OR the illumination mask (bit 64) into DQ (never for DARK/BIAS)"),
            P("non_linear", bool, False, "latency: also propagate non-linear (2) pixels, not only saturated (4)"),
            P("time", float, 120.0, "latency window (s)", low=0.0),
@@ -193,7 +186,7 @@ def _standardize(frame: Frame) -> Frame:
 def add_dq(frames: list[Frame], p, ctx) -> list[Frame]:
     """Build the DQ plane: static and user BPMs, saturation, non-linearity, hidden saturation,
     latency and (optionally) the illumination mask."""
-    user = as_frame(p.user_bpm, "user_bpm") if p.user_bpm is not None else None
+    user = p.user_bpm
     out = []
     for frame in frames:
         if any(ext.plane("DQ") is not None for ext in frame.extensions) and "ADDDQ" in frame.phu:
@@ -222,7 +215,7 @@ def _static_dq(frame: Frame, p, user: Frame | None, ctx) -> list[da.Array]:
         if bpm is None:
             ctx.log.warning("addDQ: no static BPM found for %s", frame.filename)
     elif p.static_bpm is not None:
-        bpm = as_frame(p.static_bpm, "static_bpm")
+        bpm = p.static_bpm
     for mask in (bpm, user):
         if mask is None:
             continue
@@ -240,10 +233,10 @@ def _saturation_planes(ext: Extension, sat: Any, nonlin: Any) -> da.Array:
     return dq
 
 
-def _illum_planes(frame: Frame, illum_file: str | None, xshift: int, yshift: int) -> list[da.Array]:
-    """Bit 64 planes of the illumination mask (a file's nonzero pixels, or the instrument lookup)."""
-    if illum_file:
-        planes = clip_calibration(as_frame(illum_file, "illum_mask"), frame, planes=("SCI",))
+def _illum_planes(frame: Frame, illum_mask: Frame | None, xshift: int, yshift: int) -> list[da.Array]:
+    """Bit 64 planes of the illumination mask (a user mask's nonzero pixels, or the instrument lookup)."""
+    if illum_mask is not None:
+        planes = clip_calibration(illum_mask, frame, planes=("SCI",))
         return [da.where(pl["SCI"] != 0, np.uint16(k.UNILLUMINATED), np.uint16(0)) for pl in planes]
     out = []
     instrument = str(frame.safe_descriptor("instrument", ""))
@@ -299,7 +292,8 @@ def _add_latency(frames: list[Frame], window: float, non_linear: bool, ctx) -> l
 # ---------------------------------------------------------------- addIllumMaskToDQ
 @primitive("addIllumMaskToDQ",
            suffix_param("_illumMaskAdded"),
-           P("illum_mask", str, None, "illumination mask file to use instead of the lookup one", optional=True),
+           P("illum_mask", str, None, "illumination mask file to use instead of the lookup one", optional=True,
+             opens="frame"),
            P("xshift", int, 0, "shift (pix) of illumination mask in x", low=-100, high=100),
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100))
 def add_illum_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:

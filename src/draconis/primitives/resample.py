@@ -199,15 +199,10 @@ def _moved_catalogue(frame: Frame, grid: Grid):
     return cat
 
 
-def _reference_frame(frames: Sequence[Frame], reference, ctx) -> Frame:
-    if isinstance(reference, Frame):
+def _reference_frame(frames: Sequence[Frame], reference: Frame | None, ctx) -> Frame:
+    """The user's reference (an input named, or a file: the runner resolved it), else the alignment reference."""
+    if reference is not None:
         return reference
-    if isinstance(reference, str) and reference:
-        for f in frames:
-            if reference in (f.filename, f.stem, f.orig_filename):
-                return f
-        from ..io import open_frame
-        return open_frame(reference)
     stem = frames[0].phu.get(REFERENCE_KEYWORD)
     for f in frames:
         if stem and f.stem == stem:
@@ -224,7 +219,7 @@ def _reference_frame(frames: Sequence[Frame], reference, ctx) -> Frame:
            P("conserve", bool, True, "conserve flux when pixel area changes"),
            P("force_affine", bool, True, "approximate each input->output transform as affine (fast)"),
            P("reference", object, None, "reference image (default: the alignment reference, else the first)",
-             optional=True),
+             optional=True, opens="frame"),
            P("dq_threshold", float, 0.001, "fractional contribution from a flagged pixel that flags the output pixel",
              low=0.0),
            P("pixel_scale", float, 0.02, "output pixel scale (arcsec) when no reference", low=0.01, high=1.0),

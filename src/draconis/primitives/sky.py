@@ -165,11 +165,11 @@ def _ensure_both(frames, is_obj, is_sky, log) -> tuple[list[bool], list[bool]]:
            P("max_skies", int, None, "maximum skies per frame (None = no limit)", optional=True, low=1),
            P("use_all", bool, False, "use every other frame (science and sky) farther than distance, "
                                      "ignoring time/config"),
-           P("sky", list, None, "explicit sky frame(s)", optional=True))
+           P("sky", list, None, "explicit sky frame(s)", optional=True, opens="frames"))
 def associate_sky(frames: list[Frame], p, ctx) -> list[Frame]:
     """Attach to each science frame the list of its sky frames (table SKYTABLE)."""
     if p.sky:
-        candidates = _as_frames(p.sky)
+        candidates = list(p.sky)
         ctx.set_stream("sky", candidates)
     elif p.use_all:
         candidates = _unique([*frames, *ctx.stream("sky")])
@@ -240,11 +240,6 @@ def _explain_choice(frame, pool, n, within, minimum, time, log) -> None:
     log.debug("associateSky: %s -> %d sky frame(s)", frame.filename, n)
 
 
-def _as_frames(items: Sequence[Any]) -> list[Frame]:
-    from ..io.fits import open_fits
-    return [item if isinstance(item, Frame) else open_fits(item) for item in items]
-
-
 def _unique(frames: Sequence[Frame]) -> list[Frame]:
     seen, out = set(), []
     for f in frames:
@@ -274,7 +269,7 @@ _STACK_PARAMS = (
            P("reset_sky", bool, False, "add back the original sky level after subtraction"),
            P("scale_sky", bool, True, "multiply sky stack to match the science background"),
            P("offset_sky", bool, False, "add a constant to the sky stack to match the science background"),
-           P("sky", list, None, "explicit sky frame(s)", optional=True),
+           P("sky", list, None, "explicit sky frame(s)", optional=True, opens="frames"),
            P("save_sky", bool, False, "write each stacked sky as <name>_sky.fits"),
            P("debug_threshold", float, 0.001, "convergence threshold of sky scaling iteration"),
            *_STACK_PARAMS,
@@ -282,7 +277,7 @@ _STACK_PARAMS = (
 def sky_correct(frames: list[Frame], p, ctx) -> list[Frame]:
     """Subtract from each frame the stack of its associated sky frames (lazy)."""
     builder = SkyBuilder(p, ctx.log)
-    explicit = _as_frames(p.sky) if p.sky else None
+    explicit = list(p.sky) if p.sky else None
     pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
     outputs, saved = [], []
     for frame in frames:

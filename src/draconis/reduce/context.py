@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import runrecord
-from ..errors import DraconisError
+from ..errors import DraconisError, InputError, ParameterError
 from ..frame import Frame
-from ..parameters import Params, parameter_kind
+from ..parameters import Param, Params, parameter_kind
 from ..primitives.registry import PrimitiveSpec, get_primitive
 from .outputs import Checkpoints, OutputLedger, reopen_written
 from .uparms import UserParams, parse_uparms
@@ -118,6 +118,7 @@ class RunContext:
         self.ledger = OutputLedger(protected, backup_dir=os.path.join(run_dir, "backups"))
         self.pending_calibrations: list[tuple[str, str]] = []
         self._cal_cache: dict[tuple[str, str], Frame] = {}
+        self._file_cache: dict[tuple[str, str, str | None], Any] = {}
         self._on_disk: dict[int, tuple[Frame, str]] = {}
         self._param_stack: list[Params] = []
         main = self._streams.get("main") or []
@@ -180,6 +181,84 @@ class RunContext:
             log.info("Using %s %s", caltype, path)
         return self._cal_cache[key]
 
+    # -- files named by parameters -------------------------------------------
+    def open_files(self, spec: PrimitiveSpec, params: Params, frames: Sequence[Frame] = ()) -> Params:
+        """``params`` with the value of every ``opens`` parameter opened (files are the runner's job).
+
+        ``frame``: a Frame, one of ``frames`` named by file name or stem, else a
+        file; ``frames``: Frames or files; ``stream``: the frames of the stream
+        of that name, else of the file(s); ``table``: an astropy Table read with
+        the primitive's ``format`` parameter when it has one.  None and the
+        parameter's ``passthrough`` values are left as they are.  Each file is
+        opened once per run.
+
+        Raises
+        ------
+        InputError
+            A named file is missing or cannot be read (the message names the
+            file and the parameter).
+        """
+        opened = {}
+        for prm in spec.params:
+            value = params.get(prm.name)
+            if prm.opens is None or value is None or any(value == v for v in prm.passthrough):
+                continue
+            opened[prm.name] = self._open_value(prm, value, params, frames, where=f"{spec.name}:{prm.name}")
+        return params.replace(**opened) if opened else params
+
+    def _open_value(self, prm: Param, value: Any, params: Params, frames: Sequence[Frame], where: str) -> Any:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if prm.opens == "table":
+            return self._open_table(value, params.get("format"), where)
+        if prm.opens == "stream":
+            if isinstance(value, str) and self._streams.get(value):
+                return self.stream(value)
+            return [self._open_frame(v, where) for v in items]
+        if prm.opens == "frames":
+            return [self._open_frame(v, where) for v in items]
+        if len(items) != 1:
+            raise ParameterError(f"{where}: one file expected, got {len(items)}")
+        by_name = {key: f for f in frames for key in (f.filename, f.stem, f.orig_filename)}
+        item = items[0]
+        return by_name.get(item) if isinstance(item, str) and item in by_name else self._open_frame(item, where)
+
+    def _open_frame(self, item: Any, where: str) -> Frame:
+        if isinstance(item, Frame):
+            return item
+        from ..io import open_frame
+
+        return self._cached("frame", os.fspath(item), None, where, open_frame)
+
+    def _open_table(self, item: Any, fmt: str | None, where: str) -> Any:
+        from astropy.io.registry import IORegistryError
+        from astropy.table import Table
+
+        if isinstance(item, Table):
+            return item
+
+        def read(path: str) -> Table:
+            try:
+                return Table.read(path, format=fmt)
+            except IORegistryError as err:  # unknown or undetectable format
+                raise ValueError(str(err)) from err
+
+        # primitives receive a copy: an astropy Table is mutable and the cached one is shared
+        return self._cached("table", os.fspath(item), fmt, where, read).copy()
+
+    def _cached(self, kind: str, path: str, fmt: str | None, where: str, opener: Any) -> Any:
+        key = (kind, os.path.abspath(path), fmt)
+        if key not in self._file_cache:
+            if not os.path.exists(path):
+                raise InputError(path, f"no such file (given as {where})")
+            try:
+                self._file_cache[key] = opener(path)
+            except InputError as err:
+                raise InputError(path, f"{err.problem} (given as {where})") from err
+            except (OSError, ValueError, TypeError, KeyError) as err:
+                raise InputError(path, f"cannot be read as a {kind} ({where}): {err}") from err
+            log.info("%s: using %s", where, path)
+        return self._file_cache[key]
+
     # -- running primitives -------------------------------------------------
     def run(self, name: str, *, stream: str | None = None, instream: str | None = None,
             outstream: str | None = None, **arguments: Any) -> list[Frame]:
@@ -237,6 +316,7 @@ class RunContext:
         return out
 
     def _invoke(self, spec: PrimitiveSpec, frames: list[Frame], params: Params) -> list[Frame]:
+        params = self.open_files(spec, params, frames)
         self._param_stack.append(params)
         try:
             out = spec.func(list(frames), params, self)
