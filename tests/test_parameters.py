@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import draconis
-from draconis.errors import InputError, ParameterError
+from draconis.errors import DraconisError, InputError, ParameterError
 from draconis.frame import Frame
 from draconis.kernels.combine import CombineSpec
 from draconis.primitives.registry import get_primitive
@@ -53,6 +53,10 @@ def test_unsupported_parameter_is_refused_by_name_unless_default():
         spec.resolve(None, None, {"statsec": "[1:10,1:10]"})
     with pytest.raises(ParameterError, match="stackFrames:save_rejection_map is not supported"):
         get_primitive("stackFrames").resolve(None, None, {"save_rejection_map": "True"})
+    from draconis.commands.showpars import format_showpars
+
+    text = format_showpars({"F2"}, spec, spec.defaults(), show_all=True)
+    assert "Not supported by draconis (stackDarks never normalises its inputs): only the default" in text
 
 
 # -- files named by parameters are opened by the runner ------------------------------------------
@@ -119,3 +123,47 @@ def test_a_stream_parameter_takes_a_stream_or_files(run_primitive, tmp_path):
     assert [f.path for f in from_file] == [source_path]
     with pytest.raises(InputError, match="nomasks: no such file"):
         ctx.open_files(spec, spec.resolve(None, None, {"source": "nomasks"}))
+
+
+# -- explicit parameter flow in internal calls ---------------------------------------------------
+def _f2_raw(path, value, *, obstype):
+    phu = fits.PrimaryHDU()
+    phu.header.update(INSTRUME="F2", OBSTYPE=obstype, EXPTIME=5.0, COADDS=1, LNRS=1, OBSERVAT="Gemini-South",
+                      GRISM="Open", FILTER1="K-red_G0812", FILTER2="Open", LYOT="f/16_G5830")
+    phu.header["DATE-OBS"], phu.header["TIME-OBS"] = "2020-01-04", "01:02:03.0"
+    sci = fits.ImageHDU(np.asarray(value, np.int32)[np.newaxis])
+    fits.HDUList([phu, sci]).writeto(path)
+    return draconis.open(path)
+
+
+def test_user_value_reaches_the_primitive_another_calls(run_primitive, tmp_path):
+    """-p stackDarks:... applies to the stackDarks makeLampFlat calls (makeLampFlat's own values do not)."""
+    dark = np.zeros((16, 16))
+    darks = [_f2_raw(tmp_path / f"S20200104S000{i}.fits", dark, obstype="DARK") for i in range(3)]
+    hot = darks[2].path
+    with fits.open(hot, mode="update") as hdul:
+        hdul[1].data[0, 5, 5] = 300  # one dark with a hot pixel: a mean of 100 unless it is rejected
+    darks[2] = draconis.open(hot)
+    flats = [_f2_raw(tmp_path / f"S20200104S001{i}.fits", dark + 1000, obstype="FLAT") for i in range(3)]
+    inputs = flats + darks
+    (default,) = run_primitive("makeLampFlat", inputs)
+    assert float(default[0].plane("SCI")[5, 5]) == pytest.approx(900.0)  # stackDarks' varclip keeps 300
+    ctx = run_primitive.context(uparms={"stackDarks:reject_method": "minmax", "stackDarks:nhigh": 1,
+                                        "makeLampFlat:reject_method": "none"})
+    (flat,) = run_primitive("makeLampFlat", inputs, ctx)
+    assert float(flat[0].plane("SCI")[5, 5]) == pytest.approx(1000.0)  # the user's minmax dropped it
+
+
+def test_internal_calls_are_declared_and_shown():
+    from draconis.commands.showpars import format_showpars
+
+    lamp = get_primitive("makeLampFlat")
+    assert lamp.sets_on("stackDarks") == ()
+    with pytest.raises(DraconisError, match="does not list"):
+        lamp.check_call("stackFrames", {})
+    with pytest.raises(DraconisError, match="sets nlow on stackDarks"):
+        lamp.check_call("stackDarks", {"nlow": 1})
+    darks = get_primitive("stackDarks")
+    text = format_showpars({"F2"}, darks, darks.defaults())
+    assert "Called by makeLampFlat, which sets none of these" in text
+    assert "Calls stackDarks, setting none of its parameters" in format_showpars({"F2"}, lamp, lamp.defaults())

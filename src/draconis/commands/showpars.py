@@ -34,9 +34,29 @@ def format_showpars(tags, spec, values: dict, *, show_all: bool = False, doc: bo
             lines.append(" " * NAME_WIDTH + "Allowed values = " + ", ".join(repr(c) for c in prm.choices))
         elif prm.range_text():
             lines.append(" " * NAME_WIDTH + f"Valid Range = {prm.range_text()}")
+        if prm.unsupported:
+            lines.append(" " * NAME_WIDTH + f"Not supported by draconis ({prm.unsupported}): only the default")
+    lines += _call_lines(spec)
     if doc and spec.doc:
         lines += ["", spec.doc]
     return "\n".join(lines)
+
+
+def _call_lines(spec) -> list[str]:
+    """Which primitives call this one, and which it calls, with the parameters set there (issue 14)."""
+    from ..primitives.registry import callers_of
+
+    def names(sets):
+        return ", ".join(sets) if sets else "none"
+
+    lines = []
+    for caller, sets in callers_of(spec.name):
+        lines.append(f"Called by {caller}, which sets {names(sets)} of these"
+                     + (f"; the others are as above, with your -p {spec.name}:..." if sets else
+                        f"; all are as above, with your -p {spec.name}:..."))
+    for callee, sets in spec.calls:
+        lines.append(f"Calls {callee}, setting {names(sets)} of its parameters (see showpars FILE {callee})")
+    return [""] + lines if lines else []
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,18 +61,13 @@ def _stack_only(frame: Frame) -> bool:
 
 
 def _call_stack_darks(darks: list[Frame], ctx) -> Frame:
-    call = getattr(ctx, "call", None)
-    stacked = call("stackDarks", darks) if call else None
-    if not stacked:
-        from .registry import get_primitive
-        spec = get_primitive("stackDarks")
-        stacked = spec.func(darks, spec.resolve(None, None), ctx)
-    return stacked[0]
+    # stackDarks with its own parameters (and the user's -p stackDarks:...), none of makeLampFlat's
+    return ctx.call("stackDarks", darks)[0]
 
 
 @primitive("makeLampFlat", suffix_param("_lampstack"),
            *without_normalisation("makeLampFlat", exclude=("separate_ext",)),
-           calibrations=("processed_dark",))
+           calibrations=("processed_dark",), calls={"stackDarks": ()})
 def make_lamp_flat(frames: list[Frame], p, ctx) -> list[Frame]:
     """Lamp flat: on - off stacks; flats - darks; or a plain stack (see module notes)."""
     if not frames:

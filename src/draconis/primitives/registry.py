@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..errors import ParameterError
+from ..errors import DraconisError, ParameterError
 from ..frame import Frame
 from ..parameters import UNIVERSAL, Param, Params, overrides_for, suggest
 
@@ -63,6 +63,9 @@ class PrimitiveSpec:
     doc: str
     calibrations: tuple[str, ...] = ()
     inherits: tuple[str, ...] = ()
+    #: primitives this one calls internally, with the parameters it sets on each (all others come from
+    #: the callee's defaults and the user's ``-p callee:param``)
+    calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def param(self, name: str) -> Param:
         for prm in self.all_params():
@@ -73,6 +76,21 @@ class PrimitiveSpec:
 
     def all_params(self) -> tuple[Param, ...]:
         return self.params + UNIVERSAL
+
+    def sets_on(self, callee: str) -> tuple[str, ...] | None:
+        """The parameters this primitive sets when it calls ``callee`` (None: it does not call it)."""
+        return dict(self.calls).get(callee)
+
+    def check_call(self, callee: str, arguments: Mapping[str, Any]) -> None:
+        """Fail (a bug in the primitive) on an internal call its declaration does not allow."""
+        sets = self.sets_on(callee)
+        if sets is None:
+            raise DraconisError(f"primitive {self.name} calls {callee}, which its declaration does not list "
+                                "(a bug: declare it in calls=)")
+        undeclared = sorted(set(arguments) - set(sets))
+        if undeclared:
+            raise DraconisError(f"primitive {self.name} sets {', '.join(undeclared)} on {callee}, which its "
+                                "declaration does not list (a bug: declare them in calls=)")
 
     def has_param(self, name: str) -> bool:
         return any(p.name == name for p in self.all_params())
@@ -99,8 +117,8 @@ class PrimitiveSpec:
 PRIMITIVES: dict[str, PrimitiveSpec] = {}
 
 
-def primitive(name: str, *params: Param, calibrations: Iterable[str] = (),
-              inherits: Iterable[str] = ()) -> Callable[[PrimitiveFunc], PrimitiveFunc]:
+def primitive(name: str, *params: Param, calibrations: Iterable[str] = (), inherits: Iterable[str] = (),
+              calls: Mapping[str, Iterable[str]] | None = None) -> Callable[[PrimitiveFunc], PrimitiveFunc]:
     """Register a primitive under its DRAGONS name (a duplicate name is an error).
 
     Parameters
@@ -114,6 +132,9 @@ def primitive(name: str, *params: Param, calibrations: Iterable[str] = (),
     inherits
         Primitives whose instrument overrides also apply (``skyCorrect``
         takes those of ``stackSkyFrames`` and ``subtractSky``).
+    calls
+        Primitives it calls through ``ctx.call``, each with the names of the
+        parameters it sets there (``{"stackDarks": ()}``: sets none).
     """
     names = [p.name for p in params]
     if len(names) != len(set(names)):
@@ -124,11 +145,18 @@ def primitive(name: str, *params: Param, calibrations: Iterable[str] = (),
             raise ValueError(f"primitive {name!r} registered twice ({PRIMITIVES[name].func.__module__} "
                              f"and {func.__module__})")
         doc = (func.__doc__ or "").strip()
-        PRIMITIVES[name] = PrimitiveSpec(name, func, tuple(params), doc, tuple(calibrations), tuple(inherits))
+        PRIMITIVES[name] = PrimitiveSpec(name, func, tuple(params), doc, tuple(calibrations), tuple(inherits),
+                                         tuple((callee, tuple(sets)) for callee, sets in (calls or {}).items()))
         func.primitive_name = name  # type: ignore[attr-defined]
         return func
 
     return register
+
+
+def callers_of(name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The primitives that call ``name`` internally, each with the parameters it sets there."""
+    load_all()
+    return [(spec.name, sets) for spec in PRIMITIVES.values() for callee, sets in spec.calls if callee == name]
 
 
 def get_primitive(name: str) -> PrimitiveSpec:

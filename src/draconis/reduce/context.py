@@ -33,8 +33,6 @@ from .uparms import UserParams, parse_uparms
 log = logging.getLogger("draconis")
 
 INSTRUMENTS = ("F2", "NIRI", "GNIRS", "GSAOI")
-#: parameters never passed from a primitive to the primitives it calls
-_NOT_PASSED_DOWN = {"suffix", "skip_primitive", "write_outputs"}
 
 
 def instrument_name(frame: Frame) -> str | None:
@@ -120,7 +118,7 @@ class RunContext:
         self._cal_cache: dict[tuple[str, str], Frame] = {}
         self._file_cache: dict[tuple[str, str, str | None], Any] = {}
         self._on_disk: dict[int, tuple[Frame, str]] = {}
-        self._param_stack: list[Params] = []
+        self._running: list[PrimitiveSpec] = []
         main = self._streams.get("main") or []
         self.inputs: list[Frame] = list(main)
         self.instrument = instrument if instrument is not None else (instrument_name(main[0]) if main else None)
@@ -140,14 +138,13 @@ class RunContext:
         return list(self._streams)
 
     # -- parameters ----------------------------------------------------------
-    def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] = (), *, warn: bool = True) -> Params:
-        """``spec``'s parameters: default < instrument < user < ``arguments``."""
+    def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] = (), *, by: str = "the recipe") -> Params:
+        """``spec``'s parameters: default < instrument < user < ``arguments`` (given ``by`` a recipe or caller)."""
         user = self.user.for_primitive(spec)
         arguments = dict(arguments)
-        if warn:
-            for key in user.keys() & arguments.keys():
-                log.warning("%s: the recipe sets %s=%r; the user value %r is ignored",
-                            spec.name, key, arguments[key], user[key])
+        for key in user.keys() & arguments.keys():
+            log.warning("%s: %s sets %s=%r; the user value %r is ignored",
+                        spec.name, by, key, arguments[key], user[key])
         return spec.resolve(self.instrument, self.kind, user, arguments)
 
     # -- calibrations --------------------------------------------------------
@@ -270,11 +267,13 @@ class RunContext:
         here win over user values (with a warning).
         """
         spec = get_primitive(name)
-        instream = instream or stream or "main"
-        outstream = outstream or stream or instream
         if stream is not None and spec.has_param("stream"):
             arguments.setdefault("stream", stream)
         params = self.resolve(spec, arguments)
+        if spec.has_param("stream"):
+            stream = params["stream"]  # a primitive declaring `stream` (clearStream) works on the one it names
+        instream = instream or stream or "main"
+        outstream = outstream or stream or instream
         frames = self.stream(instream)
         if params["skip_primitive"]:
             log.info("Skipping %s (skip_primitive=True)", name)
@@ -298,17 +297,19 @@ class RunContext:
     def call(self, name: str, frames: Sequence[Frame], **arguments: Any) -> list[Frame]:
         """Run another primitive from inside a primitive.
 
-        The callee gets its defaults, the user's values for it, then the
-        calling primitive's values of the parameters it also declares (never
-        ``suffix``), then ``arguments``.  A ``suffix`` given explicitly renames
-        the outputs.
+        The callee gets its own defaults (with the instrument's), then the
+        user's values for it (``-p callee:param``), then only ``arguments``:
+        nothing of the calling primitive's own values is passed down.  A
+        primitive declares what it calls and which parameters it sets
+        (``@primitive(..., calls={"stackDarks": ()})``, shown by showpars);
+        a call outside that declaration is a bug and fails.  A ``suffix``
+        given explicitly renames the outputs.
         """
         spec = get_primitive(name)
-        passed: dict[str, Any] = {}
-        if self._param_stack:
-            passed = {k: v for k, v in self._param_stack[-1].items()
-                      if k not in _NOT_PASSED_DOWN and spec.has_param(k)}
-        params = self.resolve(spec, {**passed, **arguments}, warn=False)
+        caller = self._running[-1] if self._running else None
+        if caller is not None:
+            caller.check_call(name, arguments)
+        params = self.resolve(spec, arguments, by=caller.name if caller else "the caller")
         log.debug("  (internal) %s", name)
         out = self._invoke(spec, list(frames), params)
         if arguments.get("suffix"):
@@ -317,11 +318,11 @@ class RunContext:
 
     def _invoke(self, spec: PrimitiveSpec, frames: list[Frame], params: Params) -> list[Frame]:
         params = self.open_files(spec, params, frames)
-        self._param_stack.append(params)
+        self._running.append(spec)
         try:
             out = spec.func(list(frames), params, self)
         finally:
-            self._param_stack.pop()
+            self._running.pop()
         if out is None:
             raise DraconisError(f"primitive {spec.name} returned no frames (a bug: it must return a list)")
         return list(out)
