@@ -319,9 +319,7 @@ def test_unknown_calibration_type_is_an_error(db, work, config):
 
 def test_calibrations_from_simulated_raw_data(db, work, config):
     """Processed calibrations made from the simulator's raw frames are stored and found."""
-    simulate = pytest.importorskip("draconis.simulate")
-    if not hasattr(simulate, "make_dataset"):
-        pytest.skip("draconis.simulate.make_dataset is not available yet")
+    from draconis import simulate
     from draconis.io import write_fits
 
     simulate.make_dataset("gnirs-keyhole", work / "raw", size=64, seed=3)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from draconis import testing
-from draconis.kernels.combine import combine_block
+from draconis.kernels.combine import CombineSpec, combine_block
 
 N_FRAMES = int(os.environ.get("DRACONIS_OOC_FRAMES", 310))
 SIZE = int(os.environ.get("DRACONIS_OOC_SIZE", 2048))
@@ -62,7 +62,7 @@ def _baseline() -> int:
     import draconis.testing  # noqa: F401
 
     cube = np.ones((3, 4, 4), np.float32)
-    draconis.kernels.stack.combine_tile(cube, cube, np.zeros(cube.shape, np.uint16), {"reject_method": "sigclip"})
+    draconis.kernels.stack.combine_tile(cube, cube, np.zeros(cube.shape, np.uint16), {"spec": CombineSpec(reject_method="sigclip")})
     return _rss()
 
 
@@ -82,7 +82,7 @@ def _direct_rows(y0: int, y1: int) -> list[np.ndarray]:
     frames = testing.resampled_sequence(N_FRAMES, (SIZE, SIZE), chunk_rows=y1 - y0)
     with dask.config.set(scheduler="threads"):
         cubes = [np.stack(dask.compute(*[f[0].plane(n)[y0:y1] for f in frames])) for n in ("SCI", "VAR", "DQ")]
-    sci, var, dq, _ = combine_block(*cubes, operation="mean", reject_method="sigclip")
+    sci, var, dq, _ = combine_block(*cubes, CombineSpec(operation="mean", reject_method="sigclip"))
     return [sci, var, dq]
 
 

@@ -49,9 +49,9 @@ def test_combine_group_is_the_kernel_spec():
 def test_unsupported_parameter_is_refused_by_name_unless_default():
     spec = get_primitive("stackDarks")
     assert spec.resolve(None, None, {"statsec": None})["statsec"] is None
-    with pytest.raises(ParameterError, match=r"stackDarks:statsec is not supported .*never normalises"):
+    with pytest.raises(ParameterError, match=r"stackDarks:statsec='\[1:10,1:10\]' is not supported .*never normalises"):
         spec.resolve(None, None, {"statsec": "[1:10,1:10]"})
-    with pytest.raises(ParameterError, match="stackFrames:save_rejection_map is not supported"):
+    with pytest.raises(ParameterError, match="stackFrames:save_rejection_map=True is not supported"):
         get_primitive("stackFrames").resolve(None, None, {"save_rejection_map": "True"})
     from draconis.commands.showpars import format_showpars
 
@@ -167,3 +167,110 @@ def test_internal_calls_are_declared_and_shown():
     text = format_showpars({"F2"}, darks, darks.defaults())
     assert "Called by makeLampFlat, which sets none of these" in text
     assert "Calls stackDarks, setting none of its parameters" in format_showpars({"F2"}, lamp, lamp.defaults())
+
+
+# -- no declared parameter that no code reads ----------------------------------------------------
+#: read by the runner for every primitive (RunContext.run / open_files)
+RUNNER_READS = {"suffix", "skip_primitive", "write_outputs", "stream", "format"}
+_PARAM_NAMES = {"p", "params"}
+
+
+def _reached(func) -> list:
+    """Functions and classes of draconis that ``func`` refers to, transitively (by name, through globals)."""
+    import inspect
+    import types
+
+    seen, todo, out = set(), [func], []
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or not getattr(obj, "__module__", "").startswith("draconis"):
+            continue
+        seen.add(id(obj))
+        out.append(obj)
+        if inspect.isclass(obj):
+            todo += [v for v in vars(obj).values() if inspect.isfunction(v)]
+            todo += [v.__func__ for v in vars(obj).values() if isinstance(v, (classmethod, staticmethod))]
+            continue
+        codes, names = [obj.__code__], set()
+        while codes:
+            code = codes.pop()
+            names |= set(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        for name in names:
+            target = obj.__globals__.get(name)
+            if inspect.isfunction(target) or inspect.isclass(target):
+                todo.append(target)
+            elif inspect.ismodule(target) and target.__name__.startswith("draconis"):
+                todo += [getattr(target, n) for n in names if inspect.isfunction(getattr(target, n, None))]
+    return out
+
+
+def _is_params(node) -> bool:
+    import ast
+
+    return (isinstance(node, ast.Name) and node.id in _PARAM_NAMES) or (
+        isinstance(node, ast.Attribute) and node.attr in _PARAM_NAMES)
+
+
+def _names_read(objects) -> set[str]:
+    """Parameter names read as ``p.name``, ``p["name"]`` or ``p.get("name")`` (p, params, self.p), and the
+    fields of the specs built with ``Spec.from_params``."""
+    import ast
+    import dataclasses
+    import inspect
+    import textwrap
+
+    read = set()
+    for obj in objects:
+        if inspect.isclass(obj):
+            if dataclasses.is_dataclass(obj) and hasattr(obj, "from_params"):
+                read |= {f.name for f in dataclasses.fields(obj)}
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(obj))
+        except (OSError, TypeError):  # generated code (a dataclass __init__): no parameter reads
+            continue
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Attribute) and _is_params(node.value):
+                read.add(node.attr)
+            elif isinstance(node, ast.Subscript) and _is_params(node.value) and isinstance(node.slice, ast.Constant):
+                read.add(node.slice.value)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                  and _is_params(node.func.value) and node.args and isinstance(node.args[0], ast.Constant)):
+                read.add(node.args[0].value)
+    return read
+
+
+def test_every_declared_parameter_is_read_or_refused():
+    from draconis.primitives.registry import PRIMITIVES, load_all
+
+    load_all()
+    unread = {}
+    for name, spec in sorted(PRIMITIVES.items()):
+        read = _names_read(_reached(spec.func)) | RUNNER_READS
+        missing = [p.name for p in spec.params if p.name not in read and not p.unsupported]
+        if missing:
+            unread[name] = missing
+    assert not unread, f"declared parameters no code reads (implement, remove or declare unsupported): {unread}"
+
+
+def test_unsupported_parameter_accepts_the_instrument_default():
+    spec = get_primitive("resampleToCommonFrame")
+    assert spec.resolve("GSAOI", "IMAGE", {"force_affine": False})["force_affine"] is False  # GSAOI's default
+    with pytest.raises(ParameterError, match="force_affine=False is not supported"):
+        spec.resolve("F2", "IMAGE", {"force_affine": False})
+
+
+def test_flush_pixels_force_and_write_outputs_overwrite(run_primitive, tmp_path):
+    stored = draconis.open(_fits_file(tmp_path / "S20200101S0001.fits"))
+    ctx = run_primitive.context()
+    assert run_primitive("flushPixels", [stored], ctx)[0] is stored  # read straight from disk: nothing to flush
+    assert run_primitive("flushPixels", [stored], ctx, force=True)[0] is not stored
+    doubled = stored.map_extensions(lambda e: e.with_planes(SCI=e.plane("SCI") * 2))
+    (flushed,) = run_primitive("flushPixels", [doubled], ctx)
+    assert flushed[0].plane("SCI").sum().compute() == 160.0  # computed once, read back from its checkpoint
+    assert run_primitive("flushPixels", [flushed], ctx)[0] is flushed
+    (written,) = run_primitive("writeOutputs", [stored.with_suffix("_copy")], ctx)
+    assert os.path.exists(os.path.join(ctx.outdir, "S20200101S0001_copy.fits"))
+    with pytest.raises(InputError, match="S20200101S0001_copy.fits: exists and overwrite=False"):
+        run_primitive("writeOutputs", [stored.with_suffix("_copy")], ctx, overwrite=False)

@@ -11,30 +11,11 @@ from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
 from draconis.primitives import align as reg
-from draconis.primitives.registry import get_primitive
 from draconis.testing import raise_if_dask_computes
 
 PIXSCALE = 0.12
 SIGMA = 1.3
 SHAPE = (160, 160)
-
-
-class Ctx:
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
-
-
-def run(name, frames, instrument="NIRI", **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve(instrument, "IMAGE", user=user), Ctx(main=frames))
 
 
 def wcs_header(crval=(150.0, 2.0), crpix=(80.0, 80.0), rot_deg=0.0) -> fits.Header:
@@ -87,7 +68,7 @@ CASES = [((0.0, 0.0), (0.0, 0.0), 0.0), ((12.37, -7.81), (3.3, -2.6), 0.0), ((-2
 
 
 @pytest.fixture(scope="module")
-def field():
+def field(module_run_primitive):
     stars = sky_stars()
     frames, truths = [], []
     for k, (true_shift, error, rot) in enumerate(CASES):
@@ -95,7 +76,7 @@ def field():
         told = wcs_header(crpix=(80 + true_shift[0] + error[0], 80 + true_shift[1] + error[1]), rot_deg=rot)
         frames.append(make_frame(render(true, stars, seed=k), told, f"N20160102S{100 + k:04d}"))
         truths.append(true)
-    detected = run("detectSources", frames)
+    detected = module_run_primitive("detectSources", frames)
     return stars, detected, truths
 
 
@@ -109,10 +90,10 @@ def pixel_error(header, true_header):
     return float(np.max(np.hypot(x - xx.ravel(), y - yy.ravel())))
 
 
-def test_shifts_recovered_to_005_px(field):
+def test_shifts_recovered_to_005_px(run_primitive, field):
     stars, frames, truths = field
     with raise_if_dask_computes():
-        out = run("adjustWCSToReference", frames)
+        out = run_primitive("adjustWCSToReference", frames)
     ref = out[0].phu[reg.REFERENCE_KEYWORD]
     iref = [f.stem for f in frames].index(ref)
     # Relative alignment: each frame's WCS error equals the reference's own error (the reference defines the frame).
@@ -126,44 +107,44 @@ def test_shifts_recovered_to_005_px(field):
         assert frame.filename.endswith("_wcsCorrected.fits")
 
 
-def test_reference_is_frame_with_most_sources(field):
+def test_reference_is_frame_with_most_sources(run_primitive, field):
     _, frames, _ = field
     poor = frames[0].map_extensions(lambda e: e.replace(objcat=e.objcat[:3]))
-    out = run("adjustWCSToReference", [poor, *frames[1:]])
+    out = run_primitive("adjustWCSToReference", [poor, *frames[1:]])
     counts = [int(reg.good_sources(f[0].objcat).sum()) for f in frames[1:]]
     assert out[0].phu[reg.REFERENCE_KEYWORD] == frames[1 + int(np.argmax(counts))].stem
 
 
-def test_rotation_fitted_when_asked():
+def test_rotation_fitted_when_asked(run_primitive):
     stars = sky_stars(seed=3)
     true = [wcs_header(), wcs_header(crpix=(84.0, 77.0), rot_deg=0.4)]
     told = [wcs_header(), wcs_header(crpix=(85.5, 76.0), rot_deg=0.0)]
     frames = [make_frame(render(t, stars, seed=k), h, f"N20160102S{200 + k:04d}")
               for k, (t, h) in enumerate(zip(true, told))]
-    frames = run("detectSources", frames)
+    frames = run_primitive("detectSources", frames)
     # fewer sources in frame 1 so frame 0 (whose header is true) is the reference
     frames[1] = frames[1].map_extensions(lambda e: e.replace(objcat=e.objcat[: len(e.objcat) - 5]))
-    out = run("adjustWCSToReference", frames, rotate=True)
+    out = run_primitive("adjustWCSToReference", frames, rotate=True)
     assert out[0].phu[reg.REFERENCE_KEYWORD] == frames[0].stem
     assert pixel_error(out[1][0].header, true[1]) < 0.1
-    unrotated = run("adjustWCSToReference", frames, rotate=False)
+    unrotated = run_primitive("adjustWCSToReference", frames, rotate=False)
     assert pixel_error(unrotated[1][0].header, true[1]) > 0.2
 
 
-def test_fallback_to_offsets_is_logged(field, caplog):
+def test_fallback_to_offsets_is_logged(run_primitive, field, caplog):
     _, frames, _ = field
     blank = frames[2].map_extensions(lambda e: e.replace(objcat=e.objcat[:0]))
     with caplog.at_level(logging.WARNING):
-        out = run("adjustWCSToReference", [frames[0], frames[1], blank])
+        out = run_primitive("adjustWCSToReference", [frames[0], frames[1], blank])
     assert out[2].phu[reg.METHOD_KEYWORD] == "offsets"
     assert blank.filename in caplog.text and "fallback='offsets'" in caplog.text
 
 
-def test_offsets_method_uses_telescope_offsets():
+def test_offsets_method_uses_telescope_offsets(run_primitive):
     h = wcs_header()
     a = make_frame(np.zeros(SHAPE, np.float32), h, "N20160102S0300", xoff=0.0, yoff=0.0)
     b = make_frame(np.zeros(SHAPE, np.float32), h, "N20160102S0301", xoff=1.2, yoff=-2.4)
-    out = run("adjustWCSToReference", [a, b], method="offsets")
+    out = run_primitive("adjustWCSToReference", [a, b], method="offsets")
     dx = float(b.descriptor("detector_x_offset")) - float(a.descriptor("detector_x_offset"))
     dy = float(b.descriptor("detector_y_offset")) - float(a.descriptor("detector_y_offset"))
     # a star at reference pixel p lies at p + (dx, dy) in the offset frame
@@ -190,7 +171,7 @@ def test_projection_round_trip():
     assert np.allclose(back[0], ra, atol=1e-10) and np.allclose(back[1], dec, atol=1e-10)
 
 
-def test_mixed_filters_are_an_error(field):
+def test_mixed_filters_are_an_error(run_primitive, field):
     from draconis.errors import InputError
 
     _, frames, _ = field
@@ -199,4 +180,4 @@ def test_mixed_filters_are_an_error(field):
     if first.safe_descriptor("filter_name") is None:
         pytest.skip("filter_name not computable from these synthetic headers")
     with pytest.raises(InputError, match="differs"):
-        run("adjustWCSToReference", [first, odd])
+        run_primitive("adjustWCSToReference", [first, odd])

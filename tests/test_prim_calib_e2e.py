@@ -1,11 +1,6 @@
-"""End to end through draconis.Reduce on simulated raw data, compared with the simulator's truth.
-
-Skipped until the simulator (draconis.simulate.make_dataset) and the runner
-(draconis.reduce.Reduce) are available.
-"""
+"""End to end through draconis.Reduce on simulated raw data, compared with the simulator's truth."""
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -14,22 +9,8 @@ import pytest
 from astropy.io import fits
 
 import draconis
-
-
-def _require():
-    try:
-        simulate = importlib.import_module("draconis.simulate")
-        reduce_mod = importlib.import_module("draconis.reduce")
-    except ImportError:
-        pytest.skip("simulator or runner not available yet")
-    if not hasattr(simulate, "make_dataset"):
-        try:
-            simulate = importlib.import_module("draconis.simulate.build")
-        except ImportError:
-            pytest.skip("simulator not available yet")
-    if not hasattr(simulate, "make_dataset") or not hasattr(reduce_mod, "Reduce"):
-        pytest.skip("simulator or runner not available yet")
-    return simulate, reduce_mod.Reduce
+from draconis import simulate
+from draconis.reduce import Reduce
 
 
 def _truth_arrays(path: Path) -> list[np.ndarray]:
@@ -84,14 +65,11 @@ def _illuminated_rms(flat: draconis.Frame, truth: list[np.ndarray]) -> float:
 
 @pytest.mark.parametrize("dataset", ["f2-deep", "niri-extended", "gnirs-keyhole", "gsaoi-galaxy"])
 def test_master_flat_matches_truth(work, dataset):
-    simulate, Reduce = _require()
     files, truth, _ = _dataset(simulate, dataset, work)
     flats = _select(files, {"FLAT"})
     darks = _select(files, {"DARK"})
     inputs = flats + [d for d in darks if abs(draconis.open(d).exposure_time() -
                                                draconis.open(flats[0]).exposure_time()) < 0.01]
-    if not (truth / "flat.fits").exists():
-        pytest.skip("simulator writes no flat truth")
     (flat,) = _reduce(Reduce, inputs if "f2" in dataset else flats)
     rms = _illuminated_rms(flat, _truth_arrays(truth / "flat.fits"))
     print(f"{dataset}: master flat rms vs truth {rms:.4%}")
@@ -99,7 +77,6 @@ def test_master_flat_matches_truth(work, dataset):
 
 
 def test_master_dark_and_var(work):
-    simulate, Reduce = _require()
     files, truth, effects = _dataset(simulate, "f2-deep", work)
     darks = _select(files, {"DARK"})
     t = max(draconis.open(d).exposure_time() for d in darks)
@@ -120,7 +97,6 @@ def test_master_dark_and_var(work):
 
 def test_var_matches_scatter_of_flats(work):
     """Poisson + read VAR against the scatter of the difference of two processed flats."""
-    simulate, Reduce = _require()
     files, truth, _ = _dataset(simulate, "niri-extended", work)
     flats = _select(files, {"FLAT", "LAMPON"})[:2]
     frames = [draconis.open(f) for f in flats]
@@ -139,10 +115,7 @@ def test_var_matches_scatter_of_flats(work):
 
 
 def test_niri_bpm_finds_true_bad_pixels(work):
-    simulate, Reduce = _require()
     files, truth, _ = _dataset(simulate, "niri-extended", work)
-    if not (truth / "bpm.fits").exists():
-        pytest.skip("simulator writes no BPM truth")
     flats = _select(files, {"FLAT"})
     darks = _select(files, {"DARK"})
     short = min(draconis.open(d).exposure_time() for d in darks)

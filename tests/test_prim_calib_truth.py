@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from test_prim_calib_instruments import _frame
-from test_prim_calibration import Ctx, in_memory, raw_f2, run, sci
+from test_prim_calibration import _core_defaults, in_memory, raw_f2, sci  # noqa: F401 (autouse fixture)
 
 N = 128
 F2_GAIN, F2_RN = 4.44, 11.7
@@ -25,7 +25,7 @@ def _f2_darks(tmp_path, rng, truth, exptime, n=5, tag="d"):
                    exptime=exptime, time=f"01:{10 + i:02d}:00.0") for i in range(n)]
 
 
-def _dark_chain(frames):
+def _dark_chain(run, frames):
     frames = run("prepare", frames)
     frames = run("addDQ", frames, add_illum_mask=False, latency=False)
     frames = run("ADUToElectrons", frames)
@@ -34,19 +34,20 @@ def _dark_chain(frames):
 
 
 @pytest.fixture(scope="module")
-def f2_dark_truth(tmp_path_factory):
+def f2_dark_truth(module_run_primitive, tmp_path_factory):
+    module_run_primitive.instrument = ""  # the core defaults, as in test_prim_calibration
     rng = np.random.default_rng(11)
     bias = rng.normal(500.0, 30.0, (N, N))
     current = rng.gamma(2.0, 1.0, (N, N))  # e-/s
     t = 60.0
     truth = bias + current * t
     raw = _f2_darks(tmp_path_factory.mktemp("darks"), rng, truth, t)
-    return truth, _dark_chain(raw)
+    return truth, _dark_chain(module_run_primitive, raw)
 
 
-def test_master_dark_matches_truth(f2_dark_truth):
+def test_master_dark_matches_truth(run_primitive, f2_dark_truth):
     truth, frames = f2_dark_truth
-    (master,) = run("stackDarks", frames)
+    (master,) = run_primitive("stackDarks", frames)
     resid = sci(master) - truth
     expected = np.sqrt(np.median(sci(master, "VAR")))
     print('master dark: mean resid %.3f e-, rms %.3f e-, sqrt(VAR) %.3f e-' % (np.mean(resid), np.std(resid), expected))
@@ -55,7 +56,7 @@ def test_master_dark_matches_truth(f2_dark_truth):
     assert np.std(resid) == pytest.approx(expected, rel=0.1)
 
 
-def test_var_agrees_with_scatter(f2_dark_truth):
+def test_var_agrees_with_scatter(run_primitive, f2_dark_truth):
     _, frames = f2_dark_truth
     diff = (sci(frames[0]) - sci(frames[1])) / np.sqrt(2)
     predicted = np.sqrt(np.mean((sci(frames[0], "VAR") + sci(frames[1], "VAR")) / 2))
@@ -74,7 +75,7 @@ def _flat_pattern(rng):
     return (1 + 0.1 * (xx - 0.5) - 0.05 * (yy - 0.5) ** 2) * rng.normal(1.0, 0.02, (N, N))
 
 
-def _flat_chain(frames):
+def _flat_chain(run, frames):
     frames = run("prepare", frames)
     frames = run("addDQ", frames, add_illum_mask=False, latency=False)
     frames = run("ADUToElectrons", frames)
@@ -82,16 +83,16 @@ def _flat_chain(frames):
     return [in_memory(f) for f in run("nonlinearityCorrect", frames)]
 
 
-def test_f2_k_flat_minus_darks_matches_pattern(tmp_path):
+def test_f2_k_flat_minus_darks_matches_pattern(run_primitive, tmp_path):
     """F2 K band: lamp-on/shutter-closed flats minus darks of the same exposure from the same list."""
     rng = np.random.default_rng(5)
     pattern = _flat_pattern(rng)
     flats = _f2_flats(tmp_path, rng, pattern, 2500.0 * F2_GAIN, 8.0, "IRhigh", "CLOSED")
     darks = _f2_darks(tmp_path, rng, np.full((N, N), 400.0), 8.0)
-    frames = _flat_chain(flats + darks)
-    (lamp,) = run("makeLampFlat", frames)
-    (norm,) = run("normalizeFlat", [lamp])
-    (flat,) = run("thresholdFlatfield", [norm])
+    frames = _flat_chain(run_primitive, flats + darks)
+    (lamp,) = run_primitive("makeLampFlat", frames)
+    (norm,) = run_primitive("normalizeFlat", [lamp])
+    (flat,) = run_primitive("thresholdFlatfield", [norm])
     ratio = sci(flat) / (pattern / np.median(pattern))
     good = sci(flat, "DQ") == 0
     print('F2 K flat: rms vs truth %.5f, median ratio %.5f' % (np.std(ratio[good]), np.median(ratio[good])))
@@ -102,7 +103,7 @@ def _niri(tmp_path, data, **phu):
     return _frame(tmp_path, "NIRI/N20030325S0098.fits.header", lambda i: data, phu=phu)
 
 
-def test_niri_bpm_finds_bad_pixels(tmp_path):
+def test_niri_bpm_finds_bad_pixels(run_primitive, tmp_path):
     rng = np.random.default_rng(21)
     gain, rn = 12.3, 35.0
     pattern = rng.normal(1.0, 0.02, (N, N))
@@ -121,12 +122,13 @@ def test_niri_bpm_finds_bad_pixels(tmp_path):
     darks = [_niri(tmp_path, _noisy(rng, dark_e, gain, rn), OBSTYPE="DARK", COADDS=1, EXPTIME=1.0)
              for _ in range(4)]
     assert "LAMPON" in on[0].tags and "DARK" in darks[0].tags
-    prepared = [in_memory(f) for f in run("ADUToElectrons", run("prepare", on + off + darks))]
-    dark_stack = run("stackFrames", prepared[8:])
-    (lamp,) = run("makeLampFlat", prepared[:8])
-    (norm,) = run("normalizeFlat", [lamp])
-    (bpm,) = run("makeBPM", [norm], Ctx(streams={"darks": dark_stack}), flat_lo_thresh=0.8, flat_hi_thresh=1.25,
-                 dark_lo_thresh=-20.0, dark_hi_thresh=1300.0)
+    prepared = [in_memory(f) for f in run_primitive("ADUToElectrons", run_primitive("prepare", on + off + darks))]
+    dark_stack = run_primitive("stackFrames", prepared[8:])
+    (lamp,) = run_primitive("makeLampFlat", prepared[:8])
+    (norm,) = run_primitive("normalizeFlat", [lamp])
+    ctx = run_primitive.context(streams={"darks": dark_stack})
+    (bpm,) = run_primitive("makeBPM", [norm], ctx, flat_lo_thresh=0.8, flat_hi_thresh=1.25, dark_lo_thresh=-20.0,
+                           dark_hi_thresh=1300.0)
     found = sci(bpm) == 1
     print('BPM truth: found %d of %d bad, %d false positives' % ((found & bad).sum(), bad.sum(), (found & ~bad).sum()))
     assert (found & bad).sum() >= 0.95 * bad.sum()

@@ -13,31 +13,11 @@ from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
 from draconis.kernels import resample as kres
-from draconis.primitives import resample as res
-from draconis.primitives.registry import get_primitive
 from draconis.testing import raise_if_dask_computes
 
 PIXSCALE = 0.12
 SHAPE = (96, 128)
 SIGMA = 1.5
-
-
-class Ctx:
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
-
-
-def run(name, frames, **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve("NIRI", "IMAGE", user=user), Ctx(main=frames))
 
 
 def header(crpix, scale=PIXSCALE):
@@ -80,14 +60,14 @@ SHIFTS = [(0.0, 0.0), (7.3, -4.6), (-11.8, 9.25)]
 
 
 @pytest.fixture(scope="module")
-def aligned():
+def aligned(module_run_primitive):
     stars = world_stars()
     frames = []
     for k, (dx, dy) in enumerate(SHIFTS):
         hdr = header((64.5 + dx, 48.5 + dy))
         frames.append(frame(star_image(hdr, stars), hdr, f"N20160102S{100 + k:04d}"))
     with raise_if_dask_computes():
-        out = run("resampleToCommonFrame", frames)
+        out = module_run_primitive("resampleToCommonFrame", frames)
     return stars, frames, out
 
 
@@ -134,14 +114,14 @@ def test_no_data_outside_footprint(aligned):
     assert union.mean() > 0.85  # the union grid is filled by the dithers (only corners empty)
 
 
-def test_variance_matches_noise():
+def test_variance_matches_noise(run_primitive):
     rng = np.random.default_rng(2)
     shape = (128, 128)
     noise = rng.normal(0, 3.0, shape).astype(np.float32)
     var = np.full(shape, 9.0, np.float32)
     ref = frame(np.zeros(shape, np.float32), header((64.5, 64.5)), "N20160102S0500", var=var)
     moved = frame(noise, header((64.5 + 0.5, 64.5 + 0.37)), "N20160102S0501", var=var)
-    out = run("resampleToCommonFrame", [ref, moved])
+    out = run_primitive("resampleToCommonFrame", [ref, moved])
     sci, v, dq = dask.compute(out[1][0].plane("SCI"), out[1][0].plane("VAR"), out[1][0].plane("DQ"))
     inner = (dq == 0)
     inner[:8], inner[-8:], inner[:, :8], inner[:, -8:] = False, False, False, False
@@ -149,7 +129,7 @@ def test_variance_matches_noise():
     assert ratio == pytest.approx(1.0, abs=0.05)
 
 
-def test_dq_bits_spread_by_threshold():
+def test_dq_bits_spread_by_threshold(run_primitive):
     shape = (64, 64)
     dq = np.zeros(shape, np.uint16)
     dq[30, 30] = 1
@@ -157,7 +137,7 @@ def test_dq_bits_spread_by_threshold():
     sci[30, 30] = 1e6  # a hot pixel must not ring into good pixels
     ref = frame(np.ones(shape, np.float32), header((32.5, 32.5)), "N20160102S0600")
     moved = frame(sci, header((32.5 + 0.5, 32.5)), "N20160102S0601", dq=dq)
-    out = run("resampleToCommonFrame", [ref, moved])
+    out = run_primitive("resampleToCommonFrame", [ref, moved])
     s, d = dask.compute(out[1][0].plane("SCI"), out[1][0].plane("DQ"))
     bad = (d & 1) != 0
     assert 1 <= bad.sum() <= 4
@@ -165,19 +145,19 @@ def test_dq_bits_spread_by_threshold():
     assert np.abs(s[good] - 1.0).max() < 1e-3
 
 
-def test_pixel_scale_change_conserves_flux():
+def test_pixel_scale_change_conserves_flux(run_primitive):
     stars = world_stars()
     ref_hdr = header((64.5, 48.5))
     fine_hdr = header((128.5, 96.5), scale=PIXSCALE / 2)
     ref = frame(star_image(ref_hdr, stars), ref_hdr, "N20160102S0700")
     fine = frame(star_image(fine_hdr, stars, shape=(192, 256)), fine_hdr, "N20160102S0701",
                  var=np.ones((192, 256), np.float32))
-    out = run("resampleToCommonFrame", [ref, fine])
+    out = run_primitive("resampleToCommonFrame", [ref, fine])
     sci, dq = dask.compute(out[1][0].plane("SCI"), out[1][0].plane("DQ"))
     assert sci[dq == 0].sum() == pytest.approx(stars[:, 2].sum(), rel=0.01)
 
 
-def test_scale_counts_measured_and_exposure_fallback(caplog):
+def test_scale_counts_measured_and_exposure_fallback(run_primitive, caplog):
     from astropy.table import Table
 
     def with_cat(f, fluxes):
@@ -193,19 +173,19 @@ def test_scale_counts_measured_and_exposure_fallback(caplog):
     b = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0801"), [5e3, 1e4, 1.5e4])
     c = frame(np.ones((64, 64), np.float32), hdr, "N20160102S0802", exptime=20.0)
     with raise_if_dask_computes(), caplog.at_level(logging.WARNING):
-        out = run("scaleCountsToReference", [a, b, c])
+        out = run_primitive("scaleCountsToReference", [a, b, c])
     assert out[1].phu["CNTSCALE"] == pytest.approx(2.0)
     assert out[2].phu["CNTSCALE"] == pytest.approx(0.5)  # no sources: exposure-time ratio, with a warning
     assert "N20160102S0802" in caplog.text and "exposure-time" in caplog.text
     assert float(out[1][0].plane("SCI")[0, 0].compute()) == pytest.approx(2.0)
     assert float(out[1][0].plane("VAR")[0, 0].compute()) == pytest.approx(4.0)
-    tol = run("scaleCountsToReference", [a, b], tolerance=0.5)
+    tol = run_primitive("scaleCountsToReference", [a, b], tolerance=0.5)
     assert tol[1].phu["CNTSCALE"] == pytest.approx(1.0)  # 2.0 differs from exposure ratio 1 by >50%
     # faint sources (relative errors ~10 %, from sqrt(flux) without FLUXERR): too uncertain, exposure time
     faint_a = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0803"), [100.0, 200.0, 300.0])
     faint_b = with_cat(frame(np.ones((64, 64), np.float32), hdr, "N20160102S0804"), [50.0, 100.0, 150.0])
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        faint = run("scaleCountsToReference", [faint_a, faint_b])
+        faint = run_primitive("scaleCountsToReference", [faint_a, faint_b])
     assert faint[1].phu["CNTSCALE"] == pytest.approx(1.0)
     assert "N20160102S0804" in caplog.text and "too uncertain" in caplog.text

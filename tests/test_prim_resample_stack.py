@@ -7,7 +7,6 @@ normalised residuals, coverage and seams.
 """
 from __future__ import annotations
 
-import logging
 
 import dask
 import dask.array as da
@@ -19,7 +18,6 @@ from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
 from draconis.kernels.combine import CombineSpec, combine_block
-from draconis.primitives.registry import get_primitive
 
 PIXSCALE = 0.18
 SHAPE = (128, 128)
@@ -27,23 +25,6 @@ SIGMA = 1.6
 NOISE_VAR = 400.0
 DITHERS = [(0, 0), (9.4, 6.2), (-8.7, 7.9), (-7.3, -9.1), (8.2, -8.6), (0.6, 12.3), (12.1, 0.4), (-11.5, -0.7)]
 POINTING_ERR = 1.5  # px rms of the header WCS error
-
-
-class Ctx:
-    def __init__(self):
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return []
-
-    def set_stream(self, name, frames):
-        pass
-
-
-def run(name, frames, **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve("F2", "IMAGE", user=user), Ctx())
 
 
 def header(crpix):
@@ -65,7 +46,7 @@ def truth_model(hdr, stars, shape):
 
 
 @pytest.fixture(scope="module")
-def reduced():
+def reduced(module_run_primitive):
     rng = np.random.default_rng(11)
     base = header((64.5, 64.5))
     n = 30
@@ -87,10 +68,10 @@ def reduced():
         ext = make_extension(told, *(da.from_array(a, chunks=(64, -1)) for a in
                                      (sci, var, np.zeros(SHAPE, np.uint16))))
         frames.append(Frame(phu=phu, extensions=(ext,), filename=f"S20200101S{k + 1:04d}.fits"))
-    frames = run("detectSources", frames)
-    frames = run("adjustWCSToReference", frames)
-    frames = run("resampleToCommonFrame", frames)
-    frames = run("scaleCountsToReference", frames)
+    frames = module_run_primitive("detectSources", frames)
+    frames = module_run_primitive("adjustWCSToReference", frames)
+    frames = module_run_primitive("resampleToCommonFrame", frames)
+    frames = module_run_primitive("scaleCountsToReference", frames)
     cubes = dask.compute([f[0].plane("SCI") for f in frames], [f[0].plane("VAR") for f in frames],
                          [f[0].plane("DQ") for f in frames])
     sci, var, dq, nused = combine_block(*(np.stack(c) for c in cubes),

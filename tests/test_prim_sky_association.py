@@ -8,26 +8,10 @@ import pytest
 from astropy.io import fits
 
 from draconis.frame import Frame, make_extension
-from draconis.primitives.registry import get_primitive
 from draconis.primitives.sky import choose_skies, classify_frames
 
 PIXSCALE = 0.117  # arcsec/pixel (NIRI f/6)
 RA0, DEC0 = 150.0, 2.0
-
-
-class Ctx:
-    """The runner's stream interface, as primitives see it."""
-
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
 
 
 def make_frame(index: int, seconds: float, dx: float = 0.0, dy: float = 0.0, *, exptime: float = 20.0,
@@ -52,11 +36,6 @@ def make_frame(index: int, seconds: float, dx: float = 0.0, dy: float = 0.0, *, 
     ext = make_extension(hdr, np.zeros(shape, np.float32))
     phu["ORIGNAME"] = f"N20160102S{index:04d}.fits"
     return Frame(phu=phu, extensions=(ext,), filename=phu["ORIGNAME"])
-
-
-def run(name, frames, ctx, **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve("NIRI", "IMAGE", user=user), ctx)
 
 
 def names(frames):
@@ -116,13 +95,13 @@ def test_too_few_candidates_is_warned(caplog):
     assert "only 1 sky candidate" in caplog.text and "min_skies=3" in caplog.text
 
 
-def test_associate_sky_primitive_stores_skytable_and_moves_orphans(caplog):
+def test_associate_sky_primitive_stores_skytable_and_moves_orphans(run_primitive, caplog):
     objects = [make_frame(i, i * 30.0) for i in range(4)]
     skies = [make_frame(10 + i, 200.0 + i * 30.0, dx=300.0) for i in range(3)]
     lonely = make_frame(20, 5000.0, filt="J_G0202")
-    ctx = Ctx(main=objects + [lonely], sky=skies)
+    ctx = run_primitive.context(streams=dict(main=objects + [lonely], sky=skies))
     with caplog.at_level(logging.WARNING, logger="draconis.test"):
-        out = run("associateSky", objects + [lonely], ctx, time=900.0)
+        out = run_primitive("associateSky", objects + [lonely], ctx, time=900.0)
     assert names(out) == names(objects)
     assert all(f.filename.endswith("_skyAssociated.fits") for f in out)
     assert list(out[0].tables["SKYTABLE"]["SKYNAME"]) == [s.filename for s in skies]
@@ -131,42 +110,42 @@ def test_associate_sky_primitive_stores_skytable_and_moves_orphans(caplog):
     assert "SKYTABLE" not in objects[0].tables  # inputs untouched
 
 
-def test_use_all_ignores_time_and_configuration():
+def test_use_all_ignores_time_and_configuration(run_primitive):
     frames = dither(6, step_s=1000.0)
     frames[5] = make_frame(5, 5000.0, dx=10.0, filt="J_G0202")
-    ctx = Ctx(main=frames, sky=[])
-    out = run("associateSky", frames, ctx, use_all=True, time=10.0)
+    ctx = run_primitive.context(streams=dict(main=frames, sky=[]))
+    out = run_primitive("associateSky", frames, ctx, use_all=True, time=10.0)
     assert list(out[0].tables["SKYTABLE"]["SKYNAME"]) == [frames[i].filename for i in (1, 3, 5)]
 
 
 # -- separateSky ----------------------------------------------------------------
-def test_dither_on_target_makes_every_frame_both():
+def test_dither_on_target_makes_every_frame_both(run_primitive):
     frames = [make_frame(i, i * 30.0, dx=5.0 * (i % 3), dy=-4.0 * (i % 2)) for i in range(6)]
-    ctx = Ctx(main=frames)
-    out = run("separateSky", frames, ctx)
+    ctx = run_primitive.context(streams=dict(main=frames))
+    out = run_primitive("separateSky", frames, ctx)
     assert names(out) == names(frames) == names(ctx.stream("sky"))
     assert all(f.phu["OBJFRAME"] and f.phu["SKYFRAME"] for f in out)
 
 
-def test_offset_to_sky_splits_by_distance_to_target():
+def test_offset_to_sky_splits_by_distance_to_target(run_primitive):
     objects = [make_frame(i, i * 30.0, dx=3.0 * (i % 2)) for i in range(5)]
     skies = [make_frame(10 + i, 150.0 + i * 30.0, dx=200.0 + 3.0 * (i % 2), dy=150.0) for i in range(5)]
     frames = [f for pair in zip(objects, skies) for f in pair]
-    ctx = Ctx(main=frames)
-    out = run("separateSky", frames, ctx)
+    ctx = run_primitive.context(streams=dict(main=frames))
+    out = run_primitive("separateSky", frames, ctx)
     assert names(out) == names(objects)
     assert names(ctx.stream("sky")) == names(skies)
     assert all(f.filename.endswith("_skySeparated.fits") for f in out)
 
 
-def test_ref_obj_and_headers_from_an_earlier_run():
+def test_ref_obj_and_headers_from_an_earlier_run(run_primitive):
     frames = [make_frame(i, i * 30.0) for i in range(4)]
     is_obj, is_sky = classify_frames(frames, ref_obj=f"{frames[0].stem}.fits,{frames[1].stem}")
     assert is_obj == [True, True, False, False] and is_sky == [False, False, True, True]
-    ctx = Ctx(main=frames)
-    out = run("separateSky", frames, ctx, ref_sky=frames[3].filename)
-    again = Ctx(main=out + ctx.stream("sky"))
-    assert names(run("separateSky", out + ctx.stream("sky"), again)) == names(frames[:3])
+    ctx = run_primitive.context(streams=dict(main=frames))
+    out = run_primitive("separateSky", frames, ctx, ref_sky=frames[3].filename)
+    again = run_primitive.context(streams=dict(main=out + ctx.stream("sky")))
+    assert names(run_primitive("separateSky", out + ctx.stream("sky"), again)) == names(frames[:3])
 
 
 def test_unguided_frames_are_sky():

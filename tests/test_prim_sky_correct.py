@@ -19,24 +19,6 @@ SHAPE = (64, 96)
 PIXSCALE = 0.117
 
 
-class Ctx:
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
-
-
-def run(name, frames, ctx, instrument="NIRI", **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve(instrument, "IMAGE", user=user), ctx)
-
-
 def pattern() -> np.ndarray:
     """A multiplicative sky pattern (like an imperfect flat), mean 1."""
     y, x = np.mgrid[:SHAPE[0], :SHAPE[1]]
@@ -84,12 +66,12 @@ def sequence():
     return [make_frame(i, level, dx=10.0 * (i % 2)) for i, level in enumerate(LEVELS)]
 
 
-def test_default_sky_correct_leaves_zero_background(sequence):
+def test_default_sky_correct_leaves_zero_background(run_primitive, sequence):
     science = [with_skies(f, [s for s in sequence if s is not f][:4]) for f in sequence[4:]]
     science.insert(0, with_skies(sequence[0], sequence[1:5]))
-    ctx = Ctx(main=science, sky=sequence)
+    ctx = run_primitive.context(streams=dict(main=science, sky=sequence))
     with raise_if_dask_computes():
-        out = run("skyCorrect", science, ctx)
+        out = run_primitive("skyCorrect", science, ctx)
     for frame in out:
         res = residual(frame)
         # scale_sky matches levels; the median of 2 (after min/max of 4) skies adds noise ~0.8 × pixel noise
@@ -101,12 +83,12 @@ def test_default_sky_correct_leaves_zero_background(sequence):
     assert np.all(var > science[0][0].plane("VAR").compute())  # sky variance added
 
 
-def test_identical_sky_lists_share_one_sky_graph(sequence):
+def test_identical_sky_lists_share_one_sky_graph(run_primitive, sequence):
     a, b = sequence[:3], sequence[3:]
     science = [with_skies(f, b) for f in a] + [with_skies(f, a) for f in b[:2]] + [with_skies(b[2], a[:2])]
-    ctx = Ctx(main=science, sky=sequence)
+    ctx = run_primitive.context(streams=dict(main=science, sky=sequence))
     with raise_if_dask_computes():
-        out = run("skyCorrect", science, ctx)
+        out = run_primitive("skyCorrect", science, ctx)
     stacks = [{name for name in f[0].plane("SCI").dask.layers if name.startswith("sky-stack")} for f in out]
     assert all(len(s) == 1 for s in stacks)
     assert len(set.union(*stacks)) == 3  # three distinct sky lists
@@ -118,16 +100,16 @@ def test_identical_sky_lists_share_one_sky_graph(sequence):
     assert all(abs(np.median(r)) < 5 for r in results)
 
 
-def test_scale_sky_offset_sky_and_neither():
+def test_scale_sky_offset_sky_and_neither(run_primitive):
     pat_level = 1000.0
     skies = [make_frame(10 + i, pat_level * (1 + 0.02 * i), dx=20.0, noise=False) for i in range(3)]
     target = with_skies(make_frame(0, 1.2 * pat_level, noise=False), skies)
-    ctx = Ctx(main=[target], sky=skies)
-    scaled = residual(run("skyCorrect", [target], ctx)[0])
-    offset = residual(run("skyCorrect", [target], ctx, scale_sky=False, offset_sky=True)[0])
-    neither = residual(run("skyCorrect", [target], ctx, scale_sky=False)[0])
-    both = residual(run("skyCorrect", [target], ctx, scale_sky=True, offset_sky=True)[0])
-    reset = residual(run("skyCorrect", [target], ctx, reset_sky=True)[0])
+    ctx = run_primitive.context(streams=dict(main=[target], sky=skies))
+    scaled = residual(run_primitive("skyCorrect", [target], ctx)[0])
+    offset = residual(run_primitive("skyCorrect", [target], ctx, scale_sky=False, offset_sky=True)[0])
+    neither = residual(run_primitive("skyCorrect", [target], ctx, scale_sky=False)[0])
+    both = residual(run_primitive("skyCorrect", [target], ctx, scale_sky=True, offset_sky=True)[0])
+    reset = residual(run_primitive("skyCorrect", [target], ctx, reset_sky=True)[0])
     # the sky stack has the first sky's level (skies normalised to it): 1000
     assert abs(np.median(neither) - 200.0 * np.median(pattern())) < 2.0
     assert np.max(np.abs(scaled)) < 0.5  # multiplicative pattern removed exactly
@@ -139,59 +121,60 @@ def test_scale_sky_offset_sky_and_neither():
 
 
 def test_gsaoi_defaults_use_zero_and_offset():
-    import draconis.instruments  # noqa: F401  (registers the instrument parameter overlays)
     spec = get_primitive("skyCorrect")
     defaults = spec.defaults("GSAOI", "IMAGE")
-    if not (defaults["zero"] and defaults["offset_sky"]):
-        pytest.skip("GSAOI overrides not registered yet (instrument layer)")
+    assert defaults["zero"] is True and defaults["offset_sky"] is True
     assert defaults["scale_sky"] is False and defaults["scale"] is False and defaults["dilation"] == 6.0
+    niri = spec.defaults("NIRI", "IMAGE")  # the overlay is GSAOI's only
+    assert (niri["zero"], niri["offset_sky"], niri["scale_sky"], niri["dilation"]) == (False, False, True, 2.0)
 
 
-def test_zero_normalisation_with_offset_sky():
+def test_zero_normalisation_with_offset_sky(run_primitive):
     skies = [make_frame(10 + i, 200.0 + 30 * i, dx=20.0) for i in range(4)]
     target = with_skies(make_frame(0, 260.0), skies)
-    ctx = Ctx(main=[target], sky=skies)
-    res = residual(run("skyCorrect", [target], ctx, scale=False, zero=True, scale_sky=False, offset_sky=True)[0])
+    ctx = run_primitive.context(streams=dict(main=[target], sky=skies))
+    res = residual(run_primitive("skyCorrect", [target], ctx, scale=False, zero=True, scale_sky=False,
+                                 offset_sky=True)[0])
     assert abs(np.median(res)) < 2.0
 
 
-def test_object_masking_removes_the_bias_of_a_source_in_the_skies():
+def test_object_masking_removes_the_bias_of_a_source_in_the_skies(run_primitive):
     blob = (40.0, 30.0, 3000.0, 4.0)
     y, x = np.mgrid[:SHAPE[0], :SHAPE[1]]
     footprint = np.hypot(x - 40, y - 30) < 9
     skies = [make_frame(10 + i, 1000.0, dx=20.0, sources=[blob] if i < 2 else (),
                         objmask=footprint if i < 2 else np.zeros(SHAPE, bool)) for i in range(4)]
     target = with_skies(make_frame(0, 1000.0), skies)
-    ctx = Ctx(main=[target], sky=skies)
-    unmasked = residual(run("skyCorrect", [target], ctx, mask_objects=False)[0])
-    masked = residual(run("skyCorrect", [target], ctx, mask_objects=True)[0])
+    ctx = run_primitive.context(streams=dict(main=[target], sky=skies))
+    unmasked = residual(run_primitive("skyCorrect", [target], ctx, mask_objects=False)[0])
+    masked = residual(run_primitive("skyCorrect", [target], ctx, mask_objects=True)[0])
     core = np.hypot(x - 40, y - 30) < 3
     assert np.mean(unmasked[core]) < -1000.0  # the source in two of four skies is over-subtracted
     assert abs(np.mean(masked[core])) < 30.0
 
 
-def test_missing_objmask_is_warned_and_frames_without_skies_pass(caplog, sequence):
+def test_missing_objmask_is_warned_and_frames_without_skies_pass(run_primitive, caplog, sequence):
     target = with_skies(sequence[0], sequence[1:4])
-    ctx = Ctx(main=[target, sequence[5]], sky=sequence)
-    with caplog.at_level(logging.WARNING, logger="draconis.test"):
-        out = run("skyCorrect", [target, sequence[5]], ctx)
+    ctx = run_primitive.context(streams=dict(main=[target, sequence[5]], sky=sequence))
+    with caplog.at_level(logging.WARNING, logger="draconis"):
+        out = run_primitive("skyCorrect", [target, sequence[5]], ctx)
     assert "has no OBJMASK" in caplog.text and "no associated sky frames" in caplog.text
-    assert out[1] is sequence[5]
+    assert out[1].extensions is sequence[5].extensions and "SUBSKY" not in out[1].phu  # passed unchanged
 
 
-def test_two_skies_reduce_minmax_rejection(caplog, sequence):
+def test_two_skies_reduce_minmax_rejection(run_primitive, caplog, sequence):
     target = with_skies(sequence[0], sequence[1:3])
-    ctx = Ctx(main=[target], sky=sequence)
-    with caplog.at_level(logging.WARNING, logger="draconis.test"):
-        out = run("skyCorrect", [target], ctx)
+    ctx = run_primitive.context(streams=dict(main=[target], sky=sequence))
+    with caplog.at_level(logging.WARNING, logger="draconis"):
+        out = run_primitive("skyCorrect", [target], ctx)
     assert "rejection reduced" in caplog.text
     assert abs(np.median(residual(out[0]))) < 5.0
 
 
-def test_save_sky_puts_the_stacks_in_a_stream(sequence):
+def test_save_sky_puts_the_stacks_in_a_stream(run_primitive, sequence):
     target = with_skies(sequence[0], sequence[1:5])
-    ctx = Ctx(main=[target], sky=sequence)
-    run("skyCorrect", [target], ctx, save_sky=True)
+    ctx = run_primitive.context(streams=dict(main=[target], sky=sequence))
+    run_primitive("skyCorrect", [target], ctx, save_sky=True)
     saved = ctx.stream("sky_stacks")
     assert [f.filename for f in saved] == ["N20160102S0000_sky.fits"]
     level = background_level(saved[0][0].plane("SCI").compute())
@@ -207,25 +190,25 @@ def test_background_level_is_the_mode_not_the_mean():
     assert np.isnan(background_level(np.array([np.nan])))
 
 
-def test_two_pass_sky_block_masks_an_extended_source():
+def test_two_pass_sky_block_masks_an_extended_source(run_primitive):
     """The F2/NIRI/GSAOI block: skies sky-subtracted, sources detected, masks attached, then science."""
     y, x = np.mgrid[:SHAPE[0], :SHAPE[1]]
     frames = [make_frame(i, 1000.0 + 10 * i, dx=0.6 * i, sources=[(30.0 + 4 * i, 32.0, 600.0, 3.0)])
               for i in range(6)]
-    ctx = Ctx(main=frames)
-    main = run("separateSky", frames, ctx)
+    ctx = run_primitive.context(streams=dict(main=frames))
+    main = run_primitive("separateSky", frames, ctx)
     assert len(main) == len(ctx.stream("sky")) == 6  # dither on target: every frame is both
-    ctx.set_stream("sky", run("associateSky", ctx.stream("sky"), ctx, time=900.0, distance=0.1))
+    ctx.set_stream("sky", run_primitive("associateSky", ctx.stream("sky"), ctx, time=900.0, distance=0.1))
     with raise_if_dask_computes():
-        skysub = run("skyCorrect", ctx.stream("sky"), ctx, mask_objects=False)
-    detected = run("detectSources", skysub, ctx, detect_minarea=20, detect_thresh=3.0)
+        skysub = run_primitive("skyCorrect", ctx.stream("sky"), ctx, mask_objects=False)
+    detected = run_primitive("detectSources", skysub, ctx, detect_minarea=20, detect_thresh=3.0)
     # transferAttribute(stream=sky, source=skysub, attribute=OBJMASK)
     ctx.set_stream("sky", [f.with_extensions([e.with_planes(OBJMASK=d[0].plane("OBJMASK"))
                                               for e in f.extensions])
                            for f, d in zip(ctx.stream("sky"), detected)])
-    main = run("associateSky", main, ctx, time=900.0, distance=0.1)
+    main = run_primitive("associateSky", main, ctx, time=900.0, distance=0.1)
     with raise_if_dask_computes():
-        final = run("skyCorrect", main, ctx, mask_objects=True)
+        final = run_primitive("skyCorrect", main, ctx, mask_objects=True)
     for i in (2, 3):
         centre = np.hypot(x - (30 + 4 * i), y - 32) < 4
         first, second = residual(skysub[i]), residual(final[i])
@@ -236,17 +219,17 @@ def test_two_pass_sky_block_masks_an_extended_source():
         assert abs(bias_second) < 0.3 * abs(bias_first)
 
 
-def test_statsec_restricts_the_level_statistics():
+def test_statsec_restricts_the_level_statistics(run_primitive):
     skies = [make_frame(10 + i, 1000.0, dx=20.0, noise=False) for i in range(3)]
     # a science frame whose right half is brighter (a large object): statsec on the left half ignores it
     target = make_frame(0, 1000.0, noise=False, sources=[(80.0, 32.0, 400.0, 12.0)])
     target = with_skies(target, skies)
-    ctx = Ctx(main=[target], sky=skies)
-    res = residual(run("skyCorrect", [target], ctx, statsec="[1:30,1:64]")[0])
+    ctx = run_primitive.context(streams=dict(main=[target], sky=skies))
+    res = residual(run_primitive("skyCorrect", [target], ctx, statsec="[1:30,1:64]")[0])
     assert np.max(np.abs(res[:, :30])) < 0.5
     from draconis.errors import ParameterError
     with pytest.raises(ParameterError, match="statsec"):
-        run("skyCorrect", [target], ctx, statsec="[30:1,1:64]")
+        run_primitive("skyCorrect", [target], ctx, statsec="[30:1,1:64]")
 
 
 def test_single_pass_block_through_the_runner(tmp_path):

@@ -7,7 +7,6 @@ frame and its skies, so sky subtraction must still leave a background of ~0.
 from __future__ import annotations
 
 import glob
-import logging
 import os
 from collections import Counter
 
@@ -16,33 +15,13 @@ import pytest
 
 import draconis
 from draconis.kernels.sky import background_level
-from draconis.primitives.registry import get_primitive
 
 _NOT_SCIENCE = {"FLAT", "DARK", "BPM", "CAL", "PROCESSED", "STANDARD"}
 
 
-class Ctx:
-    def __init__(self, **streams):
-        self.streams = {k: list(v) for k, v in streams.items()}
-        self.log = logging.getLogger("draconis.test")
-        self.mode = "sq"
-
-    def stream(self, name):
-        return list(self.streams.get(name, []))
-
-    def set_stream(self, name, frames):
-        self.streams[name] = list(frames)
-
-
-def run(name, frames, ctx, instrument, **user):
-    spec = get_primitive(name)
-    return spec.func(frames, spec.resolve(instrument, "IMAGE", user=user), ctx)
-
-
 def science_frames(tmp_path_factory, name: str):
-    simulate = pytest.importorskip("draconis.simulate")
-    if not hasattr(simulate, "make_dataset"):
-        pytest.skip("draconis.simulate.make_dataset is not available yet")
+    from draconis import simulate
+
     outdir = tmp_path_factory.mktemp(name)
     simulate.make_dataset(name, outdir, size=64, seed=1)
     files = sorted(glob.glob(os.path.join(outdir, "**", "*.fits"), recursive=True))
@@ -56,10 +35,10 @@ def science_frames(tmp_path_factory, name: str):
     return chosen
 
 
-def test_niri_extended_splits_on_target_and_sky(tmp_path_factory):
+def test_niri_extended_splits_on_target_and_sky(run_primitive, tmp_path_factory):
     frames = science_frames(tmp_path_factory, "niri-extended")
-    ctx = Ctx(main=frames)
-    objects = run("separateSky", frames, ctx, "NIRI")
+    ctx = run_primitive.context(streams=dict(main=frames))
+    objects = run_primitive("separateSky", frames, ctx)
     skies = ctx.stream("sky")
     assert len(objects) + len(skies) == len(frames)
     assert abs(len(objects) - len(skies)) <= 1  # seed: 5 on target, 5 on sky
@@ -68,16 +47,16 @@ def test_niri_extended_splits_on_target_and_sky(tmp_path_factory):
     assert max(offset(f) for f in objects) < min(offset(f) for f in skies)
 
 
-def test_f2_deep_dither_makes_every_frame_both_and_sky_subtracts_to_zero(tmp_path_factory):
+def test_f2_deep_dither_makes_every_frame_both_and_sky_subtracts_to_zero(run_primitive, tmp_path_factory):
     frames = science_frames(tmp_path_factory, "f2-deep")
-    ctx = Ctx(main=frames)
-    objects = run("separateSky", frames, ctx, "F2")
+    ctx = run_primitive.context(streams=dict(main=frames))
+    objects = run_primitive("separateSky", frames, ctx)
     assert len(objects) == len(ctx.stream("sky")) == len(frames)
     # the simulator shrinks dithers with the field (15" -> ~0.5" at 64 px): the 3" minimum distance
     # of full-size data would leave no sky, so it is shrunk likewise
-    main = run("associateSky", objects, ctx, "F2", distance=0.1)
+    main = run_primitive("associateSky", objects, ctx, distance=0.1)
     assert all(len(f.tables["SKYTABLE"]) >= 3 for f in main)
-    out = run("skyCorrect", main, ctx, "F2")
+    out = run_primitive("skyCorrect", main, ctx)
     for before, after in zip(main, out):
         raw_level = background_level(np.asarray(before[0].plane("SCI"), float))
         level = background_level(after[0].plane("SCI").compute())

@@ -15,10 +15,15 @@ INSTRUMENTS = ("F2", "NIRI", "GNIRS", "GSAOI")
 
 def test_every_recipe_calls_registered_primitives_with_valid_arguments():
     load_all()
+    names = {lib.name for lib in libraries()}
+    # the image libraries of the four instruments and the calibration libraries are all checked
+    assert {"image_f2", "image_niri", "image_gnirs", "image_gsaoi"} <= names and len(names) >= 8
     for lib in libraries():
         for name, func in lib.recipes.items():
-            for call in record(func):
-                spec = get_primitive(call.name)
+            calls = record(func)
+            assert calls, f"{lib.name}.{name} calls no primitive"
+            for call in calls:
+                spec = get_primitive(call.name)  # raises ParameterError for an unregistered primitive
                 args = {k: v for k, v in call.arguments.items() if k not in ("stream", "instream", "outstream")}
                 spec.resolve(None, None, {}, args)  # raises on unknown parameters / bad values
 

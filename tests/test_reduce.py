@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -188,7 +187,7 @@ def test_failure_removes_outputs_of_the_run(darks, tmp_path):
     existing = tmp_path / "S20200107S0049_dark.fits"
     existing.write_bytes(b"old content")
     listing = _listing(tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match=r"nowhere: no such file \(given as transferAttribute:source\)"):
         Reduce([str(p) for p in darks], recipename="myrecipes.py:broken", scheduler="synchronous").runr()
     assert _listing(tmp_path) - {"myrecipes.py"} == listing - {"myrecipes.py"} or \
         _listing(tmp_path) == listing
@@ -233,3 +232,21 @@ def test_check_wcs_reports_discrepant_frame_and_writes_nothing(tmp_path, monkeyp
     out = capsys.readouterr().out
     assert "S20200104S0072.fits is 60.0\"" in out and "1 discrepant" in out
     assert _listing(tmp_path) == listing
+
+
+def test_prepare_stops_on_a_wcs_the_offsets_contradict(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dump = next(p for p in sorted((REAL_HEADERS_DIR / "F2").glob("*.header"))
+                if {"IMAGE"} <= (parse_dump(p).old_tags or set()) and "FLAT" not in (parse_dump(p).old_tags or ()))
+    files = [make_file(dump, tmp_path / f"S20200104S007{i}.fits", seed=i) for i in range(3)]
+    with fits.open(files[1], mode="update") as hdul:  # 40" north of where its offsets put it
+        hdul[1].header["CRVAL2"] = hdul[1].header["CRVAL2"] + 40 / 3600
+    listing = _listing(tmp_path)
+    with pytest.raises(InputError, match=r"S20200104S0071.fits: WCS is 40.0\" from where the telescope offsets"):
+        Reduce([str(f) for f in files], recipename="prepare", scheduler="synchronous").runr()
+    assert _listing(tmp_path) == listing
+    loose = Reduce([str(f) for f in files], recipename="prepare", scheduler="synchronous",
+                   uparms=[("prepare:debug_consistency_limit", 45)])
+    assert len(loose.runr()) == 3
+    with pytest.raises(ParameterError, match="'fix' is not supported by draconis"):
+        Reduce([str(f) for f in files], recipename="prepare", uparms=[("prepare:bad_wcs", "fix")]).runr()

@@ -290,18 +290,6 @@ def test_two_filters_in_a_recipe_that_stacks_without_aligning(science, tmp_path,
 
 
 # ---------------------------------------------------------------- stackFrames on its own
-class _Ctx:
-    def __init__(self, log):
-        self.log = log
-        self.mode = "sq"
-
-    def stream(self, name):
-        return []
-
-    def set_stream(self, name, frames):
-        pass
-
-
 def _grid_frames(n: int, *, aligned: bool, seed: int = 5):
     """``n`` small frames on one grid, each with a PHU stamp ALIGN when ``aligned`` (as resampled frames)."""
     import dask.array as da
@@ -323,13 +311,6 @@ def _grid_frames(n: int, *, aligned: bool, seed: int = 5):
     return frames
 
 
-def _stack(frames, log, **user):
-    from draconis.primitives.registry import get_primitive
-
-    spec = get_primitive("stackFrames")
-    return spec.func(frames, spec.resolve("F2", "IMAGE", user=user), _Ctx(log))
-
-
 def _spoil(frame, *, sci: str | None = None, dq: int | None = None):
     """``frame`` with every SCI value NaN (``sci="nan"``) and/or every DQ value OR-ed with ``dq``."""
     ext = frame[0]
@@ -347,13 +328,15 @@ def _spoil(frame, *, sci: str | None = None, dq: int | None = None):
     ({"dq": 2}, True, False),       # non_linear only: linearity-corrected data, kept
     ({"dq": 1}, False, False),      # DQ ignored: the frame's values are used
 ])
-def test_stack_frames_leaves_out_an_unusable_resampled_frame(spoil, apply_dq, left_out, warnings_seen):
+def test_stack_frames_leaves_out_an_unusable_resampled_frame(run_primitive, spoil, apply_dq, left_out,
+                                                              warnings_seen):
     from draconis.testing import raise_if_dask_computes
 
     frames = _grid_frames(3, aligned=True)
     frames[1] = _spoil(frames[1], **spoil)
-    with raise_if_dask_computes(max_computes=1):  # one compute answers for every frame
-        (stack,) = _stack(frames, logging.getLogger("draconis.test"), apply_dq=apply_dq, reject_method="none")
+    # for every frame at once: one compute writes the stack's tile checkpoint, one answers "usable?"
+    with raise_if_dask_computes(max_computes=2):
+        (stack,) = run_primitive("stackFrames", frames, apply_dq=apply_dq, reject_method="none")
     named = [m for m in _messages(warnings_seen) if frames[1].filename in m and "left out" in m]
     assert bool(named) == left_out
     assert stack.phu["NCOMBINE"] == (2 if left_out else 3)
@@ -362,17 +345,17 @@ def test_stack_frames_leaves_out_an_unusable_resampled_frame(spoil, apply_dq, le
         np.testing.assert_allclose(np.asarray(stack[0].plane("SCI")), expected, rtol=1e-6)
 
 
-def test_stack_frames_not_on_a_common_grid_stays_lazy():
+def test_stack_frames_not_on_a_common_grid_stays_lazy(run_primitive):
     from draconis.testing import raise_if_dask_computes
 
     frames = _grid_frames(3, aligned=False)
     frames[1] = _spoil(frames[1], dq=1)
     with raise_if_dask_computes():
-        (stack,) = _stack(frames, logging.getLogger("draconis.test"), reject_method="none")
+        (stack,) = run_primitive("stackFrames", frames, reject_method="none")
     assert stack.phu["NCOMBINE"] == 3
 
 
-def test_stack_frames_every_input_unusable_is_an_error():
+def test_stack_frames_every_input_unusable_is_an_error(run_primitive):
     frames = [_spoil(f, sci="nan") for f in _grid_frames(2, aligned=True)]
     with pytest.raises(InputError, match="every pixel of every input.*S20200101S0002_align.fits"):
-        _stack(frames, logging.getLogger("draconis.test"))
+        run_primitive("stackFrames", frames)

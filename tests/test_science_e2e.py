@@ -12,7 +12,6 @@ Skipped until the simulator (draconis.simulate.make_dataset) and the runner
 """
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -21,25 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.table import Table
-from astropy.wcs import WCS
 
 import draconis
+from draconis import simulate
+from draconis.reduce import Reduce
 
 SIZE = 256
 NFRAMES = 9
 #: a longer sequence for the default stack's photometry (the seed has 156 frames)
 NFRAMES_LONG = 30
-
-
-def _require():
-    try:
-        simulate = importlib.import_module("draconis.simulate")
-        reduce_mod = importlib.import_module("draconis.reduce")
-    except ImportError:
-        pytest.skip("simulator or runner not available yet")
-    if not hasattr(simulate, "make_dataset") or not hasattr(reduce_mod, "Reduce"):
-        pytest.skip("simulator or runner not available yet")
-    return simulate, reduce_mod.Reduce
 
 
 def _reduce(Reduce, files, recipename=None, uparms=None, ucals=None) -> list[str]:
@@ -69,7 +58,6 @@ def _column(table: Table, *names: str) -> np.ndarray:
 
 def _simulate_and_calibrate(work, nframes):
     """F2 deep field simulated under ``work/raw``; master dark and flat reduced; (science files, ucals)."""
-    simulate, Reduce = _require()
     simulate.make_dataset("f2-deep", work / "raw", size=SIZE, nframes=nframes, seed=4)
     files = sorted(str(p) for p in (work / "raw").rglob("*.fits") if "truth" not in p.parts)
     darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
@@ -83,7 +71,6 @@ def _simulate_and_calibrate(work, nframes):
 
 def _science_stack(science, ucals, uparms=None):
     """The science reduction's ``_image`` stack, opened by absolute path (later chdirs must not change it)."""
-    _, Reduce = _require()
     outputs = _reduce(Reduce, science, ucals=ucals, uparms=uparms)
     return draconis.open(os.path.abspath(next(p for p in outputs if p.endswith("_image.fits"))))
 
@@ -253,7 +240,6 @@ def test_stack_background_noise_and_coverage(f2_deep):
 
 
 def test_cli_runs_the_default_recipe(tmp_path):
-    simulate, _ = _require()
     raw = tmp_path / "raw"
     simulate.make_dataset("f2-deep", raw, size=128, nframes=6, seed=5)
     files = sorted(str(p) for p in raw.rglob("*.fits") if "truth" not in p.parts)

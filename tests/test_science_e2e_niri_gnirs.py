@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import draconis
+from draconis import simulate
+from draconis.reduce import Reduce
 from helpers.clean_open import assert_opens_cleanly
-from test_science_e2e import _by_tags, _reduce, _require
+from test_science_e2e import _by_tags, _reduce
 
 SIZE = 128
 
@@ -48,7 +50,6 @@ def _empty_sky_stats(frame):
 
 
 def test_niri_extended_source_with_offset_sky(tmp_path, monkeypatch):
-    simulate, Reduce = _require()
     monkeypatch.chdir(tmp_path)
     files = _dataset(simulate, "niri-extended", tmp_path)
     flats = _by_tags(files, {"FLAT"})
@@ -115,7 +116,6 @@ def _check_against_truth(stack, truth, science):
 
 
 def test_niri_standard_without_dark(tmp_path, monkeypatch):
-    simulate, Reduce = _require()
     monkeypatch.chdir(tmp_path)
     files = _dataset(simulate, "niri-extended", tmp_path)
     standards = draconis.dataselect.select_data(files, [], [], draconis.dataselect.expr_parser('object=="FS 17"'))
@@ -127,7 +127,6 @@ def test_niri_standard_without_dark(tmp_path, monkeypatch):
 
 
 def test_gnirs_keyhole_point_source_with_user_dark(tmp_path, monkeypatch):
-    simulate, Reduce = _require()
     monkeypatch.chdir(tmp_path)
     files = _dataset(simulate, "gnirs-keyhole", tmp_path)
     science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
@@ -148,7 +147,6 @@ def test_gnirs_keyhole_through_the_cli_with_the_calibration_database(tmp_path, m
     science run finds the flat there by itself and is given the dark with --user_cal."""
     from draconis.cli import main
 
-    simulate, _ = _require()
     files = _dataset(simulate, "gnirs-keyhole", tmp_path)
     work = tmp_path / "work"
     work.mkdir()

@@ -32,6 +32,9 @@ _NONE_STRINGS = {"none", "null"}
 _TRUE = {"true", "t", "yes", "y", "1", "on"}
 _FALSE = {"false", "f", "no", "n", "0", "off"}
 
+#: Why a DRAGONS debugging parameter is declared unsupported.
+DEBUG_AID = "a DRAGONS debugging aid draconis does not implement"
+
 #: What the runner opens for a parameter declared ``opens=...``:
 #: ``frame``: one Frame (one of the primitive's inputs named by file name or stem, else a file);
 #: ``frames``: a list of Frames (files); ``table``: an astropy Table (with the primitive's ``format``
@@ -102,16 +105,16 @@ class Param:
         right = "]" if self.closed[1] and self.high is not None else ")"
         return f"{left}{lo},{hi}{right}"
 
+    def check_supported(self, value: Any, default: Any, *, where: str = "") -> None:
+        """ParameterError when this parameter is unsupported and ``value`` is not its (effective) ``default``."""
+        if self.unsupported and value != default:
+            label = f"{where}:{self.name}" if where else self.name
+            raise ParameterError(f"{label}={value!r} is not supported by draconis ({self.unsupported}); "
+                                 f"only the default {default!r} is")
+
     def coerce(self, value: Any, *, where: str = "") -> Any:
         """``value`` converted to this parameter's type and checked, or ParameterError."""
         label = f"{where}:{self.name}" if where else self.name
-        out = self._coerce(value, label)
-        if self.unsupported and out != self.default:
-            raise ParameterError(f"{label} is not supported by draconis ({self.unsupported}); "
-                                 f"leave it at its default {self.default!r}")
-        return out
-
-    def _coerce(self, value: Any, label: str) -> Any:
         if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS and self.type is not str):
             if self.optional or self.default is None:
                 return None
@@ -175,6 +178,11 @@ class Param:
         text = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
                 list: "a comma-separated list"}.get(self.type, "a value")
         return text + (" or None" if self.optional else "")
+
+
+def unsupported(reason: str, *params: Param) -> tuple[Param, ...]:
+    """``params`` declared unsupported for ``reason`` (kept for DRAGONS parity of the names)."""
+    return tuple(dataclasses.replace(p, unsupported=reason) for p in params)
 
 
 def _type_of(annotation: Any) -> tuple[type, bool]:

@@ -24,10 +24,12 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from ..frame import Extension, Frame
-from ..parameters import P, suffix_param
+from ..parameters import DEBUG_AID, P, suffix_param
 from ..provenance import utc_timestamp
 from .registry import primitive
 
+#: Why the distortion order parameters are refused: the fitted transform is a shift (plus rotation, scale).
+_NO_DISTORTION_FIT = "no distortion polynomial is fitted: the transform is a shift, optionally rotation and scale"
 #: Catalogue services DRAGONS can query; draconis works offline and skips them.
 ONLINE_CATALOGUES = ("2mass", "gmos", "sdss9", "gaia")
 #: PHU keyword naming the alignment reference frame (its raw file stem).
@@ -262,14 +264,15 @@ def telescope_shift(frame: Frame, ref: Frame) -> tuple[float, float] | None:
            P("first_pass", float, 5.0, "initial search radius (arcsec)", low=0.0),
            P("match_radius", float, 0.5, "final matching radius (arcsec)", low=0.0),
            P("min_sources", int, 3, "minimum matched sources to trust source alignment", low=1),
-           P("cull_sources", bool, False, "keep only star-like sources"),
+           P("cull_sources", bool, False, "keep only star-like sources", unsupported="sources are not culled"),
            P("rotate", bool, False, "fit rotation"),
            P("scale", bool, False, "fit a scale change"),
-           P("debug_ignore_wcs", bool, False, "align by cross-correlation ignoring WCS"),
-           P("final", float, 0.5, "final match radius (arcsec)", low=0.0),
-           P("order", int, 3, "polynomial order of distortion fit", low=1, high=10),
+           P("debug_ignore_wcs", bool, False, "align by cross-correlation ignoring WCS", unsupported=DEBUG_AID),
+           P("final", float, 0.5, "final match radius (arcsec)", low=0.0,
+             unsupported="match_radius is the final matching radius"),
+           P("order", int, 3, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
-           P("debug", bool, False, "write diagnostic plots"))
+           P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
 def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
     """Correct every frame's WCS so its sources land on the reference frame's sources."""
     if not frames:
@@ -347,7 +350,8 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
 # ---------------------------------------------------------------------------
 @primitive("addReferenceCatalog",
            suffix_param("_refcatAdded"),
-           P("radius", float, 0.033, "search / matching radius", low=0.0),
+           P("radius", float, 0.033, "search / matching radius", low=0.0,
+             unsupported="the search radius of online catalogues, which draconis does not query"),
            P("source", str, "2mass", "reference catalogue file (online catalogue names are not queried)",
              optional=True, opens="table", passthrough=ONLINE_CATALOGUES),
            P("format", str, None, "format of a user catalogue", optional=True))
@@ -372,9 +376,9 @@ def add_reference_catalog(frames: list[Frame], p, ctx) -> list[Frame]:
            P("final", float, 1.0, "final match radius (arcsec)", low=0.0),
            P("rotate", bool, False, "fit rotation"),
            P("scale", bool, False, "fit a scale change"),
-           P("order", int, 2, "polynomial order of distortion fit", low=1, high=10),
+           P("order", int, 2, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
-           P("debug", bool, False, "write diagnostic plots"))
+           P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
 def determine_astrometric_solution(frames: list[Frame], p, ctx) -> list[Frame]:
     """Fit each frame's WCS to its REFCAT (columns RAJ2000/DEJ2000 or RA/DEC); skipped without one."""
     outputs = []

@@ -9,6 +9,9 @@ writes atomically and removes everything again if the run fails.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+import numpy as np
 
 from astropy.wcs import WCS
 
@@ -118,11 +121,17 @@ def _transfer(frame: Frame, src: Frame, attribute: str) -> Frame:
 
 # -- memory relief and outputs ------------------------------------------------
 @primitive("flushPixels",
-           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+           P("force", bool, False, "checkpoint even frames whose pixels are read straight from disk"))
 def flush_pixels(frames, p, ctx):
-    """Checkpoint the stream to zarr and continue from the checkpoint (keeps graphs small)."""
-    checkpoint = getattr(ctx, "checkpoint", None)
-    return checkpoint(frames, "flushPixels") if checkpoint else list(frames)
+    """Checkpoint the stream to zarr and continue from the checkpoint (keeps graphs small).
+
+    Frames whose pixels are read straight from storage (nothing to compute)
+    are left as they are unless ``force``.
+    """
+    if not p.force and all(is_stored(f) for f in frames):
+        ctx.log.info("flushPixels: every frame is read straight from disk; nothing to flush (force=False)")
+        return list(frames)
+    return ctx.checkpoint(frames, "flushPixels")
 
 
 def is_stored(frame: Frame) -> bool:
@@ -144,18 +153,16 @@ def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | Non
     then done once, and later steps read the checkpoint. ``rows`` is the
     height of the stored row bands (e.g. the stack's bands), ``samples`` asks
     the write for normalisation samples (see :func:`draconis.io.zarr.prepare_zarr`).
-    Frames already read from storage (unless ``force``), or a context that
-    cannot checkpoint (a bare primitive call), leave ``frames`` as they are.
+    Frames already read from storage (unless ``force``) leave ``frames`` as they are.
     """
-    checkpoint = getattr(ctx, "checkpoint", None)
-    if checkpoint is None or not frames or (not force and all(is_stored(f) for f in frames)):
+    if not frames or (not force and all(is_stored(f) for f in frames)):
         return list(frames)
     options = {}
     if rows is not None:
         options["chunks"] = (rows, frames[0][0].shape[1])
     if samples is not None:
         options["samples"] = samples
-    return checkpoint(frames, label, **options)
+    return ctx.checkpoint(frames, label, **options)
 
 
 @primitive("writeOutputs",
@@ -176,7 +183,7 @@ def write_outputs(frames, p, ctx):
             base = frame.stem if p.strip else frame.filename.removesuffix(".fits")
             name = f"{p.prefix or ''}{base}{p.suffix or ''}.fits"
         renamed.append(frame.replace(filename=name))
-    return ctx.write_outputs(renamed)
+    return ctx.write_outputs(renamed, overwrite=p.overwrite)
 
 
 def _store(frames, p, ctx, *, keyword: str, tag: str | None, caltype: str | None, what: str):
@@ -229,8 +236,9 @@ def store_processed_science(frames, p, ctx):
 
 
 # -- checkWCS -------------------------------------------------------------------
-_CONSISTENCY_LIMIT = 30.0  # arcsec
-_MAX_DEADTIME = 60.0  # s between exposures before a new pointing is assumed
+#: DRAGONS' defaults (prepare's debug_consistency_limit, debug_max_deadtime)
+CONSISTENCY_LIMIT = 30.0  # arcsec
+MAX_DEADTIME = 60.0  # s between exposures before a new pointing is assumed
 
 
 def _centre(frame: Frame) -> tuple[float, float]:
@@ -241,17 +249,18 @@ def _centre(frame: Frame) -> tuple[float, float]:
 
 
 def _offsets(frame: Frame) -> tuple[float, float]:
-    return float(frame.phu.get("RAOFFSET", 0.0) or 0.0), float(frame.phu.get("DECOFFSET", 0.0) or 0.0)
+    # FITS keywords have 8 characters: Gemini writes the Dec offset as DECOFFSE
+    return float(frame.phu.get("RAOFFSET", 0.0) or 0.0), float(frame.phu.get("DECOFFSE", 0.0) or 0.0)
 
 
-def _pointings(frames: list[Frame]) -> list[list[Frame]]:
+def _pointings(frames: list[Frame], max_deadtime: float) -> list[list[Frame]]:
     groups: list[list[Frame]] = []
     last = None
     for frame in frames:
         when = frame.safe_descriptor("ut_datetime")
         gap = (when - last).total_seconds() - float(frame.safe_descriptor("exposure_time", 0) or 0) \
             if when is not None and last is not None else 0.0
-        if not groups or gap > _MAX_DEADTIME:
+        if not groups or gap > max_deadtime:
             groups.append([])
         groups[-1].append(frame)
         last = when
@@ -261,16 +270,31 @@ def _pointings(frames: list[Frame]) -> list[list[Frame]]:
 @primitive("checkWCS")
 def check_wcs(frames, p, ctx):
     """Report frames whose WCS disagrees (> 30") with the first frame of their pointing plus telescope offsets."""
-    import numpy as np
-
     if any("PREPARED" in _tags(f) for f in frames):
         bad = next(f for f in frames if "PREPARED" in _tags(f))
         raise InputError(bad.path or bad.filename, "checkWCS needs unprepared (raw) inputs")
     insts = {str(f.phu.get("INSTRUME", "")) for f in frames}
     if len(insts) > 1:
         raise InputError(frames[-1].path or frames[-1].filename, f"checkWCS inputs mix instruments {sorted(insts)}")
-    problems = 0
-    for group in _pointings(list(frames)):
+    problems = wcs_discrepancies(frames)
+    for frame, reference, miss in problems:
+        ctx.log.warning("checkWCS: %s is %.1f\" from the position expected from %s and the offsets",
+                        frame.filename, miss, reference.filename)
+    ctx.log.info("checkWCS: %d frame(s) checked, %d discrepant", len(frames), len(problems))
+    return list(frames)
+
+
+def wcs_discrepancies(frames: Sequence[Frame], *, limit: float = CONSISTENCY_LIMIT,
+                      max_deadtime: float = MAX_DEADTIME) -> list[tuple[Frame, Frame, float]]:
+    """Frames whose WCS centre is more than ``limit`` arcsec from where the telescope offsets put it.
+
+    Frames are grouped in pointings (a gap of more than ``max_deadtime`` s
+    starts a new one); each is compared with the first of its pointing.
+    Returns ``(frame, first of its pointing, miss in arcsec)`` for each
+    discrepant frame.  Headers only.
+    """
+    out = []
+    for group in _pointings(list(frames), max_deadtime):
         ra0, dec0 = _centre(group[0])
         off0 = _offsets(group[0])
         for frame in group[1:]:
@@ -279,9 +303,6 @@ def check_wcs(frames, p, ctx):
             measured = np.array([(ra - ra0) * np.cos(np.radians(dec0)) * 3600.0, (dec - dec0) * 3600.0])
             expected = np.array([off[0] - off0[0], off[1] - off0[1]])
             miss = float(np.hypot(*(measured - expected)))
-            if miss > _CONSISTENCY_LIMIT:
-                problems += 1
-                ctx.log.warning("checkWCS: %s is %.1f\" from the position expected from %s and the offsets",
-                                frame.filename, miss, group[0].filename)
-    ctx.log.info("checkWCS: %d frame(s) checked, %d discrepant", len(frames), problems)
-    return list(frames)
+            if miss > limit:
+                out.append((frame, group[0], miss))
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import CalibrationNotFoundError, ParameterError
 from ..frame import Frame
 from ..kernels import calib as k
-from ..parameters import P, suffix_param
+from ..parameters import P, suffix_param, unsupported
 from .prepare import clip_calibration, lazy_map, stamp
 from .registry import primitive
 
@@ -36,7 +36,7 @@ def _find_calibration(frames: list[Frame], explicit: list[Frame] | None, caltype
             cal = ctx.calibration(caltype, frame)
         except CalibrationNotFoundError:
             cal = None
-        if cal is None and (do_cal == "force" or getattr(ctx, "mode", "sq") == "sq"):
+        if cal is None and (do_cal == "force" or ctx.mode == "sq"):
             raise CalibrationNotFoundError(f"{frame.filename}: no {caltype} found ({who}); "
                                            f"give one with --user_cal or -p {who}:do_cal=skip")
         if cal is None:
@@ -133,18 +133,18 @@ def flat_correct(frames: list[Frame], p, ctx) -> list[Frame]:
            suffix_param("_dqPlaneApplied"),
            P("replace_flags", int, 65529, "DQ bit mask selecting pixels to replace / to treat as bad", low=0),
            P("replace_value", object, "median", "'mean', 'median' or a number"),
-           P("inner", float, None, "inner radius (pix) of ring filter", optional=True, low=1),
-           P("outer", float, None, "outer radius (pix) of ring filter", optional=True, low=1),
-           P("max_iters", int, 1, "iteration limit (None = until convergence)", low=1, optional=True))
+           *unsupported(
+               "the ring filter is not implemented: flagged pixels take the array's statistic or the value",
+               P("inner", float, None, "inner radius (pix) of ring filter", optional=True, low=1),
+               P("outer", float, None, "outer radius (pix) of ring filter", optional=True, low=1),
+               P("max_iters", int, 1, "iteration limit (None = until convergence)", low=1, optional=True)))
 def apply_dq_plane(frames: list[Frame], p, ctx) -> list[Frame]:
     """Replace pixels whose DQ has any of ``replace_flags`` by the median/mean of the good pixels or a value.
 
     The statistic is taken over each array's good pixels; the statistics of
     all frames are computed in one ``dask.compute``.  The ring filter
-    (inner/outer) is not implemented: a global statistic is used instead.
+    (inner/outer/max_iters) is not implemented (declared unsupported).
     """
-    if p.inner is not None or p.outer is not None:
-        ctx.log.warning("applyDQPlane: ring filter not implemented; using the array %s", p.replace_value)
     value = _replace_value(p.replace_value)
     targets = [(f, e) for f in frames for e in f.extensions if e.plane("DQ") is not None]
     if isinstance(value, str):

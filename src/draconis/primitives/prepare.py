@@ -20,8 +20,9 @@ from ..errors import CalibrationNotFoundError, InputError
 from ..frame import Extension, Frame
 from ..instruments.illumination import ALIGN_TO_DATA, best_shift, illuminated
 from ..kernels import calib as k
-from ..parameters import P, suffix_param
+from ..parameters import P, suffix_param, unsupported
 from ..provenance import utc_timestamp
+from .bookkeeping import wcs_discrepancies
 from .registry import primitive
 
 __all__ = ["stamp", "clip_calibration", "lazy_map", "band_map"]
@@ -104,24 +105,34 @@ def _float_or_none(v: Any) -> float | None:
 
 
 # ---------------------------------------------------------------- prepare
+def _exit_or_ignore(value: str) -> None:
+    if value not in ("exit", "ignore"):
+        raise ValueError(f"{value!r} is not supported by draconis (rebuilding a WCS from the offsets is not "
+                         "implemented): use 'exit' or 'ignore'")
+
+
 @primitive("prepare",
            suffix_param("_prepared"),
            P("require_wcs", bool, True, "fail if any extension lacks a usable WCS"),
            P("bad_wcs", str, "exit", "what to do when WCS and telescope offsets disagree: exit / fix from offsets / "
-             "new from target+offsets / ignore", choices=("exit", "fix", "new", "ignore")),
+             "new from target+offsets / ignore", choices=("exit", "fix", "new", "ignore"), check=_exit_or_ignore),
            P("debug_consistency_limit", float, 30.0, "pointing disagreement tolerance (arcsec)", low=2),
            P("debug_max_deadtime", float, 60.0, "gap (s) after which a new pointing is assumed", low=10),
-           P("mdf", str, None, "MDF file (spectroscopy only)", optional=True),
-           P("attach_mdf", bool, True, "attach MDF (spectroscopy only)"))
+           *unsupported("spectroscopy only: draconis reduces imaging",
+                        P("mdf", str, None, "MDF file (spectroscopy only)", optional=True),
+                        P("attach_mdf", bool, True, "attach MDF (spectroscopy only)")))
 def prepare(frames: list[Frame], p, ctx) -> list[Frame]:
     """Validate, convert SCI to float32 and write the detector properties into each array header.
 
     validateData checks the number of arrays and the WCS; standardizeHeaders
     writes GAIN, RDNOISE, SATLEVEL, NONLINEA, PIXSCALE (from descriptors),
     EXTNAME/EXTVER, the total EXPTIME, and the PREPARE stamp (tag PREPARED).
-    The WCS-vs-offsets check (bad_wcs) is not performed here: frames keep
-    their header WCS.
+    Unless ``bad_wcs='ignore'``, a frame whose WCS centre is more than
+    ``debug_consistency_limit`` arcsec from where the telescope offsets put it
+    (relative to the first frame of its pointing) stops the reduction.
     """
+    if p.bad_wcs != "ignore":
+        _check_wcs(frames, p)
     out = []
     for frame in frames:
         if "PREPARED" in frame.tags:
@@ -130,9 +141,18 @@ def prepare(frames: list[Frame], p, ctx) -> list[Frame]:
             continue
         _validate(frame, p.require_wcs)
         out.append(_standardize(frame).with_suffix(p.suffix))
-    if p.bad_wcs != "ignore":
-        ctx.log.debug("prepare: WCS consistency check (bad_wcs=%s) not performed", p.bad_wcs)
     return out
+
+
+def _check_wcs(frames: list[Frame], p) -> None:
+    raw = [f for f in frames if "PREPARED" not in f.tags]
+    bad = wcs_discrepancies(raw, limit=p.debug_consistency_limit, max_deadtime=p.debug_max_deadtime)
+    if bad:
+        frame, reference, miss = bad[0]
+        raise InputError(frame.path or frame.filename,
+                         f"WCS is {miss:.1f}\" from where the telescope offsets put it relative to "
+                         f"{reference.filename} (limit {p.debug_consistency_limit:g}\"; "
+                         f"{len(bad)} frame(s) discrepant); -p prepare:bad_wcs=ignore keeps the header WCS")
 
 
 def _validate(frame: Frame, require_wcs: bool) -> None:

@@ -35,9 +35,14 @@ PrimitiveFunc = Callable[[list[Frame], Params, "Context"], list[Frame]]
 
 
 class Context(Protocol):
-    """What a primitive may ask of the runner."""
+    """Everything a primitive may ask of the runner (:class:`draconis.reduce.context.RunContext`).
+
+    Primitives use nothing else: no file I/O of their own (files named by
+    parameters arrive opened), no probing of the context with ``getattr``.
+    """
 
     log: logging.Logger
+    #: reduction mode (``sq``: a missing calibration is an error; ``ql``: a warning)
     mode: str
 
     def stream(self, name: str) -> list[Frame]:
@@ -50,7 +55,20 @@ class Context(Protocol):
         """The processed calibration of ``caltype`` for ``frame`` (user_cal, then DB), opened lazily."""
 
     def call(self, name: str, frames: Sequence[Frame], **arguments: Any) -> list[Frame]:
-        """Run another primitive internally with the parameter-passing rules."""
+        """Run another primitive internally: its defaults, the user's values for it, then ``arguments``."""
+
+    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
+        """``frames`` persisted to a zarr checkpoint and reopened lazily (flushPixels)."""
+
+    def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
+                      overwrite: bool = True) -> list[Frame]:
+        """``frames`` written as FITS files (atomically) and reopened from them (writeOutputs)."""
+
+    def path_of(self, frame: Frame) -> str | None:
+        """The file this run wrote ``frame`` to, or None."""
+
+    def store_calibration(self, path: str, caltype: str) -> None:
+        """Queue a written file for the calibration database (done when the run succeeds)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +124,21 @@ class PrimitiveSpec:
 
     def resolve(self, instrument: str | None, kind: str | None, user: Mapping[str, Any] = (),
                 recipe: Mapping[str, Any] = ()) -> Params:
-        """Parameters in DRAGONS' order: default < instrument < user < recipe arguments."""
-        values = self.defaults(instrument, kind)
+        """Parameters in DRAGONS' order: default < instrument < user < recipe arguments.
+
+        Raises
+        ------
+        ParameterError
+            Unknown name, bad value, or a value other than the default for an
+            unsupported parameter.
+        """
+        defaults = self.defaults(instrument, kind)
+        values = dict(defaults)
         for source in (user, recipe):
             for key, value in dict(source).items():
-                values[key] = self.param(key).coerce(value, where=self.name)
+                prm = self.param(key)
+                values[key] = prm.coerce(value, where=self.name)
+                prm.check_supported(values[key], defaults[key], where=self.name)
         return Params(values)
 
 

@@ -215,15 +215,19 @@ def _reference_frame(frames: Sequence[Frame], reference: Frame | None, ctx) -> F
            P("interpolant", str, "poly3", "nearest | linear | poly3 | poly5 | spline3 | spline5",
              choices=tuple(ORDERS)),
            P("trim_data", bool, False, "output only the reference frame footprint (False = union of all inputs)"),
-           P("clean_data", bool, False, "replace bad pixels before interpolating (always done for splines)"),
+           P("clean_data", bool, False, "replace bad pixels before interpolating (always done for splines)",
+             unsupported="not implemented yet"),
            P("conserve", bool, True, "conserve flux when pixel area changes"),
-           P("force_affine", bool, True, "approximate each input->output transform as affine (fast)"),
+           P("force_affine", bool, True, "approximate each input->output transform as affine (fast)",
+             unsupported="not implemented yet: the full transform is always used"),
            P("reference", object, None, "reference image (default: the alignment reference, else the first)",
              optional=True, opens="frame"),
            P("dq_threshold", float, 0.001, "fractional contribution from a flagged pixel that flags the output pixel",
              low=0.0),
-           P("pixel_scale", float, 0.02, "output pixel scale (arcsec) when no reference", low=0.01, high=1.0),
-           P("pa", float, 0.0, "output PA (deg E of N) when no reference", low=-180, high=360))
+           P("pixel_scale", float, 0.02, "output pixel scale (arcsec) when no reference", low=0.01, high=1.0,
+             unsupported="not implemented yet: the grid is the reference frame's"),
+           P("pa", float, 0.0, "output PA (deg E of N) when no reference", low=-180, high=360,
+             unsupported="not implemented yet: the grid is the reference frame's"))
 def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
     """Resample every frame onto one grid covering all of them (lazy; one task per frame and row band)."""
     if not frames:

@@ -34,7 +34,7 @@ from ..frame import Frame
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
 from ..instruments.sections import parse_section
-from ..parameters import P, suffix_param
+from ..parameters import P, suffix_param, unsupported
 from ..provenance import utc_timestamp
 from .registry import primitive
 from .stack import STACK
@@ -519,26 +519,30 @@ def dilate_lazy(mask: da.Array, radius: float) -> da.Array:
 # ---------------------------------------------------------------------------
 # cleanReadout
 # ---------------------------------------------------------------------------
+#: Why every cleanReadout parameter is refused unless at its default.
+_NO_READOUT_CLEANING = "draconis does not remove readout patterns (clean='skip' only)"
+
+
 @primitive("cleanReadout",
            suffix_param("_readoutCleaned"),
-           P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0.0),
-           P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0.0),
-           P("pattern_x_size", int, 16, "pattern box width (pix)"),
-           P("pattern_y_size", int, 4, "pattern box height (pix)"),
-           P("debug_subtract_background", bool, True, "remove box median before pattern fit"),
-           P("level_bias_offset", bool, True, "level quadrant bias offsets"),
-           P("smoothing_extent", int, 5, "smoothing width at quadrant boundary (pix)", low=1),
-           P("intraquad_smooth", int, 50, "smoothing height at bias jump (pix)", low=1),
-           P("sg_win_size", int, 25, "Savitzky-Golay window (pix)", low=3),
-           P("simple_thres", float, 0.6, "pattern edge threshold", low=0.0),
-           P("pat_strength_thres", float, 15.0, "minimum pattern strength to clean", low=0.0),
-           P("clean", str, "skip", "'default' (clean if pattern strong), 'force', 'skip'",
-             choices=("default", "force", "skip")),
-           P("debug_canny_sigma", float, 3.0, "Canny smoothing sigma", low=1.0))
+           *unsupported(
+               _NO_READOUT_CLEANING,
+               P("hsigma", float, 3.0, "upper clipping threshold (sigma)", low=0.0),
+               P("lsigma", float, 3.0, "lower clipping threshold (sigma)", low=0.0),
+               P("pattern_x_size", int, 16, "pattern box width (pix)"),
+               P("pattern_y_size", int, 4, "pattern box height (pix)"),
+               P("debug_subtract_background", bool, True, "remove box median before pattern fit"),
+               P("level_bias_offset", bool, True, "level quadrant bias offsets"),
+               P("smoothing_extent", int, 5, "smoothing width at quadrant boundary (pix)", low=1),
+               P("intraquad_smooth", int, 50, "smoothing height at bias jump (pix)", low=1),
+               P("sg_win_size", int, 25, "Savitzky-Golay window (pix)", low=3),
+               P("simple_thres", float, 0.6, "pattern edge threshold", low=0.0),
+               P("pat_strength_thres", float, 15.0, "minimum pattern strength to clean", low=0.0),
+               P("clean", str, "skip", "'default' (clean if pattern strong), 'force', 'skip'",
+                 choices=("default", "force", "skip")),
+               P("debug_canny_sigma", float, 3.0, "Canny smoothing sigma", low=1.0)))
 def clean_readout(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Remove readout pattern noise; with clean='skip' (the default) frames pass through unchanged."""
-    if p.clean == "skip":
-        ctx.log.info("cleanReadout: clean='skip'; frames left unchanged")
-    else:
-        ctx.log.warning("cleanReadout: clean=%r is not implemented in draconis; frames left unchanged", p.clean)
+    """Remove readout pattern noise: not implemented; only clean='skip' (the default) is accepted, and frames
+    pass through unchanged."""
+    ctx.log.info("cleanReadout: clean=%r; frames left unchanged", p.clean)
     return list(frames)

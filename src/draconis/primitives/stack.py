@@ -44,7 +44,7 @@ from ..io._tasks import USABLE_DQ, read_stack
 from ..io.zarr import stored_source, stored_summary
 from ..kernels.combine import CombineSpec
 from ..kernels.stack import combine_blocks, combine_tile
-from ..parameters import P, Param, ParamGroup, suffix_param
+from ..parameters import DEBUG_AID, P, Param, ParamGroup, suffix_param
 from .prepare import stamp
 from .align import check_same_setup
 from .registry import primitive
@@ -66,7 +66,6 @@ _HARMLESS_DQ = USABLE_DQ
 
 #: Rejection and combination: declared once, by the fields of CombineSpec (the kernel's spec).
 COMBINE = ParamGroup.from_dataclass("combine", CombineSpec)
-_NOT_IMPLEMENTED = "a DRAGONS debugging aid draconis does not implement"
 
 
 def _stack_group() -> ParamGroup:
@@ -77,9 +76,9 @@ def _stack_group() -> ParamGroup:
         P("memory", float, 1.0, "GB allowed for one combine; above it the stack is done in row strips "
           "(None = all at once)", optional=True, low=0.01),
         P("debug_pixel", int, None, "print stacking details for this pixel", optional=True, low=0,
-          unsupported=_NOT_IMPLEMENTED),
+          unsupported=DEBUG_AID),
         P("save_rejection_map", bool, False, "store per-pixel rejected count as a table/plane",
-          unsupported=_NOT_IMPLEMENTED),
+          unsupported="the rejection map is not stored"),
         P("debug_old_normalization", bool, False, "use legacy background-ratio normalisation"),
         P("separate_ext", bool, True, "compute scale/offset per extension instead of globally"),
         P("scale", bool, False, "multiplicative normalisation of inputs to the first"),

@@ -73,15 +73,10 @@ def _from_module(module: ModuleType) -> list[Library]:
 
 
 def libraries(mode: str = "sq") -> list[Library]:
-    """Every library of ``mode`` (modules whose import fails are reported, not hidden)."""
+    """Every library of ``mode``."""
     out: list[Library] = []
     for name in LIBRARY_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"{__name__}.{name}":
-                continue  # library not written yet
-            raise
+        module = importlib.import_module(f"{__name__}.{name}")
         out.extend(lib for lib in _from_module(module) if lib.mode == mode)
     return out
 

@@ -336,10 +336,22 @@ class RunContext:
         """
         return self.checkpoints.write(list(frames), label, **options)
 
-    def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None) -> list[Frame]:
-        """Write ``frames`` as FITS (atomically, in one computation); return them reopened from disk."""
+    def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
+                      overwrite: bool = True) -> list[Frame]:
+        """Write ``frames`` as FITS (atomically, in one computation); return them reopened from disk.
+
+        Raises
+        ------
+        InputError
+            ``overwrite`` is False and a file of that name exists (nothing is written).
+        """
         frames = list(frames)
         todo = [f for f in frames if not self.is_on_disk(f)]
+        if not overwrite:
+            for f in todo:
+                path = os.path.join(outdir or self.outdir, f.filename)
+                if os.path.exists(path):
+                    raise InputError(path, "exists and overwrite=False: not replaced")
         if todo:
             paths = self.ledger.write(todo, outdir or self.outdir)
             reopened = reopen_written(todo, paths)
@@ -354,6 +366,7 @@ class RunContext:
         return id(frame) in self._on_disk
 
     def path_of(self, frame: Frame) -> str | None:
+        """The file this run wrote ``frame`` to (None if it is not exactly what was written)."""
         entry = self._on_disk.get(id(frame))
         return entry[1] if entry else None
 

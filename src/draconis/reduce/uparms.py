@@ -78,13 +78,11 @@ def validate(user: UserParams, instrument: str | None = None, kind: str | None =
     """Check every user override names a known primitive / parameter and has a valid value."""
     load_all()
     for prim, values in user.specific.items():
-        spec = get_primitive(prim)
-        for name, value in values.items():
-            spec.param(name).coerce(value, where=prim)
+        get_primitive(prim).resolve(instrument, kind, values)
     for name, value in user.generic.items():
         specs = [s for s in PRIMITIVES.values() if s.has_param(name)]
         if not specs:
             known = {p.name for s in PRIMITIVES.values() for p in s.all_params()} | {p.name for p in UNIVERSAL}
             raise ParameterError(f"no primitive has a parameter {name!r}{suggest(name, known)}")
         for spec in specs:
-            spec.param(name).coerce(value, where=spec.name)
+            spec.resolve(instrument, kind, {name: value})
