@@ -457,7 +457,7 @@ def test_every_instrument_lists_the_required_descriptors():
 def test_nonlinearity_formulas_round_trip():
     import numpy as np
 
-    from draconis.instruments import nonlinearity as nl
+    from draconis.kernels import nonlinearity as nl
 
     rng = np.random.default_rng(42)
     electrons = rng.uniform(0, 150000, size=(8, 16))

@@ -5,7 +5,7 @@ import numpy as np
 from astropy.io import fits
 
 import draconis
-from draconis.instruments import nonlinearity as nl
+from draconis.kernels import nonlinearity as nl
 from draconis.testing import raise_if_dask_computes
 from helpers.real_headers import REAL_HEADERS_DIR, parse_dump
 from test_prim_calibration import _core_defaults, in_memory, sci  # noqa: F401 (autouse fixture)

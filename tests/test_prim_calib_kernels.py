@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from draconis.instruments import illumination as il
-from draconis.instruments import nonlinearity as nl
+from draconis.kernels import nonlinearity as nl
 from draconis.kernels import calib as k
 from draconis.primitives.stack import _fit, tile_rows
 

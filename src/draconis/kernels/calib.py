@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..instruments import nonlinearity as nl
+from . import nonlinearity as nl
 
 # DQ bit values (data-model.md §3).
 BAD_PIXEL, NON_LINEAR, SATURATED, COSMIC_RAY, NO_DATA, OVERLAP, UNILLUMINATED = 1, 2, 4, 8, 16, 32, 64

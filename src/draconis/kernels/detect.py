@@ -10,6 +10,8 @@ SExtractor-like columns (1-based pixel positions).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -210,3 +212,41 @@ def _flags(cat, segm, parents, dq, saturation, data) -> np.ndarray:
                           for bb in cat.bbox], dtype=bool)
     flags |= 8 * bbox_edge
     return flags
+
+
+def spline_coefficients(mask: np.ndarray, order: int) -> np.ndarray:
+    """Spline coefficients of a whole mask for interpolation of ``order`` (the mask itself for order <= 1)."""
+    data = np.asarray(mask, np.float32)
+    return ndimage.spline_filter(data, order=order, mode="constant") if order > 1 else data
+
+
+def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: Any, box: tuple[int, int, int, int],
+                       *, order: int, threshold: float) -> np.ndarray:
+    """One tile of a mask resampled from other grids through their WCSs (transferObjectMask).
+
+    Parameters
+    ----------
+    sources
+        ``(coefficients, wcs)`` per source mask: :func:`spline_coefficients` of
+        the whole mask and its astropy WCS.
+    target_wcs
+        WCS of the array the tile belongs to.
+    box
+        ``(y0, y1, x0, x1)`` of the tile in that array (0-based, ends exclusive).
+    order, threshold
+        Interpolation order; a pixel is set where the interpolated mask exceeds ``threshold``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (y1 - y0, x1 - x0)
+        1 where any source mask covers the pixel.
+    """
+    y0, y1, x0, x1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
+    out = np.zeros(yy.size, dtype=bool)
+    for mask, wcs in sources:
+        sx, sy = wcs.all_world2pix(ra, dec, 0)
+        values = ndimage.map_coordinates(mask, [sy, sx], order=order, mode="constant", cval=0.0, prefilter=False)
+        out |= values > threshold
+    return out.reshape(yy.shape).astype(np.uint8)

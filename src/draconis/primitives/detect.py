@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import dask
 import dask.array as da
 import numpy as np
-from scipy import ndimage
 
 from .. import progress
 from ..errors import ParameterError
 from ..frame import Extension, Frame
+from ..kernels import detect as kdetect
 from ..kernels.detect import detect_array
 from ..parameters import P, suffix_param
 from .bookkeeping import checkpoint_computed
@@ -202,7 +202,7 @@ def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: f
     template = ext.plane("SCI")
     target_wcs = ext.wcs
     # the spline coefficients of each source mask are computed once, shared by every tile
-    whole = [(dask.delayed(_spline_coefficients, pure=True)(m.rechunk(-1).to_delayed().ravel()[0], order), w)
+    whole = [(dask.delayed(kdetect.spline_coefficients, pure=True)(m.rechunk(-1).to_delayed().ravel()[0], order), w)
              for m, w in sources]
     y_edges = np.cumsum((0,) + template.chunks[0])
     x_edges = np.cumsum((0,) + template.chunks[1])
@@ -210,26 +210,11 @@ def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: f
     for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
         row = []
         for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-            tile = dask.delayed(_transfer_tile, pure=True)(whole, target_wcs, (int(y0), int(y1), int(x0), int(x1)),
-                                                         order, threshold)
+            tile = dask.delayed(kdetect.transfer_mask_tile, pure=True)(
+                whole, target_wcs, (int(y0), int(y1), int(x0), int(x1)), order=order, threshold=threshold)
             row.append(da.from_delayed(tile, shape=(int(y1 - y0), int(x1 - x0)), dtype=np.uint8))
         rows.append(row)
     return da.block(rows)
 
 
-def _spline_coefficients(mask: np.ndarray, order: int) -> np.ndarray:
-    data = np.asarray(mask, np.float32)
-    return ndimage.spline_filter(data, order=order, mode="constant") if order > 1 else data
 
-
-def _transfer_tile(sources, target_wcs, box, order, threshold) -> np.ndarray:
-    y0, y1, x0, x1 = box
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
-    out = np.zeros(yy.size, dtype=bool)
-    for mask, wcs in sources:
-        sx, sy = wcs.all_world2pix(ra, dec, 0)
-        values = ndimage.map_coordinates(mask, [sy, sx], order=order, mode="constant", cval=0.0,
-                                         prefilter=False)
-        out |= values > threshold
-    return out.reshape(yy.shape).astype(np.uint8)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..instruments import nonlinearity as nl
+from ..kernels import nonlinearity as nl
 from ..instruments.f2 import lookup as f2
 from ..instruments.gnirs import lookup as gnirs
 from ..instruments.gsaoi import lookup as gsaoi

@@ -81,7 +81,7 @@ def write_truth(truth_dir: Path, spec, model, truths, cat, std, records, effects
                        for a in model.arrays],
         "pixel_scale": model.pixel_scale, "target": list(spec.target),
         "notes": ("Raw = ADU. Electrons collected = (sky + sources) x flat + dark_current x t + bias; "
-                  "non-linearity is the inverse of draconis.instruments.nonlinearity applied to the total; "
+                  "non-linearity is the inverse of draconis.kernels.nonlinearity applied to the total; "
                   "IRDC instruments expose for t + time_delta. GSAOI sources are placed through the static "
                   "distortion model; headers carry its best linear approximation."),
     }

@@ -1,4 +1,4 @@
-"""Detector non-linearity formulas (instruments.md §5), shared by the
+"""Detector non-linearity formulas (instruments.md §5), kernels shared by the
 nonlinearityCorrect primitive (forward: raw -> linear) and the simulator
 (inverse: linear -> raw).
 
