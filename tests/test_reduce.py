@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,28 @@ def test_prepare_stops_on_a_wcs_the_offsets_contradict(tmp_path, monkeypatch):
     assert len(loose.runr()) == 3
     with pytest.raises(ParameterError, match="'fix' is not supported by draconis"):
         Reduce([str(f) for f in files], recipename="prepare", uparms=[("prepare:bad_wcs", "fix")]).runr()
+
+
+def test_outputs_record_how_they_were_made(darks, tmp_path):
+    """Provenance read back from the files: stamps, version, non-default parameters, inputs, calibrations."""
+    import re
+
+    r = Reduce([str(p) for p in darks], uparms=[("stackDarks:hsigma", 4)], scheduler="synchronous")
+    (dark,) = r.runr()
+    phu = fits.getheader(dark)
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
+    for keyword in ("PREPARE", "ADUTOELE", "ADDVAR", "STACKFRM", "PROCDARK", "GEM-TLM"):
+        assert stamp.match(phu[keyword]), keyword
+    assert phu["DRACONIS"] == draconis.__version__
+    assert phu["NCOMBINE"] == 3 and [phu[f"IMCMB00{i}"] for i in (1, 2, 3)] == [p.name for p in darks]
+    history = [str(h) for h in phu["HISTORY"]]
+    assert "draconis stackDarks: hsigma=4.0" in history  # the user's value
+    assert "draconis addVAR: read_noise=True" in history  # the recipe's
+    assert not any("stackDarks: lsigma" in h for h in history)  # defaults are not listed
+    # the dark, used as a calibration, is named with its checksum in what it corrected
+    (tmp_path / "corr.py").write_text("def corr(p):\n    p.prepare(); p.darkCorrect()\n")
+    (corrected, *_) = Reduce([str(p) for p in darks], recipename="corr.py:corr", scheduler="synchronous",
+                             ucals={"processed_dark": dark}).runr()
+    history = [str(h) for h in fits.getheader(corrected)["HISTORY"]]
+    i = history.index(f"draconis darkCorrect: processed_dark {os.path.basename(dark)}")
+    assert history[i + 1] == f"draconis darkCorrect: md5={md5(dark)}"

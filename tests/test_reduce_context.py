@@ -28,7 +28,8 @@ def test_primitives():
         ctx.seen = dict(p)
         return [f.map_extensions(lambda e: e.with_planes(SCI=e.plane("SCI") * p.factor + p.offset)) for f in frames]
 
-    @primitive("tstOuter", suffix_param("_outer"), P("factor", float, 3.0, "x"), P("other", int, 1, "z"))
+    @primitive("tstOuter", suffix_param("_outer"), P("factor", float, 3.0, "x"), P("other", int, 1, "z"),
+               calls={"tstInner": ("offset",)})
     def outer(frames, p, ctx):
         return ctx.call("tstInner", frames, offset=5.0)
 
@@ -78,14 +79,17 @@ def test_skip_primitive(test_primitives, tmp_path):
     assert sci(ctx.run("tstScale")[0])[0, 0] == 1.0
 
 
-def test_internal_call_passes_declared_params_not_suffix(test_primitives, tmp_path):
+def test_internal_call_gets_only_what_the_caller_names(test_primitives, tmp_path):
     ctx = RunContext(streams={"main": [frame("a", 1.0)]}, workdir=tmp_path,
-                     uparms=[("tstInner:offset", 100.0), ("tstOuter:factor", 4.0)])
+                     uparms=[("tstInner:offset", 100.0), ("tstOuter:factor", 4.0), ("tstInner:factor", 2.0)])
     out = ctx.run("tstOuter")
-    # factor comes from the caller (user value for tstOuter), offset from the explicit argument
-    assert ctx.seen["factor"] == 4.0 and ctx.seen["offset"] == 5.0 and ctx.seen["suffix"] == "_inner"
+    # factor: the user's for tstInner (the caller's own 4.0 is not passed down); offset: the caller's argument
+    assert ctx.seen["factor"] == 2.0 and ctx.seen["offset"] == 5.0 and ctx.seen["suffix"] == "_inner"
     assert "other" not in ctx.seen
-    assert sci(out[0])[0, 0] == 9.0 and out[0].filename == "a_outer.fits"
+    assert sci(out[0])[0, 0] == 7.0 and out[0].filename == "a_outer.fits"
+    bare = RunContext(streams={"main": [frame("b", 1.0)]}, workdir=tmp_path)
+    bare.run("tstOuter")
+    assert bare.seen["factor"] == 1.0  # tstInner's own default, not tstOuter's 3.0
 
 
 def test_checkpoint_round_trip_and_cleanup(test_primitives, tmp_path):

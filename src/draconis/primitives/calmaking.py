@@ -21,6 +21,7 @@ from ..errors import CalibrationNotFoundError, InputError
 from ..frame import DIMS, Frame
 from ..kernels import calib as k
 from ..parameters import P, suffix_param
+from ..provenance import combined_cards
 from .prepare import clip_calibration, lazy_map, stamp
 from .registry import primitive
 from .stack import stack_frames_core, without_normalisation
@@ -93,7 +94,7 @@ def make_lamp_flat(frames: list[Frame], p, ctx) -> list[Frame]:
     else:
         ctx.log.info("makeLampFlat: no lamp-off frames; lamp-on frames only stacked")
         result = _stack(flats, p, ctx)
-    result = result.with_phu(NCOMBINE=(len(flats), "number of flats combined"))
+    result = result.with_phu(**combined_cards(flats))
     return [stamp(result, "MAKELAMP").with_suffix(p.suffix)]
 
 

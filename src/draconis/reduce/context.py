@@ -27,6 +27,7 @@ from ..errors import DraconisError, InputError, ParameterError
 from ..frame import Frame
 from ..parameters import Param, Params, parameter_kind
 from ..primitives.registry import PrimitiveSpec, get_primitive
+from ..provenance import Provenance, changed_values, utc_timestamp
 from .outputs import Checkpoints, OutputLedger, reopen_written
 from .uparms import UserParams, parse_uparms
 
@@ -65,6 +66,15 @@ def apply_suffix(frame: Frame, suffix: str) -> Frame:
     if frame.filename.removesuffix(".fits").endswith(suffix):
         return frame
     return frame.with_suffix(suffix)
+
+
+def _paths(given: Any, opened: Any) -> list[str | None]:
+    """The files behind an opened parameter value (for provenance): the frames' paths, or the table's file."""
+    if isinstance(opened, Frame):
+        return [opened.path]
+    if isinstance(opened, list):
+        return [f.path for f in opened]
+    return [os.fspath(given)] if isinstance(given, (str, os.PathLike)) else [None]
 
 
 class RunContext:
@@ -119,6 +129,7 @@ class RunContext:
         self._file_cache: dict[tuple[str, str, str | None], Any] = {}
         self._on_disk: dict[int, tuple[Frame, str]] = {}
         self._running: list[PrimitiveSpec] = []
+        self._provenance: list[Provenance] = []
         main = self._streams.get("main") or []
         self.inputs: list[Frame] = list(main)
         self.instrument = instrument if instrument is not None else (instrument_name(main[0]) if main else None)
@@ -157,6 +168,8 @@ class RunContext:
             return None
         cal = source if isinstance(source, Frame) else self._open_cal(caltype, os.fspath(source))
         runrecord.note_calibration(caltype, cal.path)
+        if self._provenance:
+            self._provenance[-1].used(caltype, cal.path, stem=frame.stem)
         return cal
 
     def _from_caldb(self, caltype: str, frame: Frame) -> str | None:
@@ -201,6 +214,8 @@ class RunContext:
             if prm.opens is None or value is None or any(value == v for v in prm.passthrough):
                 continue
             opened[prm.name] = self._open_value(prm, value, params, frames, where=f"{spec.name}:{prm.name}")
+            if self._provenance:
+                self._provenance[-1].opened(prm.name, _paths(value, opened[prm.name]))
         return params.replace(**opened) if opened else params
 
     def _open_value(self, prm: Param, value: Any, params: Params, frames: Sequence[Frame], where: str) -> Any:
@@ -317,15 +332,31 @@ class RunContext:
         return out
 
     def _invoke(self, spec: PrimitiveSpec, frames: list[Frame], params: Params) -> list[Frame]:
-        params = self.open_files(spec, params, frames)
+        from .. import __version__
+
+        prov = Provenance(spec.name, changed_values(params, spec.defaults(self.instrument, self.kind)), __version__)
+        self._provenance.append(prov)
         self._running.append(spec)
         try:
+            params = self.open_files(spec, params, frames)
             out = spec.func(list(frames), params, self)
         finally:
             self._running.pop()
+            self._provenance.pop()
         if out is None:
             raise DraconisError(f"primitive {spec.name} returned no frames (a bug: it must return a list)")
-        return list(out)
+        return self._stamp(prov, frames, list(out))
+
+    def _stamp(self, prov: Provenance, inputs: Sequence[Frame], out: list[Frame]) -> list[Frame]:
+        """Outputs the primitive made or changed, stamped (time, version, parameters, files used).
+
+        A frame returned as it came in was not touched; one already written
+        (storeProcessed*, writeOutputs) is left exactly as on disk.
+        """
+        when = utc_timestamp()
+        untouched = {id(f) for f in inputs}
+        return [f if id(f) in untouched or self.is_on_disk(f) else f.replace(phu=prov.stamp(f.phu, f.stem, when))
+                for f in out]
 
     # -- runner services (I/O) ---------------------------------------------
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
