@@ -27,6 +27,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``draconis`` argument parser, one sub-command per module of COMMAND_MODULES."""
     parser = argparse.ArgumentParser(
         prog="draconis",
         description="Reduce Gemini near-infrared imaging (F2, NIRI, GNIRS, GSAOI) on Dask.",

@@ -145,7 +145,7 @@ def select_data(
         if not required <= frame.tags or excluded & frame.tags:
             continue
         failures: list[str] = []
-        matched = expr.evaluate(frame, on_error=lambda d, err: failures.append(_descriptor_problem(d, err)))
+        matched = expr.evaluate(frame, on_error=lambda d, err, seen=failures: seen.append(_descriptor_problem(d, err)))
         if failures:
             them = "it" if len(failures) == 1 else "them"
             report(name, f"{name}: " + "; ".join(failures) + f", so comparisons using {them} are false")

@@ -56,6 +56,7 @@ class Extension:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(ny, nx) of this array."""
         return tuple(self.data["SCI"].shape)
 
     def plane(self, name: str) -> da.Array | None:
@@ -83,6 +84,7 @@ class Extension:
         return dataclasses.replace(self, header=header)
 
     def replace(self, **changes: Any) -> Extension:
+        """A copy with dataclass fields replaced."""
         return dataclasses.replace(self, **changes)
 
     @property
@@ -173,6 +175,7 @@ class Frame:
 
     @cached_property
     def ext_headers(self) -> list[fits.Header]:
+        """The array headers as the instrument layer reads them (NAXIS1/NAXIS2 restored)."""
         # The instrument layer sees headers only: give it each array's shape as
         # NAXIS1/NAXIS2 (the FITS reader strips them as structural keywords).
         return [_with_shape(ext.header, ext.shape) for ext in self.extensions]
@@ -209,6 +212,7 @@ class Frame:
         return dataclasses.replace(self, **changes)
 
     def with_extensions(self, extensions: Iterable[Extension]) -> Frame:
+        """A copy with these extensions."""
         return self.replace(extensions=tuple(extensions))
 
     def map_extensions(self, func: Callable[[Extension], Extension]) -> Frame:
@@ -230,10 +234,11 @@ class Frame:
 
     # -- pixel access helpers -------------------------------------------
     def planes(self, name: str) -> list[da.Array | None]:
+        """Plane ``name`` of every extension (None where absent)."""
         return [ext.plane(name) for ext in self.extensions]
 
     def to_datatree(self) -> xr.DataTree:
-        """This frame as an ``xarray.DataTree`` (root: PHU; ``ext1`` ...: arrays)."""
+        """The frame as an ``xarray.DataTree`` (root: PHU; ``ext1`` ...: arrays)."""
         nodes: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs={"PHU": self.phu.tostring()})}
         for i, ext in enumerate(self.extensions, start=1):
             nodes[f"/ext{i}"] = ext.data.assign_attrs(header=ext.header.tostring())

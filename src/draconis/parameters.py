@@ -115,7 +115,8 @@ class Param:
     def coerce(self, value: Any, *, where: str = "") -> Any:
         """``value`` converted to this parameter's type and checked, or ParameterError."""
         label = f"{where}:{self.name}" if where else self.name
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_STRINGS and self.type is not str):
+        none_text = isinstance(value, str) and value.strip().lower() in _NONE_STRINGS
+        if value is None or (none_text and self.type is not str):
             if self.optional or self.default is None:
                 return None
             raise ParameterError(f"{label}: None is not allowed (expected {self.type.__name__})")
@@ -206,6 +207,7 @@ def P(name: str, type_: type, default: Any, doc: str, **kw: Any) -> Param:
 
 
 def suffix_param(default: str | None) -> Param:
+    """The ``suffix`` parameter with this primitive's default."""
     return Param("suffix", str, default, "text appended to output filenames", optional=True)
 
 
@@ -223,8 +225,11 @@ class ParamGroup:
 
     @classmethod
     def from_dataclass(cls, name: str, spec: type) -> ParamGroup:
-        """The group declared by the fields of a dataclass: annotation, default and metadata
-        (``doc``, and optionally ``choices``, ``low``, ``high``) of each field."""
+        """The group declared by the fields of a dataclass.
+
+        Each field gives a parameter: its annotation, default and metadata
+        (``doc``, and optionally ``choices``, ``low``, ``high``).
+        """
         hints = typing.get_type_hints(spec)
         params = []
         for f in dataclasses.fields(spec):
@@ -236,6 +241,7 @@ class ParamGroup:
         return cls(name, tuple(params))
 
     def names(self) -> tuple[str, ...]:
+        """The names of the group's parameters, in order."""
         return tuple(p.name for p in self.params)
 
     def __iter__(self) -> Iterator[Param]:
@@ -292,6 +298,7 @@ class Params(Mapping):
         return f"Params({dict(self._values)!r})"
 
     def replace(self, **changes: Any) -> Params:
+        """A copy with some values changed or added."""
         return Params({**self._values, **changes})
 
 
@@ -313,6 +320,7 @@ def register_overrides(instrument: str, kind: str, overrides: Mapping[str, Mappi
 
 
 def overrides_for(instrument: str | None, kind: str | None) -> dict[str, dict[str, Any]]:
+    """The instrument overlay of defaults for ``(instrument, kind)``: primitive -> parameter -> value."""
     return _OVERRIDES.get((instrument or "", kind or ""), {})
 
 
@@ -323,5 +331,6 @@ def parameter_kind(tags: Iterable[str]) -> str:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean ...?)`` with the close matches of ``name``, or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""

@@ -42,7 +42,7 @@ HISTORY_PREFIX = "draconis"
 
 def utc_timestamp() -> str:
     """The current UTC time as ``YYYY-MM-DDThh:mm:ss`` (the form of DRAGONS' time-stamp keywords)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def timestamp_keyword(primitive: str) -> str:

@@ -57,7 +57,8 @@ _CONSTANTS = {"True": True, "False": False, "None": None}
 class DescriptorProvider(Protocol):
     """What an expression is evaluated against: a frame, or anything alike."""
 
-    def descriptor(self, name: str, **kwargs: Any) -> Any: ...
+    def descriptor(self, name: str, **kwargs: Any) -> Any:
+        """Value of descriptor ``name``."""
 
 
 # ----------------------------------------------------------------------
@@ -65,6 +66,8 @@ class DescriptorProvider(Protocol):
 # ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Token:
+    """One lexical token of an expression."""
+
     kind: str  # NAME, KEYWORD, NUMBER, STRING, OP, LPAREN, RPAREN, MINUS, END
     text: str
     pos: int  # 0-based index of the token's first character
@@ -157,6 +160,8 @@ def _string_token(text: str, start: int) -> Token:
 # ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Literal:
+    """A literal value in an expression."""
+
     value: Any
 
     def __str__(self) -> str:
@@ -165,6 +170,8 @@ class Literal:
 
 @dataclasses.dataclass(frozen=True)
 class Descriptor:
+    """A descriptor call in an expression, e.g. ``exposure_time()``."""
+
     name: str
     pos: int = dataclasses.field(default=0, compare=False)
 
@@ -177,6 +184,8 @@ Operand = Literal | Descriptor
 
 @dataclasses.dataclass(frozen=True)
 class Compare:
+    """A comparison of a descriptor with a value."""
+
     op: str
     left: Operand
     right: Operand
@@ -197,6 +206,8 @@ class Truth:
 
 @dataclasses.dataclass(frozen=True)
 class Not:
+    """``not`` of an expression."""
+
     item: Node
 
     def __str__(self) -> str:
@@ -205,6 +216,8 @@ class Not:
 
 @dataclasses.dataclass(frozen=True)
 class And:
+    """``and`` of two expressions."""
+
     items: tuple[Node, ...]
 
     def __str__(self) -> str:
@@ -213,6 +226,8 @@ class And:
 
 @dataclasses.dataclass(frozen=True)
 class Or:
+    """``or`` of two expressions."""
+
     items: tuple[Node, ...]
 
     def __str__(self) -> str:

@@ -154,7 +154,7 @@ def frame_descriptors(frame: Any) -> dict[str, Any]:
 
 def _naive_utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return when
 
 

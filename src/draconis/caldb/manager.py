@@ -418,7 +418,7 @@ def _upsert_statement(dialect: str):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 _OPEN: dict[str, CalibrationDatabase] = {}

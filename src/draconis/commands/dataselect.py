@@ -1,7 +1,7 @@
 """``draconis dataselect``: print the files having some tags and satisfying an expression.
 
-    draconis dataselect ../playdata/*.fits --tags DARK --expr 'exposure_time==5' -o darks_5s.list
-    draconis dataselect --xtags CAL ../playdata/*.fits | draconis showd -d exposure_time
+draconis dataselect ../playdata/*.fits --tags DARK --expr 'exposure_time==5' -o darks_5s.list
+draconis dataselect --xtags CAL ../playdata/*.fits | draconis showd -d exposure_time
 """
 from __future__ import annotations
 

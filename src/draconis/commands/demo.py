@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``demo`` sub-command."""
     parser = subparsers.add_parser(
         "demo", help="simulate a small F2 dataset and reduce it (the F2 tutorial, end to end)",
         description=__doc__.splitlines()[0])
@@ -28,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the ``demo`` sub-command; return the exit status."""
     import draconis
 
     from .. import dataselect

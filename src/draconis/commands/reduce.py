@@ -9,6 +9,7 @@ from ..errors import InputError
 
 
 def add_parser(subparsers) -> None:
+    """Register the ``reduce`` sub-command."""
     p = subparsers.add_parser("reduce", help="reduce files with a recipe",
                               description="Reduce files (or @lists of files) with the recipe their tags select.")
     p.add_argument("files", nargs="*", metavar="FILE", help="input files or @listfiles (the first decides the recipe)")
@@ -57,6 +58,7 @@ def expand_at_files(items: list[str], _seen: tuple[str, ...] = ()) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the ``reduce`` sub-command; return the exit status."""
     from .. import logutils
     from ..reduce import Reduce, normalize_ucals
 

@@ -1,7 +1,7 @@
 """``draconis showd``: a table of descriptor values, one row per file.
 
-    draconis showd -d filter_name,exposure_time ../playdata/*.fits
-    draconis dataselect --tags DARK ../playdata/*.fits | draconis showd -d exposure_time
+draconis showd -d filter_name,exposure_time ../playdata/*.fits
+draconis dataselect --tags DARK ../playdata/*.fits | draconis showd -d exposure_time
 """
 from __future__ import annotations
 

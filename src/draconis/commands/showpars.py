@@ -8,6 +8,7 @@ VALUE_WIDTH = 20
 
 
 def add_parser(subparsers) -> None:
+    """Register the ``showpars`` sub-command."""
     p = subparsers.add_parser("showpars", help="show a primitive's parameters for a file",
                               description="Show the settable parameters of a primitive, with the defaults "
                                           "that apply to FILE (instrument and data type).")
@@ -60,6 +61,7 @@ def _call_lines(spec) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the parameters of a primitive as they apply to a file; return the exit status."""
     from ..io import open_frame
     from ..primitives.registry import get_primitive
     from ..reduce.context import frame_kind, instrument_name

@@ -1,7 +1,7 @@
 """``draconis typewalk``: walk a directory and print each FITS file's tags.
 
-    draconis typewalk -d ../playdata/example2/
-    draconis typewalk --tags DARK -o darks.list
+draconis typewalk -d ../playdata/example2/
+draconis typewalk --tags DARK -o darks.list
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def wanted(tags: frozenset[str], required: Sequence[str], excluded: Sequence[str
 
 
 def compile_mask(pattern: str | None) -> re.Pattern[str]:
+    """The ``--mask`` regular expression (every file when None), or a ParameterError."""
     try:
         return re.compile(pattern) if pattern else re.compile(DEFAULT_MASK, re.IGNORECASE)
     except re.error as err:

@@ -19,7 +19,8 @@ from .gsaoi.instrument import GSAOI
 from .niri.instrument import NIRI
 from .sections import Section, format_section, parse_section
 
-__all__ = ["instrument_for", "all_descriptor_names", "Instrument", "Section", "parse_section", "format_section", "INSTRUMENTS",
+__all__ = ["instrument_for", "all_descriptor_names", "Instrument", "Section", "parse_section", "format_section",
+           "INSTRUMENTS",
            "F2", "NIRI", "GNIRS", "GSAOI"]
 
 #: One shared (stateless) instance per instrument, by name.

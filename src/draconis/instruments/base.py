@@ -10,7 +10,8 @@ methods whose header source or formula differ (instruments.md §3).
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from astropy.io.fits import Header
 

@@ -7,8 +7,9 @@ the keyword.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from astropy.io.fits import Header
 
@@ -41,7 +42,7 @@ class HeaderView:
     exts: Sequence[Header]
     tags: frozenset[str]
     path: str | None
-    instrument: "Instrument"
+    instrument: Instrument
     name: str = "?"
 
     # -- errors -------------------------------------------------------------

@@ -13,7 +13,16 @@ from typing import Any
 
 from .context import HeaderView
 from .filters import filter_wavelength, join_filters, nearest_band, pretty_filters
-from .keywords import apparent_to_icrs, as_float, combine_date_time, parse_date, parse_dec, parse_ra, parse_time, strip_component_id
+from .keywords import (
+    apparent_to_icrs,
+    as_float,
+    combine_date_time,
+    parse_date,
+    parse_dec,
+    parse_ra,
+    parse_time,
+    strip_component_id,
+)
 from .registry import descriptor
 from .sections import Section, format_section, full_section, parse_section
 

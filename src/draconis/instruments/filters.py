@@ -6,7 +6,7 @@ to 'blank' (or 'dark' for F2's 'DK').
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from .keywords import strip_component_id
 

@@ -5,7 +5,7 @@ returns a :class:`~draconis.instruments.tags.TagSet` or None.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from astropy.io.fits import Header
 

@@ -1,7 +1,8 @@
 """The ``@descriptor`` marker used by instrument classes."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["descriptor", "is_descriptor"]
 

@@ -15,8 +15,8 @@ is recomputed from all rule results until it stops changing.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 __all__ = ["TagSet", "resolve_tags", "TagRule"]
 
@@ -33,7 +33,7 @@ class TagSet:
 
     @classmethod
     def of(cls, add: Iterable[str] = (), *, blocks: Iterable[str] = (), blocked_by: Iterable[str] = (),
-           if_present: Iterable[str] = (), remove: Iterable[str] = ()) -> "TagSet":
+           if_present: Iterable[str] = (), remove: Iterable[str] = ()) -> TagSet:
         """Build a TagSet from any iterables of tag names."""
         return cls(frozenset(add), frozenset(blocks), frozenset(blocked_by), frozenset(if_present),
                    frozenset(remove))

@@ -83,7 +83,8 @@ def _check_complete(hdul: fits.HDUList, path: str) -> None:
         if info is None:
             continue
         if info["datLoc"] + info["datSpan"] > size:
-            raise NotFITSError(path, f"truncated FITS file: HDU {index} needs {info['datLoc'] + info['datSpan']} bytes, file has {size}")
+            needed = info["datLoc"] + info["datSpan"]
+            raise NotFITSError(path, f"truncated FITS file: HDU {index} needs {needed} bytes, file has {size}")
 
 
 def open_fits(path: str | os.PathLike, *, chunks: tuple[int, int] | None = None) -> Frame:
@@ -117,7 +118,8 @@ def open_fits(path: str | os.PathLike, *, chunks: tuple[int, int] | None = None)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as err:
-        raise NotFITSError(path, f"not a readable FITS file ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise NotFITSError(path, f"not a readable FITS file ({reason})") from err
     return _build_frame(path, headers, tables, chunks)
 
 

@@ -447,8 +447,10 @@ def _mean_none_tile(p0, t, sci, var, dq, scl, zer, use_levels, weighted, lev, be
 @numba.njit(nogil=True, cache=True)
 def _mean_none_pixels(start, stop, sci, var, dq, scl, zer, use_levels, op,
                       out_s, out_v, out_d, out_n):
-    """Mean/wtmean without rejection, frame-major: each frame's rows are read in
-    order and accumulated into per-pixel sums, with no per-pixel transposition.
+    """Mean/wtmean without rejection, frame-major.
+
+    Each frame's rows are read in order and accumulated into per-pixel sums,
+    with no per-pixel transposition.
 
     Same definitions and summation order as the per-pixel path.
     """

@@ -61,8 +61,10 @@ def _median_of_three(v, ix, a, m, c, with_ix):
 
 @numba.njit(nogil=True, cache=True)
 def _partition(v, ix, a, b, with_ix):
-    """Hoare partition of ``v[a:b]`` (``b - a >= 3``); returns ``j`` with
-    ``v[a:j+1] <= pivot <= v[j+1:b]`` and both parts non-empty."""
+    """Hoare partition of ``v[a:b]`` (``b - a >= 3``).
+
+    Returns ``j`` with ``v[a:j+1] <= pivot <= v[j+1:b]`` and both parts non-empty.
+    """
     m = (a + b - 1) // 2
     _median_of_three(v, ix, a, m, b - 1, with_ix)
     pivot = v[m]

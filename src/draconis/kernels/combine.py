@@ -137,7 +137,7 @@ class CombineSpec:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
     def for_inputs(self, n: int) -> CombineSpec:
-        """This spec made usable with ``n`` inputs: min/max rejection needs ``nlow + nhigh < n``.
+        """The spec made usable with ``n`` inputs: min/max rejection needs ``nlow + nhigh < n``.
 
         Both counts are lowered together while equal (so the kept values stay
         centred), else the larger one; with nothing left to reject the method

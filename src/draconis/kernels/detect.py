@@ -158,8 +158,10 @@ def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, satur
 
 
 def aperture_radius(fwhm: np.ndarray, flux: np.ndarray, fluxerr: np.ndarray) -> float:
-    """FLUX_APER's radius (px): ``APER_FWHM`` times the median FWHM of the well-measured sources, at least
-    ``APER_RADIUS``."""
+    """FLUX_APER's radius (px).
+
+    ``APER_FWHM`` times the median FWHM of the well-measured sources, at least ``APER_RADIUS``.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         good = np.isfinite(fwhm) & (fwhm > 0) & (flux / fluxerr > 20)
     if good.sum() < 3:

@@ -1,6 +1,7 @@
-"""Detector non-linearity formulas (instruments.md §5), kernels shared by the
-nonlinearityCorrect primitive (forward: raw -> linear) and the simulator
-(inverse: linear -> raw).
+"""Detector non-linearity formulas (instruments.md §5).
+
+Kernels shared by the nonlinearityCorrect primitive (forward: raw -> linear)
+and the simulator (inverse: linear -> raw).
 
 All functions work on counts in **electrons per coadd** and accept NumPy
 arrays or scalars; they are pure and thread-safe.

@@ -154,6 +154,7 @@ def fit_transform(src: np.ndarray, ref: np.ndarray, *, rotate: bool, scale: bool
 
 
 def apply(t: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Points ``xy`` (N, 2) moved by the 2x3 affine transform ``t``."""
     return xy @ t[:2, :2].T + t[:2, 2]
 
 
@@ -356,8 +357,10 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
              optional=True, opens="table", passthrough=ONLINE_CATALOGUES),
            P("format", str, None, "format of a user catalogue", optional=True))
 def add_reference_catalog(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Attach a reference catalogue (REFCAT) from a user file (opened by the runner); no online catalogue
-    is queried."""
+    """Attach a reference catalogue (REFCAT) from a user file (opened by the runner).
+
+    No online catalogue is queried.
+    """
     if p.source is None:
         ctx.log.info("addReferenceCatalog: source=None; no reference catalogue added (skipped)")
         return list(frames)
@@ -406,8 +409,9 @@ def determine_astrometric_solution(frames: list[Frame], p, ctx) -> list[Frame]:
             outputs.append(frame)
             continue
         ctx.log.info("determineAstrometricSolution: %s: %d matches, rms %.3f\"", frame.filename, n, rms)
-        outputs.append(frame.map_extensions(lambda e: refresh_world(transform_extension(e, t, ra0, dec0)))
-                       .with_suffix(p.suffix))
+        moved = frame.map_extensions(lambda e, t=t, ra0=ra0, dec0=dec0: refresh_world(
+            transform_extension(e, t, ra0, dec0)))
+        outputs.append(moved.with_suffix(p.suffix))
     if not any("REFCAT" in f.tables for f in frames):
         ctx.log.info("determineAstrometricSolution: no REFCAT attached; skipped")
     return outputs

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-
 from astropy.wcs import WCS
 
 from ..errors import InputError, ParameterError
@@ -207,7 +206,7 @@ def _store(frames, p, ctx, *, keyword: str, tag: str | None, caltype: str | None
 
 @primitive("storeProcessedDark",
            suffix_param("_dark"),
-           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+           P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
 def store_processed_dark(frames, p, ctx):
     """Mark as a processed dark (PROCDARK), write ``<name>_dark.fits`` and store it as processed_dark."""
     return _store(frames, p, ctx, keyword="PROCDARK", tag="DARK", caltype="processed_dark", what="dark")
@@ -215,7 +214,7 @@ def store_processed_dark(frames, p, ctx):
 
 @primitive("storeProcessedFlat",
            suffix_param("_flat"),
-           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+           P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
 def store_processed_flat(frames, p, ctx):
     """Mark as a processed flat (PROCFLAT), write ``<name>_flat.fits`` and store it as processed_flat."""
     return _store(frames, p, ctx, keyword="PROCFLAT", tag="FLAT", caltype="processed_flat", what="flat")
@@ -223,7 +222,7 @@ def store_processed_flat(frames, p, ctx):
 
 @primitive("storeProcessedBPM",
            suffix_param("_bpm"),
-           P("force", bool, False, "write pixels to disk now (flushPixels) / store even if tags do not say DARK/FLAT (store*)"))
+           P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
 def store_processed_bpm(frames, p, ctx):
     """Mark as a processed BPM (PROCBPM), write ``<name>_bpm.fits`` and store it as processed_bpm."""
     return _store(frames, p, ctx, keyword="PROCBPM", tag=None, caltype="processed_bpm", what="BPM")

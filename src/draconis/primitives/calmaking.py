@@ -167,8 +167,10 @@ def normalize_flat(frames: list[Frame], p, ctx) -> list[Frame]:
            P("upper", float, 10.0, "normalised-flat value above which DQ 64 is set", low=1),
            P("lower", float, 0.01, "normalised-flat value below which DQ 64 is set", high=1))
 def threshold_flatfield(frames: list[Frame], p, ctx) -> list[Frame]:
-    """DQ 64 where the normalised flat is below ``lower`` or above ``upper`` (not already bad_pixel);
-    those pixels are set to 1 so that dividing by the flat leaves them unchanged."""
+    """DQ 64 where the normalised flat is below ``lower`` or above ``upper`` (not already bad_pixel).
+
+    Those pixels are set to 1 so that dividing by the flat leaves them unchanged.
+    """
     out = []
     for frame in frames:
         exts = []

@@ -1,5 +1,6 @@
-"""Standardisation primitives: prepare, addDQ, addIllumMaskToDQ, addVAR,
-ADUToElectrons, nonlinearityCorrect.
+"""Standardisation primitives.
+
+prepare, addDQ, addIllumMaskToDQ, addVAR, ADUToElectrons, nonlinearityCorrect.
 
 All of them extend lazy graphs: per-pixel work goes through the kernels of
 :mod:`draconis.kernels.calib` with ``dask.array.map_blocks``; headers are
@@ -78,7 +79,7 @@ def clip_calibration(cal: Frame, frame: Frame, planes: Sequence[str] = ("SCI", "
         arrays = {p: cext.plane(p) for p in planes if cext.plane(p) is not None}
         if cext.shape != ext.shape:
             cs, ss = cal_secs[i], sci_secs[i]
-            if cs is None or ss is None or not (cs.x1 <= ss.x1 and ss.x2 <= cs.x2 and cs.y1 <= ss.y1 and ss.y2 <= cs.y2):
+            if cs is None or ss is None or not _covers(cs, ss):
                 raise InputError(name, f"array {i + 1} ({cext.shape[0]}x{cext.shape[1]}) does not cover "
                                        f"{frame.filename} ({ext.shape[0]}x{ext.shape[1]})")
             ys = slice(ss.y1 - cs.y1, ss.y2 - cs.y1)
@@ -88,6 +89,11 @@ def clip_calibration(cal: Frame, frame: Frame, planes: Sequence[str] = ("SCI", "
                 raise InputError(name, f"array {i + 1} section does not match {frame.filename}")
         out.append({p: a.rechunk(ext.plane("SCI").chunks) for p, a in arrays.items()})
     return out
+
+
+def _covers(outer: Any, inner: Any) -> bool:
+    """Whether section ``outer`` contains section ``inner``."""
+    return outer.x1 <= inner.x1 and inner.x2 <= outer.x2 and outer.y1 <= inner.y1 and inner.y2 <= outer.y2
 
 
 def _per_ext(frame: Frame, name: str, default: Any = None) -> list:
@@ -204,8 +210,11 @@ def _standardize(frame: Frame) -> Frame:
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100),
            calibrations=("processed_bpm",))
 def add_dq(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Build the DQ plane: static and user BPMs, saturation, non-linearity, hidden saturation,
-    latency and (optionally) the illumination mask."""
+    """Build the DQ plane.
+
+    Static and user BPMs, saturation, non-linearity, hidden saturation,
+    latency and (optionally) the illumination mask.
+    """
     user = p.user_bpm
     out = []
     for frame in frames:
@@ -331,9 +340,12 @@ def add_illum_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:
 
 
 def _keyhole_shifts(frames: list[Frame], p, ctx) -> list[tuple[int, int]]:
-    """Mask shifts per frame: the user's, or (instruments in ALIGN_TO_DATA, no user shift)
-    the shift laying the mask on the lit area, from row/column profiles of the
-    first array (one dask.compute for all frames)."""
+    """Mask shifts per frame.
+
+    The user's, or (instruments in ALIGN_TO_DATA, no user shift) the shift
+    laying the mask on the lit area, from row/column profiles of the first
+    array (one dask.compute for all frames).
+    """
     default = [(p.xshift, p.yshift)] * len(frames)
     if p.illum_mask or p.xshift or p.yshift:
         return default

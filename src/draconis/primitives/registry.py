@@ -86,6 +86,7 @@ class PrimitiveSpec:
     calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def param(self, name: str) -> Param:
+        """The declaration of parameter ``name``, or a ParameterError suggesting close names."""
         for prm in self.all_params():
             if prm.name == name:
                 return prm
@@ -93,6 +94,7 @@ class PrimitiveSpec:
                              f"{suggest(name, [q.name for q in self.all_params()])}")
 
     def all_params(self) -> tuple[Param, ...]:
+        """The declared parameters and the universal ones (skip_primitive, write_outputs)."""
         return self.params + UNIVERSAL
 
     def sets_on(self, callee: str) -> tuple[str, ...] | None:
@@ -111,6 +113,7 @@ class PrimitiveSpec:
                                 "declaration does not list (a bug: declare them in calls=)")
 
     def has_param(self, name: str) -> bool:
+        """Whether the primitive declares ``name`` (universal parameters included)."""
         return any(p.name == name for p in self.all_params())
 
     def defaults(self, instrument: str | None = None, kind: str | None = None) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class Grid:
 
     @property
     def wcs(self) -> WCS:
+        """The celestial WCS of the output grid."""
         return WCS(self.header, naxis=2, relax=True)
 
 
@@ -294,8 +295,10 @@ def robust_ratio(ratios: np.ndarray, rel_errors: np.ndarray, *, clip: float = 3.
 
 def measured_ratios(frames: Sequence[Frame], ref_index: int, *, radius: float,
                     use_common: bool) -> list[tuple[float, float] | None]:
-    """Reference/frame flux ratio and its relative error from matched sources, per frame (None when none
-    match)."""
+    """Reference/frame flux ratio and its relative error from matched sources, per frame.
+
+    None where no source matches.
+    """
     ref_pos, ref_flux, ref_err = _catalogue(frames[ref_index])
     if len(ref_flux) == 0:
         return [None] * len(frames)
@@ -372,7 +375,8 @@ def _choose(measured: tuple[float, float] | None, expected: float, tolerance: fl
         return expected, "no source in common with the reference"
     measured, error = measured
     if error > MAX_RATIO_ERROR:
-        return expected, f"measured ratio {measured:.4f} too uncertain ({100 * error:.1f} % > {100 * MAX_RATIO_ERROR:g} %)"
+        return expected, (f"measured ratio {measured:.4f} too uncertain "
+                          f"({100 * error:.1f} % > {100 * MAX_RATIO_ERROR:g} %)")
     if tolerance >= 1.0:
         return expected, "tolerance=1"
     if tolerance > 0 and abs(measured / expected - 1.0) > tolerance:

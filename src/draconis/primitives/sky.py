@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import dask
 import dask.array as da
@@ -31,17 +30,23 @@ from astropy.table import Table
 
 from ..errors import ParameterError
 from ..frame import Frame
+from ..instruments.sections import parse_section
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
-from ..instruments.sections import parse_section
 from ..parameters import P, suffix_param, unsupported
 from ..provenance import utc_timestamp
 from .registry import primitive
-from .stack import STACK
 from .sky_pointing import (
-    config_key, field_centre, field_size_arcsec, frame_time, group_positions, pointing_positions,
-    same_config, separation_arcsec,
+    config_key,
+    field_centre,
+    field_size_arcsec,
+    frame_time,
+    group_positions,
+    pointing_positions,
+    same_config,
+    separation_arcsec,
 )
+from .stack import STACK
 
 #: DQ bit that object-mask pixels get in the sky frames (bad_pixel, as OR-ing OBJMASK does).
 OBJECT_DQ_BIT = 1
@@ -347,6 +352,7 @@ class SkyBuilder:
 
     # -- per-sky preparation (shared by every window the sky appears in) --------
     def prepared(self, sky: Frame, index: int):
+        """Array ``index`` of a sky frame made ready to stack: planes, object mask in DQ, lazy level."""
         key = (sky.stem, index)
         if key not in self._prepared:
             ext = sky[index]
@@ -372,6 +378,7 @@ class SkyBuilder:
 
     # -- stacks ---------------------------------------------------------------
     def stack(self, skies: Sequence[Frame]):
+        """The lazy sky stack of these sky frames, per array (built once per distinct list)."""
         key = tuple(s.filename for s in skies)
         if key not in self.stacks:
             next_ = len(skies[0])
@@ -405,6 +412,7 @@ class SkyBuilder:
 
     # -- subtraction ------------------------------------------------------------
     def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
+        """``frame`` minus its sky stack, and that sky as a frame of its own."""
         if any(len(s) != len(frame) for s in skies):
             raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
         stacks = self.stack(skies)
@@ -441,7 +449,7 @@ class SkyBuilder:
 
 
 def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var, have_dq) -> np.ndarray:
-    """blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
+    """Blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
     rest = list(rest)
     var = rest.pop(0) if have_var[1] else None
     dq = rest.pop(0) if have_dq else None
@@ -462,7 +470,7 @@ def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var,
 
 
 def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: CombineSpec) -> np.ndarray:
-    """blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
+    """Blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
     if have_var:
         var, dq, levels = rest
     else:
@@ -542,7 +550,9 @@ _NO_READOUT_CLEANING = "draconis does not remove readout patterns (clean='skip' 
                  choices=("default", "force", "skip")),
                P("debug_canny_sigma", float, 3.0, "Canny smoothing sigma", low=1.0)))
 def clean_readout(frames: list[Frame], p, ctx) -> list[Frame]:
-    """Remove readout pattern noise: not implemented; only clean='skip' (the default) is accepted, and frames
-    pass through unchanged."""
+    """Remove readout pattern noise: not implemented.
+
+    Only clean='skip' (the default) is accepted, and frames pass through unchanged.
+    """
     ctx.log.info("cleanReadout: clean=%r; frames left unchanged", p.clean)
     return list(frames)

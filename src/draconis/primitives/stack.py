@@ -38,15 +38,15 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError
 from ..frame import Extension, Frame
-from .bookkeeping import checkpoint_computed
 from ..instruments.sections import parse_section
 from ..io._tasks import USABLE_DQ, read_stack
 from ..io.zarr import stored_source, stored_summary
 from ..kernels.combine import CombineSpec
 from ..kernels.stack import combine_blocks, combine_tile
 from ..parameters import DEBUG_AID, P, Param, ParamGroup, suffix_param
-from .prepare import stamp
 from .align import check_same_setup
+from .bookkeeping import checkpoint_computed
+from .prepare import stamp
 from .registry import primitive
 
 __all__ = ["stack_frames_core", "tile_rows", "combine_rows", "checkpoint_rows", "band_rows", "sample_grid",
@@ -96,8 +96,11 @@ _NO_NORMALISATION = "{} never normalises its inputs"
 
 
 def without_normalisation(name: str, *, exclude: tuple[str, ...] = (), **defaults: Any) -> tuple[Param, ...]:
-    """The :data:`STACK` group of a primitive that never normalises: no scale/zero, and the
-    normalisation parameters DRAGONS declares for it refused unless left at their defaults."""
+    """The :data:`STACK` group of a primitive that never normalises.
+
+    No scale/zero; the normalisation parameters DRAGONS declares for it are
+    refused unless left at their defaults.
+    """
     reason = _NO_NORMALISATION.format(name)
     kept = [n for n in ("statsec", "debug_old_normalization", "separate_ext") if n not in exclude]
     return STACK(exclude=("scale", "zero", *exclude), unsupported={n: reason for n in kept}, **defaults)
@@ -132,8 +135,11 @@ MIN_BANDS = 8
 
 def combine_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None, chunk_rows: int | None,
                  *, bytes_per_pixel: int = BYTES_PER_PIXEL) -> int:
-    """Rows per combine task: :func:`tile_rows` within ``memory_gb``, and at most ``1/MIN_BANDS`` of the image
-    (a whole number of input chunks)."""
+    """Rows per combine task.
+
+    :func:`tile_rows` within ``memory_gb``, and at most ``1/MIN_BANDS`` of the
+    image (a whole number of input chunks).
+    """
     rows = tile_rows(n_frames, shape, memory_gb, chunk_rows, bytes_per_pixel=bytes_per_pixel)
     cap = -(-shape[0] // MIN_BANDS)
     if chunk_rows:

@@ -47,6 +47,7 @@ class Library:
     mode: str = "sq"
 
     def get(self, name: str) -> RecipeFunc | None:
+        """The recipe ``name`` (``_default``: the library's default), or None."""
         if name == "_default":
             return self.recipes[self.default]
         return self.recipes.get(name)
@@ -64,7 +65,7 @@ class Recipe:
 def _from_module(module: ModuleType) -> list[Library]:
     if hasattr(module, "LIBRARIES"):
         return list(module.LIBRARIES)
-    recipes = dict(getattr(module, "RECIPES"))
+    recipes = dict(module.RECIPES)
     default = module._default
     default_name = next((n for n, f in recipes.items() if f is default), getattr(default, "__name__", "_default"))
     recipes.setdefault(default_name, default)
@@ -86,7 +87,8 @@ def select_library(tags: Iterable[str], mode: str = "sq", *, filename: str = "")
     tags = set(tags)
     candidates = [lib for lib in libraries(mode) if lib.recipe_tags <= tags]
     if not candidates:
-        raise RecipeError(f"{filename or 'input'}: no {mode} recipe library applies to tags {{{', '.join(sorted(tags))}}}")
+        listed = ", ".join(sorted(tags))
+        raise RecipeError(f"{filename or 'input'}: no {mode} recipe library applies to tags {{{listed}}}")
     best = max(len(lib.recipe_tags) for lib in candidates)
     winners = [lib for lib in candidates if len(lib.recipe_tags) == best]
     if len(winners) > 1:

@@ -60,6 +60,7 @@ class RecordingCaller:
         return record
 
     def stream(self, name: str) -> list:
+        """No frames: a recorded recipe sees empty streams."""
         return []
 
 

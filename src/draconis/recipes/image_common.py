@@ -37,7 +37,7 @@ def align_and_stack(p) -> None:
 
 
 def part2_mask_transfer(p, *, dilate: bool) -> None:
-    """ultradeep part 2 after its input copy: stack, detect on the stack, push its mask back to every frame.
+    """Ultradeep part 2 after its input copy: stack, detect on the stack, push its mask back to every frame.
 
     F2 resamples the stack's OBJMASK onto the flat-fielded copies
     (``dilate=False``); NIRI and GSAOI also dilate it by 2 pixels.
@@ -70,7 +70,7 @@ def _stream(p, name: str) -> list:
 
 
 def require_object_and_sky(p) -> None:
-    """ultradeep needs every frame to be both object and sky (a dither on target); RecipeError otherwise."""
+    """Ultradeep needs every frame to be both object and sky (a dither on target); RecipeError otherwise."""
     from ..errors import RecipeError
 
     main = {f.stem for f in _stream(p, "main")}

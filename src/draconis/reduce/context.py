@@ -146,6 +146,7 @@ class RunContext:
 
     @property
     def stream_names(self) -> list[str]:
+        """The names of the streams that exist."""
         return list(self._streams)
 
     # -- parameters ----------------------------------------------------------

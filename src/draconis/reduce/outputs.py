@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 
+from .. import progress
 from ..errors import InputError
 from ..frame import Frame
 from ..io.fits import discard_partial, open_fits, write_fits_delayed
 from ..io.zarr import attach_summaries, finish_all, live_stores, open_zarr, prepare_zarr
-from .. import progress
 
 log = logging.getLogger("draconis")
 
@@ -194,6 +194,7 @@ class Checkpoints:
         return gone
 
     def cleanup(self) -> None:
+        """Remove the checkpoints (unless kept)."""
         if self.keep:
             if self.count:
                 log.info("Checkpoints kept in %s", self.root)

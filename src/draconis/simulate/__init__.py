@@ -7,7 +7,7 @@ flat, dark current, bad pixels, effect switches).  See docs/simulator.md.
 """
 from __future__ import annotations
 
-from .build import DatasetInfo, NIRI_BPM_NAME, make_dataset
+from .build import NIRI_BPM_NAME, DatasetInfo, make_dataset
 from .datasets import DATASETS
 from .detector import EFFECTS
 

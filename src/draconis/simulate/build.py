@@ -20,6 +20,7 @@ from astropy.io import fits
 
 from ..errors import ParameterError
 from ..instruments.illumination import f2_field_mask
+from . import truth as truth_io
 from .datasets import DATASETS, DatasetSpec, FrameSpec, dataset_frames
 from .detector import EFFECTS, ArrayTruth, make_array_truth, read_out
 from .geometry import load_gsaoi_distortion, offset_pointing
@@ -27,7 +28,6 @@ from .headers import extension_header, primary_header
 from .instruments import InstrumentModel, instrument_model
 from .keyhole import keyhole_mask
 from .scene import Catalogue, make_catalogue, render_sources
-from . import truth as truth_io
 
 __all__ = ["DatasetInfo", "make_dataset", "NIRI_BPM_NAME"]
 

@@ -173,8 +173,8 @@ def _niri(spec, size, n, rng):
 
 
 def _gnirs(spec, size, n, rng):
-    from .keyhole import CIRCLE_RADIUS
     from ..instruments.gnirs.lookup import PIXEL_SCALES
+    from .keyhole import CIRCLE_RADIUS
 
     frames = []
     cols = size or 1024

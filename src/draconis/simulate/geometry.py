@@ -79,14 +79,17 @@ class LinearArray:
     ref: tuple[float, float]
 
     def matrix(self, pa: float) -> np.ndarray:
+        """The rotation from detector pixels to sky offsets at position angle ``pa``."""
         return rotation(pa) @ self.m0
 
     def pix_to_offsets(self, x, y, pa: float):
+        """Sky offsets (arcsec) of detector pixel positions."""
         m = self.matrix(pa)
         dx, dy = np.asarray(x, float) - self.ref[0], np.asarray(y, float) - self.ref[1]
         return m[0, 0] * dx + m[0, 1] * dy, m[1, 0] * dx + m[1, 1] * dy
 
     def offsets_to_pix(self, xi, eta, pa: float):
+        """Detector pixel positions of sky offsets (arcsec)."""
         inv = np.linalg.inv(self.matrix(pa))
         xi, eta = np.asarray(xi, float), np.asarray(eta, float)
         return inv[0, 0] * xi + inv[0, 1] * eta + self.ref[0], inv[1, 0] * xi + inv[1, 1] * eta + self.ref[1]
@@ -161,11 +164,13 @@ class DistortedArray:
         return x, y
 
     def pix_to_offsets(self, x, y, pa: float):
+        """Sky offsets (arcsec) of detector pixel positions."""
         u, v = self.forward(x, y)
         r = rotation(pa)
         return r[0, 0] * u + r[0, 1] * v, r[1, 0] * u + r[1, 1] * v
 
     def offsets_to_pix(self, xi, eta, pa: float):
+        """Detector pixel positions of sky offsets (arcsec)."""
         r = np.linalg.inv(rotation(pa))
         xi, eta = np.asarray(xi, float), np.asarray(eta, float)
         return self.backward(r[0, 0] * xi + r[0, 1] * eta, r[1, 0] * xi + r[1, 1] * eta)

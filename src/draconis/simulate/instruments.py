@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import nonlinearity as nl
 from ..instruments.f2 import lookup as f2
 from ..instruments.gnirs import lookup as gnirs
 from ..instruments.gsaoi import lookup as gsaoi
 from ..instruments.niri import lookup as niri
+from ..kernels import nonlinearity as nl
 from .geometry import DistortedArray, LinearArray
 from .keyhole import keyhole_centre
 
@@ -50,6 +50,8 @@ class ArrayModel:
 
 @dataclass
 class InstrumentModel:
+    """What the simulator needs to know of one instrument."""
+
     name: str
     arrays: list[ArrayModel]
     pixel_scale: float

@@ -1,7 +1,8 @@
 """GSAOI: tag rules and descriptors (instruments.md §2-4); four H2RG arrays."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from astropy.io.fits import Header
 

@@ -1,7 +1,8 @@
 """NIRI: tag rules and descriptors (instruments.md §2-4)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from astropy.io.fits import Header
 
