@@ -38,3 +38,17 @@ def test_primitives_open_no_files_and_use_only_the_context():
         assert not used, f"primitives/{path.name} opens files itself ({used}): declare the parameter opens=..."
     for path in sorted(SRC.rglob("*.py")):
         assert "getattr(ctx" not in path.read_text(), f"{path}: the Context protocol names every service"
+
+
+def test_primitives_are_annotated_with_their_real_parameter_and_context_types():
+    import typing
+
+    from draconis.frame import Frame
+    from draconis.parameters import Params
+    from draconis.primitives.registry import PRIMITIVES, Context, load_all
+
+    load_all()
+    for name, spec in PRIMITIVES.items():
+        hints = typing.get_type_hints(spec.func)
+        assert (hints.get("frames"), hints.get("p"), hints.get("ctx"), hints.get("return")) == (
+            list[Frame], Params, Context, list[Frame]), name

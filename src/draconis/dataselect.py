@@ -12,6 +12,7 @@ others are still selected.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -145,7 +146,7 @@ def select_data(
         if not required <= frame.tags or excluded & frame.tags:
             continue
         failures: list[str] = []
-        matched = expr.evaluate(frame, on_error=lambda d, err, seen=failures: seen.append(_descriptor_problem(d, err)))
+        matched = expr.evaluate(frame, on_error=functools.partial(_note_failure, failures))
         if failures:
             them = "it" if len(failures) == 1 else "them"
             report(name, f"{name}: " + "; ".join(failures) + f", so comparisons using {them} are false")
@@ -159,6 +160,10 @@ def descriptor_problem(descriptor: str, err: Exception) -> str:
     problem = describe_error(err)
     prefix = f"descriptor {descriptor}:"
     return problem[len(prefix):].strip() if problem.startswith(prefix) else problem
+
+
+def _note_failure(failures: list[str], descriptor: str, err: Exception) -> None:
+    failures.append(_descriptor_problem(descriptor, err))
 
 
 def _descriptor_problem(descriptor: str, err: Exception) -> str:

@@ -34,7 +34,11 @@ class DescriptorError(InputError):
 
 
 class ExpressionError(DraconisError):
-    """A dataselect expression cannot be parsed."""
+    """A dataselect expression cannot be parsed (``position``: 0-based index of the problem, if known)."""
+
+    def __init__(self, message: str, position: int | None = None):
+        super().__init__(message)
+        self.position = position
 
 
 class ParameterError(DraconisError):

@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask.array as da
 import numpy as np
@@ -57,10 +57,17 @@ class Extension:
     @property
     def shape(self) -> tuple[int, int]:
         """(ny, nx) of this array."""
-        return tuple(self.data["SCI"].shape)
+        ny, nx = self.data["SCI"].shape
+        return int(ny), int(nx)
+
+    @overload
+    def plane(self, name: Literal["SCI"]) -> da.Array: ...
+
+    @overload
+    def plane(self, name: str) -> da.Array | None: ...
 
     def plane(self, name: str) -> da.Array | None:
-        """The Dask array of plane ``name``, or None when the plane is absent."""
+        """The Dask array of plane ``name``, or None when the plane is absent (SCI is always present)."""
         if name not in self.data:
             return None
         return self.data[name].data

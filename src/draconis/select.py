@@ -81,9 +81,7 @@ _SPACE = re.compile(r"\s+")
 
 def _error(text: str, pos: int, problem: str) -> ExpressionError:
     where = "at the end" if pos >= len(text) else f"at position {pos + 1} ({text[pos]!r})"
-    err = ExpressionError(f"bad expression {text!r}: {problem} {where}")
-    err.position = pos
-    return err
+    return ExpressionError(f"bad expression {text!r}: {problem} {where}", position=pos)
 
 
 def tokenize(text: str) -> list[Token]:

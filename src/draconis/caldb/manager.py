@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import create_engine, delete, event, inspect, select
+from sqlalchemy import create_engine, delete, event, insert, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -129,7 +129,14 @@ class CalibrationDatabase:
     @property
     def name(self) -> str:
         """The file (SQLite) or URL without password, for messages."""
-        return self.spec.path if self.spec.kind == "sqlite" else hide_password(self.spec.url)
+        return self._file if self.spec.kind == "sqlite" else hide_password(self.spec.url)
+
+    @property
+    def _file(self) -> str:
+        """The SQLite database file (databases of kind 'sqlite' always have one)."""
+        if self.spec.path is None:
+            raise CalDBError(f"{hide_password(self.spec.url)}: not an SQLite database file")
+        return self.spec.path
 
     def __repr__(self) -> str:
         return f"<CalibrationDatabase {self.name}>"
@@ -142,7 +149,7 @@ class CalibrationDatabase:
             if self._engine is None or self._engine_pid != os.getpid():
                 if self._engine is not None:
                     self._engine.dispose(close=False)
-                self._engine = (_sqlite_engine(self.spec.path) if self.spec.kind == "sqlite"
+                self._engine = (_sqlite_engine(self._file) if self.spec.kind == "sqlite"
                                 else _server_engine(self.spec.url))
                 self._engine_pid = os.getpid()
                 self._ready = False
@@ -179,7 +186,7 @@ class CalibrationDatabase:
             yield
             return
         try:
-            fd = os.open(self.spec.path + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self._file + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:  # read-only location: rely on SQLite's locking alone
             yield
             return
@@ -205,7 +212,7 @@ class CalibrationDatabase:
     # -- state ---------------------------------------------------------------
     def exists(self) -> bool:
         """True when the database has been initialised (its tables exist)."""
-        if self.spec.kind == "sqlite" and not os.path.isfile(self.spec.path):
+        if self.spec.kind == "sqlite" and not os.path.isfile(self._file):
             return False
         return self._retry(lambda: inspect(self.engine).has_table(Calibration.__tablename__), "inspection")
 
@@ -217,8 +224,8 @@ class CalibrationDatabase:
         CalDBError
             SQLite file missing, not initialised, server unreachable.
         """
-        if self.spec.kind == "sqlite" and not os.path.isfile(self.spec.path):
-            raise CalDBError(f"{self.spec.path}: calibration database does not exist; "
+        if self.spec.kind == "sqlite" and not os.path.isfile(self._file):
+            raise CalDBError(f"{self._file}: calibration database does not exist; "
                              f"create it with 'draconis caldb init'")
         if self._ready and self._engine_pid == os.getpid():
             return
@@ -267,7 +274,7 @@ class CalibrationDatabase:
         log.info("initialised calibration database %s", self.name)
 
     def _prepare_sqlite_file(self, wipe: bool) -> bool:
-        path = self.spec.path
+        path = self._file
         parent = os.path.dirname(path) or "."
         if os.path.isdir(path):
             raise CalDBError(f"{path}: is a directory, not a database file")
@@ -285,7 +292,7 @@ class CalibrationDatabase:
             self._engine = None
         for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
             try:
-                os.unlink(self.spec.path + suffix)
+                os.unlink(self._file + suffix)
             except OSError:
                 pass
 
@@ -293,14 +300,14 @@ class CalibrationDatabase:
         def create(conn: Connection) -> None:
             Base.metadata.create_all(conn)
             conn.execute(delete(SchemaInfo))
-            conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION, created=_now()))
+            conn.execute(insert(SchemaInfo).values(id=1, version=SCHEMA_VERSION, created=_now()))
 
         if self.spec.kind == "sqlite":
             try:
                 with self.engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA journal_mode = WAL")
             except SQLAlchemyError as err:
-                raise CalDBError(f"{self.spec.path}: cannot create the calibration database "
+                raise CalDBError(f"{self._file}: cannot create the calibration database "
                                  f"({_first_line(err)})") from err
         self._write(create, "initialisation")
 
@@ -346,7 +353,7 @@ class CalibrationDatabase:
         stmt = _upsert_statement(conn.dialect.name)
         if stmt is None:  # other servers: delete-then-insert inside the same transaction
             conn.execute(delete(Calibration).where(Calibration.path == row["path"]))
-            stmt = Calibration.__table__.insert()
+            stmt = insert(Calibration)
         conn.execute(stmt, row)
 
     def remove_cal(self, name: str | os.PathLike) -> int:
@@ -406,12 +413,12 @@ def _upsert_statement(dialect: str):
     """INSERT ... ON CONFLICT (path) DO UPDATE, built once per dialect (None if unsupported)."""
     if dialect not in _UPSERTS:
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects import sqlite as module
         elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects import postgresql as module  # type: ignore[no-redef]
         else:
             return None
-        stmt = insert(Calibration)
+        stmt = module.insert(Calibration)
         changes = {key: stmt.excluded[key] for key in _ROW_COLUMNS if key != "path"}
         _UPSERTS[dialect] = stmt.on_conflict_do_update(index_elements=["path"], set_=changes)
     return _UPSERTS[dialect]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from .context import HeaderView
 from .filters import filter_wavelength, join_filters, nearest_band, pretty_filters
@@ -33,14 +34,14 @@ _WFS_KEYWORDS = (("AOWFS_ST", "AOWFS"), ("OIWFS_ST", "OIWFS"), ("PWFS1_ST", "PWF
 _SANE_PIXEL_SCALE = (1e-3, 10.0)  # arcsec/pixel: anything else is a broken WCS
 
 
-def _fmt_sections(sections: list[Section | None], pretty: bool) -> list[Any]:
+def _fmt_sections(sections: Sequence[Section | None], pretty: bool) -> list[Any]:
     return [format_section(s) if (pretty and s is not None) else s for s in sections]
 
 
 class CommonDescriptors:
     """Descriptors whose Gemini-level rule serves all four instruments."""
 
-    name: str
+    name: ClassVar[str]
     #: central wavelengths (microns) by pretty filter name
     filter_wavelengths: dict[str, float] = {}
     #: nominal zeropoints {(pretty filter, camera or array): mag for 1 e-/s}

@@ -137,7 +137,7 @@ def illuminated(instrument: str, shape: tuple[int, int], *, xshift: int = 0, ysh
     func = ILLUMINATION_MASKS.get(str(instrument).upper())
     if func is None:
         return None
-    mask = func(tuple(shape))
+    mask = func((int(shape[0]), int(shape[1])))
     if xshift or yshift:
         shifted = np.zeros_like(mask)
         rows, cols = mask.shape

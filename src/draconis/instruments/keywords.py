@@ -41,7 +41,7 @@ def as_float(value: object) -> float:
     """
     if isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
-    return float(str(value).strip()) if isinstance(value, str) else float(value)
+    return float(str(value).strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
 
 
 def _sexagesimal(text: str) -> float:

@@ -69,10 +69,10 @@ def resolve_tags(results: Iterable[TagSet | None]) -> frozenset[str]:
     -------
     frozenset of str
     """
-    results = [r for r in results if r is not None]
+    fired = [r for r in results if r is not None]
     current: frozenset[str] = frozenset()
     for _ in range(_MAX_ROUNDS):
-        new = _one_round(results, current)
+        new = _one_round(fired, current)
         if new == current:
             break
         current = new

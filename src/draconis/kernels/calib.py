@@ -149,7 +149,10 @@ def bpm_block(flat: np.ndarray | None, flat_dq: np.ndarray | None, dark: np.ndar
     thresholds: they are outside the illuminated field, not bad; with
     ``keep_unilluminated`` they carry 64 into the mask.
     """
-    shape = (flat if flat is not None else dark).shape
+    reference = flat if flat is not None else dark
+    if reference is None:
+        raise ValueError("bpm_block needs a flat, a dark or both")
+    shape = reference.shape
     bad = np.zeros(shape, bool)
     unillum = np.zeros(shape, bool) if flat_dq is None else (flat_dq & UNILLUMINATED) != 0
     if flat is not None:

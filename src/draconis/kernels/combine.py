@@ -304,7 +304,8 @@ def combine_block(
             float(spec.lsigma), float(spec.hsigma), bool(spec.mclip), iters, int(spec.nlow), int(spec.nhigh)) + outs
     if npix:
         _run(core.combine_pixels, core.combine_parallel, npix, parallel, args)
-    return tuple(o.reshape(ny, nx) for o in outs)
+    sci_out, var_out, dq_out, n_used = (o.reshape(ny, nx) for o in outs)
+    return sci_out, var_out, dq_out, n_used
 
 
 def median_along_frames(

@@ -119,7 +119,7 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
 
 
 def _col(values) -> np.ndarray:
-    arr = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
+    arr: np.ndarray = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
     return np.asarray(arr, dtype=float)
 
 

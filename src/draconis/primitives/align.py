@@ -24,9 +24,9 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from ..frame import Extension, Frame
-from ..parameters import DEBUG_AID, P, suffix_param
+from ..parameters import DEBUG_AID, P, Params, suffix_param
 from ..provenance import utc_timestamp
-from .registry import primitive
+from .registry import Context, primitive
 
 #: Why the distortion order parameters are refused: the fitted transform is a shift (plus rotation, scale).
 _NO_DISTORTION_FIT = "no distortion polynomial is fitted: the transform is a shift, optionally rotation and scale"
@@ -85,7 +85,7 @@ def frame_sources(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ras, decs, fluxes = [], [], []
     for ext in frame.extensions:
         ok = good_sources(ext.objcat)
-        if not ok.any():
+        if ext.objcat is None or not ok.any():
             continue
         cat = ext.objcat[ok]
         ra, dec = ext.wcs.all_pix2world(np.asarray(cat["X_IMAGE"], float), np.asarray(cat["Y_IMAGE"], float), 1)
@@ -274,7 +274,7 @@ def telescope_shift(frame: Frame, ref: Frame) -> tuple[float, float] | None:
            P("order", int, 3, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
            P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
-def adjust_wcs_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
+def adjust_wcs_to_reference(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Correct every frame's WCS so its sources land on the reference frame's sources."""
     if not frames:
         return []
@@ -356,7 +356,7 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
            P("source", str, "2mass", "reference catalogue file (online catalogue names are not queried)",
              optional=True, opens="table", passthrough=ONLINE_CATALOGUES),
            P("format", str, None, "format of a user catalogue", optional=True))
-def add_reference_catalog(frames: list[Frame], p, ctx) -> list[Frame]:
+def add_reference_catalog(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Attach a reference catalogue (REFCAT) from a user file (opened by the runner).
 
     No online catalogue is queried.
@@ -382,7 +382,7 @@ def add_reference_catalog(frames: list[Frame], p, ctx) -> list[Frame]:
            P("order", int, 2, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
            P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
-def determine_astrometric_solution(frames: list[Frame], p, ctx) -> list[Frame]:
+def determine_astrometric_solution(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Fit each frame's WCS to its REFCAT (columns RAJ2000/DEJ2000 or RA/DEC); skipped without one."""
     outputs = []
     for frame in frames:
@@ -409,8 +409,7 @@ def determine_astrometric_solution(frames: list[Frame], p, ctx) -> list[Frame]:
             outputs.append(frame)
             continue
         ctx.log.info("determineAstrometricSolution: %s: %d matches, rms %.3f\"", frame.filename, n, rms)
-        moved = frame.map_extensions(lambda e, t=t, ra0=ra0, dec0=dec0: refresh_world(
-            transform_extension(e, t, ra0, dec0)))
+        moved = frame.with_extensions(refresh_world(transform_extension(e, t, ra0, dec0)) for e in frame.extensions)
         outputs.append(moved.with_suffix(p.suffix))
     if not any("REFCAT" in f.tables for f in frames):
         ctx.log.info("determineAstrometricSolution: no REFCAT attached; skipped")

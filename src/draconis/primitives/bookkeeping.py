@@ -16,9 +16,9 @@ from astropy.wcs import WCS
 
 from ..errors import InputError, ParameterError
 from ..frame import Frame
-from ..parameters import P, suffix_param
+from ..parameters import P, Params, suffix_param
 from ..provenance import utc_timestamp
-from .registry import primitive
+from .registry import Context, primitive
 
 log = logging.getLogger("draconis")
 
@@ -37,7 +37,7 @@ def _split_list(text: str | None) -> list[str]:
 # -- stream bookkeeping ------------------------------------------------------
 @primitive("selectFromInputs",
            P("tags", str, None, "comma-separated tags the selected frames must all have", optional=True))
-def select_from_inputs(frames, p, ctx):
+def select_from_inputs(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Keep only the frames having all of ``tags`` (the output goes to ``outstream``)."""
     wanted = set(_split_list(p.tags))
     selected = [f for f in frames if wanted <= _tags(f)]
@@ -46,13 +46,13 @@ def select_from_inputs(frames, p, ctx):
 
 
 @primitive("clearStream", P("stream", str, "main", "stream to operate on"))
-def clear_stream(frames, p, ctx):
+def clear_stream(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Empty a stream (``p.clearStream(stream='skysub')``)."""
     return []
 
 
 @primitive("copyInputs")
-def copy_inputs(frames, p, ctx):
+def copy_inputs(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Copy the input stream to ``outstream`` (the frames are immutable: no pixel copy)."""
     return list(frames)
 
@@ -60,7 +60,7 @@ def copy_inputs(frames, p, ctx):
 @primitive("removeFirstFrame",
            P("remove_first", bool, True, "drop the earliest (by ut_datetime) frame"),
            P("remove_files", list, None, "filenames to drop", optional=True))
-def remove_first_frame(frames, p, ctx):
+def remove_first_frame(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Drop the earliest frame (by ``ut_datetime``) and any frame named in ``remove_files``."""
     frames = list(frames)
     if p.remove_first and frames:
@@ -82,7 +82,7 @@ _ATTRIBUTES = {"objmask": "OBJMASK", "wcs": "wcs", "mask": "DQ", "dq": "DQ"}
            suffix_param("_attributeTransferred"),
            P("source", str, None, "stream or file(s) holding the source images", optional=True, opens="stream"),
            P("attribute", str, None, "attribute to copy ('OBJMASK', 'wcs', 'mask')", optional=True))
-def transfer_attribute(frames, p, ctx):
+def transfer_attribute(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Copy OBJMASK, the WCS or the DQ mask from the matching frames of ``source`` (a stream or files)."""
     attribute = _ATTRIBUTES.get((p.attribute or "").lower())
     if attribute is None:
@@ -121,7 +121,7 @@ def _transfer(frame: Frame, src: Frame, attribute: str) -> Frame:
 # -- memory relief and outputs ------------------------------------------------
 @primitive("flushPixels",
            P("force", bool, False, "checkpoint even frames whose pixels are read straight from disk"))
-def flush_pixels(frames, p, ctx):
+def flush_pixels(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Checkpoint the stream to zarr and continue from the checkpoint (keeps graphs small).
 
     Frames whose pixels are read straight from storage (nothing to compute)
@@ -170,7 +170,7 @@ def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | Non
            P("prefix", str, "", "prefix for output names", optional=True),
            suffix_param(""),
            P("strip", bool, False, "strip existing prefix/suffix first"))
-def write_outputs(frames, p, ctx):
+def write_outputs(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Write the stream to FITS files (names from prefix/suffix/outfilename)."""
     if p.outfilename and len(frames) != 1:
         raise ParameterError(f"writeOutputs: outfilename needs exactly one input, got {len(frames)}")
@@ -207,7 +207,7 @@ def _store(frames, p, ctx, *, keyword: str, tag: str | None, caltype: str | None
 @primitive("storeProcessedDark",
            suffix_param("_dark"),
            P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
-def store_processed_dark(frames, p, ctx):
+def store_processed_dark(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Mark as a processed dark (PROCDARK), write ``<name>_dark.fits`` and store it as processed_dark."""
     return _store(frames, p, ctx, keyword="PROCDARK", tag="DARK", caltype="processed_dark", what="dark")
 
@@ -215,7 +215,7 @@ def store_processed_dark(frames, p, ctx):
 @primitive("storeProcessedFlat",
            suffix_param("_flat"),
            P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
-def store_processed_flat(frames, p, ctx):
+def store_processed_flat(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Mark as a processed flat (PROCFLAT), write ``<name>_flat.fits`` and store it as processed_flat."""
     return _store(frames, p, ctx, keyword="PROCFLAT", tag="FLAT", caltype="processed_flat", what="flat")
 
@@ -223,13 +223,13 @@ def store_processed_flat(frames, p, ctx):
 @primitive("storeProcessedBPM",
            suffix_param("_bpm"),
            P("force", bool, False, "store even if the tags do not say it is this kind of calibration"))
-def store_processed_bpm(frames, p, ctx):
+def store_processed_bpm(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Mark as a processed BPM (PROCBPM), write ``<name>_bpm.fits`` and store it as processed_bpm."""
     return _store(frames, p, ctx, keyword="PROCBPM", tag=None, caltype="processed_bpm", what="BPM")
 
 
 @primitive("storeProcessedScience", suffix_param(None))
-def store_processed_science(frames, p, ctx):
+def store_processed_science(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Mark as processed science (PROCSCI) and write the frames (``suffix`` e.g. ``_image``)."""
     return _store(frames, p, ctx, keyword="PROCSCI", tag=None, caltype=None, what="science")
 
@@ -267,7 +267,7 @@ def _pointings(frames: list[Frame], max_deadtime: float) -> list[list[Frame]]:
 
 
 @primitive("checkWCS")
-def check_wcs(frames, p, ctx):
+def check_wcs(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Report frames whose WCS disagrees (> 30") with the first frame of their pointing plus telescope offsets."""
     if any("PREPARED" in _tags(f) for f in frames):
         bad = next(f for f in frames if "PREPARED" in _tags(f))

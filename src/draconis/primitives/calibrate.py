@@ -15,9 +15,9 @@ import numpy as np
 from ..errors import CalibrationNotFoundError, ParameterError
 from ..frame import Frame
 from ..kernels import calib as k
-from ..parameters import P, suffix_param, unsupported
+from ..parameters import P, Params, suffix_param, unsupported
 from .prepare import clip_calibration, lazy_map, stamp
-from .registry import primitive
+from .registry import Context, primitive
 
 _DO_CAL = ("procmode", "force", "skip")
 
@@ -26,11 +26,11 @@ def _find_calibration(frames: list[Frame], explicit: list[Frame] | None, caltype
                       who: str) -> list[Frame | None]:
     """One calibration per frame (explicit list: one, or one per frame), None where absent and allowed."""
     if explicit:
-        cals = list(explicit)
+        cals: list[Frame | None] = list(explicit)
         if len(cals) not in (1, len(frames)):
             raise ParameterError(f"{who}: {len(cals)} calibration(s) given for {len(frames)} input(s)")
-        return cals * len(frames) if len(cals) == 1 else cals
-    out = []
+        return list(cals * len(frames) if len(cals) == 1 else cals)
+    out: list[Frame | None] = []
     for frame in frames:
         try:
             cal = ctx.calibration(caltype, frame)
@@ -58,7 +58,7 @@ def _or_dq(dq, cal_dq):
            suffix_param("_darkCorrected"),
            P("dark", list, None, "explicit processed dark(s), one or one per input", optional=True, opens="frames"),
            calibrations=("processed_dark",))
-def dark_correct(frames: list[Frame], p, ctx) -> list[Frame]:
+def dark_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Subtract the processed dark (no exposure-time scaling: the dark must match)."""
     if p.do_cal == "skip":
         ctx.log.info("darkCorrect: skipped (do_cal=skip)")
@@ -102,7 +102,7 @@ def _sum_var(a, b):
            suffix_param("_flatCorrected"),
            P("flat", list, None, "explicit processed flat(s), one or one per input", optional=True, opens="frames"),
            calibrations=("processed_flat",))
-def flat_correct(frames: list[Frame], p, ctx) -> list[Frame]:
+def flat_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Divide by the processed flat, cut to the science arrays' detector sections."""
     if p.do_cal == "skip":
         ctx.log.info("flatCorrect: skipped (do_cal=skip)")
@@ -117,10 +117,11 @@ def flat_correct(frames: list[Frame], p, ctx) -> list[Frame]:
         for ext, cal in zip(frame.extensions, clip_calibration(flat, frame)):
             sci, fsci = ext.plane("SCI"), cal["SCI"].astype(np.float32)
             planes = {"SCI": lazy_map(k.divide_sci, sci, fsci, dtype=np.float32)}
-            if ext.plane("VAR") is not None:
+            var = ext.plane("VAR")
+            if var is not None:
                 fvar = cal.get("VAR")
                 fvar = da.zeros_like(fsci) if fvar is None else fvar.astype(np.float32)
-                planes["VAR"] = lazy_map(k.divide_var, sci, ext.plane("VAR"), fsci, fvar, dtype=np.float32)
+                planes["VAR"] = lazy_map(k.divide_var, sci, var, fsci, fvar, dtype=np.float32)
             planes["DQ"] = _or_dq(ext.plane("DQ"), cal.get("DQ"))
             exts.append(ext.with_planes(**planes))
         frame = frame.with_extensions(exts).with_phu(FLATIM=(flat.filename, "processed flat used"))
@@ -138,7 +139,7 @@ def flat_correct(frames: list[Frame], p, ctx) -> list[Frame]:
                P("inner", float, None, "inner radius (pix) of ring filter", optional=True, low=1),
                P("outer", float, None, "outer radius (pix) of ring filter", optional=True, low=1),
                P("max_iters", int, 1, "iteration limit (None = until convergence)", low=1, optional=True)))
-def apply_dq_plane(frames: list[Frame], p, ctx) -> list[Frame]:
+def apply_dq_plane(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Replace pixels whose DQ has any of ``replace_flags`` by the median/mean of the good pixels or a value.
 
     The statistic is taken over each array's good pixels; the statistics of
@@ -159,7 +160,11 @@ def apply_dq_plane(frames: list[Frame], p, ctx) -> list[Frame]:
             if id(ext) not in fill:
                 exts.append(ext)
                 continue
-            bad = (ext.plane("DQ") & np.uint16(p.replace_flags)) != 0
+            dq = ext.plane("DQ")
+            if dq is None:  # targets have a DQ plane
+                exts.append(ext)
+                continue
+            bad = (dq & np.uint16(p.replace_flags)) != 0
             exts.append(ext.with_planes(SCI=da.where(bad, fill[id(ext)], ext.plane("SCI"))))
         out.append(stamp(frame.with_extensions(exts), "APPLYDQ").with_suffix(p.suffix))
     return out

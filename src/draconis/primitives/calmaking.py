@@ -20,10 +20,10 @@ import xarray as xr
 from ..errors import CalibrationNotFoundError, InputError
 from ..frame import DIMS, Frame
 from ..kernels import calib as k
-from ..parameters import P, suffix_param
+from ..parameters import P, Params, suffix_param
 from ..provenance import combined_cards
 from .prepare import clip_calibration, lazy_map, stamp
-from .registry import primitive
+from .registry import Context, primitive
 from .stack import stack_frames_core, without_normalisation
 
 #: instrument -> wavelength (um) below which lamp-on flats are only stacked.
@@ -69,7 +69,7 @@ def _call_stack_darks(darks: list[Frame], ctx) -> Frame:
 @primitive("makeLampFlat", suffix_param("_lampstack"),
            *without_normalisation("makeLampFlat", exclude=("separate_ext",)),
            calibrations=("processed_dark",), calls={"stackDarks": ()})
-def make_lamp_flat(frames: list[Frame], p, ctx) -> list[Frame]:
+def make_lamp_flat(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Lamp flat: on - off stacks; flats - darks; or a plain stack (see module notes)."""
     if not frames:
         return []
@@ -140,7 +140,7 @@ def _statistic(values: np.ndarray, how: str) -> float:
            suffix_param("_normalized"),
            P("scale", str, "median", "statistic used to normalise", choices=("mean", "median")),
            P("separate_ext", bool, False, "compute scale/offset per extension instead of globally"))
-def normalize_flat(frames: list[Frame], p, ctx) -> list[Frame]:
+def normalize_flat(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Divide by the median (or mean) of the good (DQ==0) pixels of all arrays together."""
     (samples,) = dask.compute([[_good_sample(e) for e in f.extensions] for f in frames])
     out = []
@@ -153,8 +153,9 @@ def normalize_flat(frames: list[Frame], p, ctx) -> list[Frame]:
         for ext, m in zip(frame.extensions, norms):
             m = m if m not in (0.0,) and np.isfinite(m) else 1.0
             planes = {"SCI": ext.plane("SCI") / np.float32(m)}
-            if ext.plane("VAR") is not None:
-                planes["VAR"] = ext.plane("VAR") / np.float32(m * m)
+            var = ext.plane("VAR")
+            if var is not None:
+                planes["VAR"] = var / np.float32(m * m)
             exts.append(ext.with_planes(**planes))
         ctx.log.info("normalizeFlat: %s divided by %s", frame.filename, ", ".join(f"{m:.6g}" for m in norms))
         out.append(stamp(frame.with_extensions(exts), "NORMLIZE").with_suffix(p.suffix))
@@ -166,7 +167,7 @@ def normalize_flat(frames: list[Frame], p, ctx) -> list[Frame]:
            suffix_param("_thresholdFlatfielded"),
            P("upper", float, 10.0, "normalised-flat value above which DQ 64 is set", low=1),
            P("lower", float, 0.01, "normalised-flat value below which DQ 64 is set", high=1))
-def threshold_flatfield(frames: list[Frame], p, ctx) -> list[Frame]:
+def threshold_flatfield(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """DQ 64 where the normalised flat is below ``lower`` or above ``upper`` (not already bad_pixel).
 
     Those pixels are set to 1 so that dividing by the flat leaves them unchanged.
@@ -193,7 +194,7 @@ def threshold_flatfield(frames: list[Frame], p, ctx) -> list[Frame]:
            P("flat_lo_thresh", float, None, "normalised-flat pixels below this are bad", optional=True, high=1.0),
            P("flat_hi_thresh", float, 1.25, "normalised-flat pixels above this are bad", optional=True, low=1.0),
            P("keep_unilluminated", bool, False, "carry bit 64 from the flat into the BPM"))
-def make_bpm(frames: list[Frame], p, ctx) -> list[Frame]:
+def make_bpm(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Bad pixel mask from the normalised flat (main stream) and the dark stack (stream ``darks``).
 
     Output: SCI int16 (1 bad, +64 unilluminated if kept), OBJECT='BPM',
@@ -214,9 +215,10 @@ def make_bpm(frames: list[Frame], p, ctx) -> list[Frame]:
     exts = []
     for ext, dplanes, lo, hi in zip(flat.extensions, dark_planes, dark_los, dark_his):
         arrays = [ext.plane("SCI")]
-        has_dq = ext.plane("DQ") is not None
-        if has_dq:
-            arrays.append(ext.plane("DQ"))
+        dq = ext.plane("DQ")
+        has_dq = dq is not None
+        if dq is not None:
+            arrays.append(dq)
         if dplanes is not None:
             arrays.append(dplanes["SCI"].astype(np.float32))
         bpm = lazy_map(_bpm_kernel, *arrays, dtype=np.int16, has_dq=has_dq, has_dark=dplanes is not None,

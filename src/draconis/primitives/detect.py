@@ -21,9 +21,9 @@ from ..errors import ParameterError
 from ..frame import Extension, Frame
 from ..kernels import detect as kdetect
 from ..kernels.detect import detect_array
-from ..parameters import P, suffix_param
+from ..parameters import P, Params, suffix_param
 from .bookkeeping import checkpoint_computed
-from .registry import primitive
+from .registry import Context, primitive
 from .sky import OBJECT_DQ_BIT, dilate_lazy
 
 #: PHU keyword recording an object-mask dilation (prevents dilating twice).
@@ -46,7 +46,7 @@ _INTERPOLANT_ORDER = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline
            P("phot_min_radius", float, 3.5, "minimum photometry aperture radius (pix)", low=1.0),
            P("back_size", int, 32, "background mesh size (pix)", low=1),
            P("back_filtersize", int, 8, "background median filter size (meshes)", low=1))
-def detect_sources(frames: list[Frame], p, ctx) -> list[Frame]:
+def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Detect sources on every array; attach OBJCAT and OBJMASK (one compute for all frames)."""
     # Detection takes whole arrays: pulling a lazy sky subtraction into those tasks ran ~3x slower
     # than checkpointing it first (10 x 1024^2 F2 frames: 18 s against 6 s), and later steps then
@@ -65,7 +65,7 @@ def detect_sources(frames: list[Frame], p, ctx) -> list[Frame]:
             if len(frame) > 1:  # the frame's line below says it for a single array
                 ctx.log.debug("detectSources: %s array %d: %d source(s)", frame.filename, len(exts), len(table))
         ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
-                     "+".join(str(len(e.objcat)) for e in exts))
+                     "+".join(str(len(e.objcat) if e.objcat is not None else 0) for e in exts))
         outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
     return outputs
 
@@ -117,7 +117,7 @@ def _attach(ext: Extension, table, packed: np.ndarray) -> Extension:
            suffix_param("_objmaskDilated"),
            P("dilation", float, 1.0, "OBJMASK dilation radius (pix)", low=0.0),
            P("repeat", bool, False, "allow dilating an already-dilated mask"))
-def dilate_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
+def dilate_object_mask(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Dilate each OBJMASK with a disc of radius ``dilation`` px (once, unless repeat=True)."""
     outputs = []
     for frame in frames:
@@ -130,15 +130,15 @@ def dilate_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
             ctx.log.warning("dilateObjectMask: %s has no OBJMASK; unchanged", frame.filename)
             outputs.append(frame)
             continue
-        exts = [ext if ext.plane("OBJMASK") is None else
-                ext.with_planes(OBJMASK=dilate_lazy(ext.plane("OBJMASK"), p.dilation)) for ext in frame.extensions]
+        exts = [ext if (mask := ext.plane("OBJMASK")) is None else
+                ext.with_planes(OBJMASK=dilate_lazy(mask, p.dilation)) for ext in frame.extensions]
         outputs.append(frame.with_extensions(exts).with_phu(
             **{DILATION_KEYWORD: (p.dilation, "OBJMASK dilation radius (pix)")}).with_suffix(p.suffix))
     return outputs
 
 
 @primitive("addObjectMaskToDQ", suffix_param("_objectMaskAdded"))
-def add_object_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:
+def add_object_mask_to_dq(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """OR the OBJMASK into DQ (object pixels get DQ bit 1, bad_pixel)."""
     outputs = []
     for frame in frames:
@@ -170,7 +170,7 @@ def _mask_into_dq(ext: Extension) -> Extension:
            P("dq_threshold", float, 0.01, "fractional contribution that sets an output mask pixel",
              low=0.0, high=1.0),
            P("dilation", float, 1.5, "OBJMASK dilation radius (pix)", low=0.0))
-def transfer_object_mask(frames: list[Frame], p, ctx) -> list[Frame]:
+def transfer_object_mask(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Resample the OBJMASK of a stacked image onto every frame through the WCSs, then dilate it."""
     source = _source_frame(p.source, ctx)
     sources = [(ext.plane("OBJMASK"), ext.wcs) for ext in source.extensions if ext.plane("OBJMASK") is not None]

@@ -21,10 +21,10 @@ from ..errors import CalibrationNotFoundError, InputError
 from ..frame import Extension, Frame
 from ..instruments.illumination import ALIGN_TO_DATA, best_shift, illuminated
 from ..kernels import calib as k
-from ..parameters import P, suffix_param, unsupported
+from ..parameters import P, Params, suffix_param, unsupported
 from ..provenance import utc_timestamp
 from .bookkeeping import wcs_discrepancies
-from .registry import primitive
+from .registry import Context, primitive
 
 __all__ = ["stamp", "clip_calibration", "lazy_map", "band_map"]
 
@@ -76,7 +76,11 @@ def clip_calibration(cal: Frame, frame: Frame, planes: Sequence[str] = ("SCI", "
     cal_secs, sci_secs = _sections(cal), _sections(frame)
     out = []
     for i, (cext, ext) in enumerate(zip(cal.extensions, frame.extensions)):
-        arrays = {p: cext.plane(p) for p in planes if cext.plane(p) is not None}
+        arrays: dict[str, da.Array] = {}
+        for plane in planes:
+            array = cext.plane(plane)
+            if array is not None:
+                arrays[plane] = array
         if cext.shape != ext.shape:
             cs, ss = cal_secs[i], sci_secs[i]
             if cs is None or ss is None or not _covers(cs, ss):
@@ -127,7 +131,7 @@ def _exit_or_ignore(value: str) -> None:
            *unsupported("spectroscopy only: draconis reduces imaging",
                         P("mdf", str, None, "MDF file (spectroscopy only)", optional=True),
                         P("attach_mdf", bool, True, "attach MDF (spectroscopy only)")))
-def prepare(frames: list[Frame], p, ctx) -> list[Frame]:
+def prepare(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Validate, convert SCI to float32 and write the detector properties into each array header.
 
     validateData checks the number of arrays and the WCS; standardizeHeaders
@@ -183,7 +187,7 @@ def _standardize(frame: Frame) -> Frame:
     exptime = frame.safe_descriptor("exposure_time")
     exts = []
     for i, ext in enumerate(frame.extensions):
-        cards = {key: _float_or_none(values[key][i]) for key in values}
+        cards: dict[str, Any] = {key: _float_or_none(values[key][i]) for key in values}
         cards.update(PIXSCALE=_float_or_none(pixscale), EXTNAME="SCI", EXTVER=i + 1)
         cards = {key: v for key, v in cards.items() if v is not None}
         ext = ext.with_header(**cards)
@@ -209,7 +213,7 @@ def _standardize(frame: Frame) -> Frame:
            P("xshift", int, 0, "shift (pix) of illumination mask in x", low=-100, high=100),
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100),
            calibrations=("processed_bpm",))
-def add_dq(frames: list[Frame], p, ctx) -> list[Frame]:
+def add_dq(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Build the DQ plane.
 
     Static and user BPMs, saturation, non-linearity, hidden saturation,
@@ -283,6 +287,8 @@ def _illum_planes(frame: Frame, illum_mask: Frame | None, xshift: int, yshift: i
 @functools.lru_cache(maxsize=16)
 def _illum_dq(instrument: str, shape: tuple[int, int], xshift: int, yshift: int) -> np.ndarray:
     lit = illuminated(instrument, shape, xshift=xshift, yshift=yshift)
+    if lit is None:  # no illumination mask for this instrument: every pixel is lit
+        lit = np.ones(shape, bool)
     out = np.where(lit, 0, k.UNILLUMINATED).astype(np.uint16)
     out.flags.writeable = False
     return out
@@ -308,7 +314,8 @@ def _add_latency(frames: list[Frame], window: float, non_linear: bool, ctx) -> l
             continue
         exts = []
         for e, ext in enumerate(frame.extensions):
-            prev = [frames[j][e].plane("DQ") for j in earlier if frames[j][e].shape == ext.shape]
+            prev = [dq for j in earlier if frames[j][e].shape == ext.shape
+                    for dq in [frames[j][e].plane("DQ")] if dq is not None]
             dq = ext.plane("DQ")
             if prev:
                 dq = dq | lazy_map(k.latency_dq, *prev, dtype=np.uint16, bits=bits)
@@ -325,7 +332,7 @@ def _add_latency(frames: list[Frame], window: float, non_linear: bool, ctx) -> l
              opens="frame"),
            P("xshift", int, 0, "shift (pix) of illumination mask in x", low=-100, high=100),
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100))
-def add_illum_mask_to_dq(frames: list[Frame], p, ctx) -> list[Frame]:
+def add_illum_mask_to_dq(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """OR the illumination mask (bit 64) into DQ, optionally shifted by xshift/yshift."""
     shifts = _keyhole_shifts(frames, p, ctx)
     out = []
@@ -361,6 +368,8 @@ def _keyhole_shifts(frames: list[Frame], p, ctx) -> list[tuple[int, int]]:
     out = list(default)
     for i, (rows, cols) in zip(todo, profiles):
         mask = illuminated(frames[i].descriptor("instrument"), frames[i][0].shape)
+        if mask is None:  # ALIGN_TO_DATA instruments have masks; nothing to align otherwise
+            continue
         out[i] = best_shift(mask, rows, cols)
         ctx.log.info("addIllumMaskToDQ: %s mask shifted by x=%d, y=%d", frames[i].filename, *out[i])
     return out
@@ -371,7 +380,7 @@ def _keyhole_shifts(frames: list[Frame], p, ctx) -> list[tuple[int, int]]:
            suffix_param("_varAdded"),
            P("read_noise", bool, False, "add read-noise variance"),
            P("poisson_noise", bool, False, "add Poisson variance"))
-def add_var(frames: list[Frame], p, ctx) -> list[Frame]:
+def add_var(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Add read-noise and/or Poisson variance; VARNOISE records the components (never added twice)."""
     out = []
     for frame in frames:
@@ -407,7 +416,7 @@ def add_var(frames: list[Frame], p, ctx) -> list[Frame]:
 
 # ---------------------------------------------------------------- ADUToElectrons
 @primitive("ADUToElectrons", suffix_param("_ADUToElectrons"))
-def adu_to_electrons(frames: list[Frame], p, ctx) -> list[Frame]:
+def adu_to_electrons(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Multiply SCI by the gain (VAR by its square); BUNIT='electron', GAIN=1, levels scaled."""
     out = []
     for frame in frames:
@@ -419,8 +428,9 @@ def adu_to_electrons(frames: list[Frame], p, ctx) -> list[Frame]:
         for ext, gain in zip(frame.extensions, _per_ext(frame, "gain", 1.0)):
             g = float(gain)
             planes = {"SCI": ext.plane("SCI") * np.float32(g)}
-            if ext.plane("VAR") is not None:
-                planes["VAR"] = ext.plane("VAR") * np.float32(g * g)
+            var = ext.plane("VAR")
+            if var is not None:
+                planes["VAR"] = var * np.float32(g * g)
             cards = {"GAIN": 1.0, "BUNIT": "electron"}
             for key in ("SATLEVEL", "NONLINEA"):
                 if key in ext.header:
@@ -432,7 +442,7 @@ def adu_to_electrons(frames: list[Frame], p, ctx) -> list[Frame]:
 
 # ---------------------------------------------------------------- nonlinearityCorrect
 @primitive("nonlinearityCorrect", suffix_param("_nonlinearityCorrected"))
-def nonlinearity_correct(frames: list[Frame], p, ctx) -> list[Frame]:
+def nonlinearity_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Linearise counts with the instrument's polynomial or IRDC coefficients (instruments.md §5)."""
     out = []
     for frame in frames:
@@ -459,8 +469,9 @@ def nonlinearity_correct(frames: list[Frame], p, ctx) -> list[Frame]:
     return out
 
 
-def _linearity_kwargs(c: Any, to_electrons: float, t: float, frame: Frame, ctx) -> dict:
+def _linearity_kwargs(c: Any, to_electrons: float, t: float, frame: Frame, ctx) -> dict[str, Any]:
     """Kernel arguments from a coefficient record (duck-typed: tuple, IRDC, row-IRDC)."""
+    kw: dict[str, Any]
     if hasattr(c, "even"):
         kw = dict(form="irdc", coeffs=(c.even.gamma, c.even.eta), odd_coeffs=(c.odd.gamma, c.odd.eta))
     elif hasattr(c, "gamma"):

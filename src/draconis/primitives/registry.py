@@ -13,7 +13,7 @@ declared with :func:`primitive`::
                suffix_param("_varAdded"),
                P("read_noise", bool, False, "add read-noise variance"),
                P("poisson_noise", bool, False, "add Poisson variance"))
-    def add_var(frames, p, ctx):
+    def add_var(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
         ...
 
 Primitives extend lazy graphs: they never compute pixel data (small
@@ -125,8 +125,8 @@ class PrimitiveSpec:
                     values[key] = value
         return values
 
-    def resolve(self, instrument: str | None, kind: str | None, user: Mapping[str, Any] = (),
-                recipe: Mapping[str, Any] = ()) -> Params:
+    def resolve(self, instrument: str | None, kind: str | None, user: Mapping[str, Any] | None = None,
+                recipe: Mapping[str, Any] | None = None) -> Params:
         """Parameters in DRAGONS' order: default < instrument < user < recipe arguments.
 
         Raises
@@ -138,7 +138,7 @@ class PrimitiveSpec:
         defaults = self.defaults(instrument, kind)
         values = dict(defaults)
         for source in (user, recipe):
-            for key, value in dict(source).items():
+            for key, value in dict(source or {}).items():
                 prm = self.param(key)
                 values[key] = prm.coerce(value, where=self.name)
                 prm.check_supported(values[key], defaults[key], where=self.name)

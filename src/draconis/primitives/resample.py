@@ -25,10 +25,10 @@ from astropy.wcs import WCS
 
 from ..frame import Extension, Frame, make_extension
 from ..kernels import resample as kres
-from ..parameters import P, suffix_param
+from ..parameters import P, Params, suffix_param
 from ..provenance import utc_timestamp
 from .align import REFERENCE_KEYWORD, _cd, match, project
-from .registry import primitive
+from .registry import Context, primitive
 
 ORDERS = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
 #: Output pixels between coarse WCS evaluations.
@@ -153,7 +153,7 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
         cy, cx, gy, gx = coarse_maps(grid, ext)
         maps.append((cy, cx, gy, gx, _jacobian(cy, cx, gy, gx) if conserve else None))
     margin = order + 2
-    bands = {"SCI": [], "VAR": [], "DQ": []}
+    bands: dict[str, list[da.Array]] = {"SCI": [], "VAR": [], "DQ": []}
     for y0 in range(0, ny, band_rows):
         y1 = min(y0 + band_rows, ny)
         regions, used = [], []
@@ -162,8 +162,8 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
             if box is None:
                 continue
             cut = (slice(box[0], box[1]), slice(box[2], box[3]))
-            planes = [None if ext.plane(n) is None else ext.plane(n)[cut] for n in ("SCI", "VAR", "DQ")]
-            regions.append((*planes, box))
+            cuts = [None if (a := ext.plane(n)) is None else a[cut] for n in ("SCI", "VAR", "DQ")]
+            regions.append((*cuts, box))
             used.append(m)
         shape = (y1 - y0, nx)
         if not regions:
@@ -174,7 +174,7 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
         task = dask.delayed(_band_task, pure=True, nout=3)(regions, used, y0, y1, nx, order, dq_threshold)
         for name, part, dtype in zip(("SCI", "VAR", "DQ"), task, (np.float32, np.float32, np.uint16)):
             bands[name].append(da.from_delayed(part, shape=shape, dtype=dtype))
-    planes = {k: da.concatenate(v, axis=0) for k, v in bands.items()}
+    stacked = {k: da.concatenate(v, axis=0) for k, v in bands.items()}
     header = frame[0].header.copy()
     for key in list(header.keys()):
         if key in _WCS_DROP or key.startswith(("A_", "B_", "AP_", "BP_")) and key[-1].isdigit():
@@ -182,7 +182,7 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
     header.update(grid.header)
     header["DATASEC"] = f"[1:{nx},1:{ny}]"
     objcat = _moved_catalogue(frame, grid)
-    ext = make_extension(header, planes["SCI"], planes["VAR"], planes["DQ"], objcat=objcat)
+    ext = make_extension(header, stacked["SCI"], stacked["VAR"], stacked["DQ"], objcat=objcat)
     return frame.with_extensions([ext])
 
 
@@ -229,7 +229,7 @@ def _reference_frame(frames: Sequence[Frame], reference: Frame | None, ctx) -> F
              unsupported="not implemented yet: the grid is the reference frame's"),
            P("pa", float, 0.0, "output PA (deg E of N) when no reference", low=-180, high=360,
              unsupported="not implemented yet: the grid is the reference frame's"))
-def resample_to_common_frame(frames: list[Frame], p, ctx) -> list[Frame]:
+def resample_to_common_frame(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Resample every frame onto one grid covering all of them (lazy; one task per frame and row band)."""
     if not frames:
         return []
@@ -259,7 +259,7 @@ def _catalogue(frame: Frame):
     pos, flux, err = [], [], []
     for ext in frame.extensions:
         ok = good_sources(ext.objcat)
-        if not ok.any() or "X_WORLD" not in ext.objcat.colnames:
+        if ext.objcat is None or not ok.any() or "X_WORLD" not in ext.objcat.colnames:
             continue
         cat = ext.objcat[ok]
         col = "FLUX_APER" if "FLUX_APER" in cat.colnames else "FLUX_AUTO"
@@ -342,7 +342,7 @@ def scaling_reference(frames: Sequence[Frame]) -> int:
              "use measured, 1 = always exposure time)", low=0.0, high=1.0),
            P("use_common", bool, True, "use only sources found in every frame"),
            P("radius", float, 0.5, "matching radius (arcsec)", low=0.1))
-def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
+def scale_counts_to_reference(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Scale each frame so the sources it shares with the reference have the reference's fluxes.
 
     The reference is the alignment reference (the frame with the most good
@@ -373,15 +373,15 @@ def scale_counts_to_reference(frames: list[Frame], p, ctx) -> list[Frame]:
 def _choose(measured: tuple[float, float] | None, expected: float, tolerance: float) -> tuple[float, str]:
     if measured is None or not np.isfinite(measured[0]) or measured[0] <= 0:
         return expected, "no source in common with the reference"
-    measured, error = measured
+    ratio, error = measured
     if error > MAX_RATIO_ERROR:
-        return expected, (f"measured ratio {measured:.4f} too uncertain "
+        return expected, (f"measured ratio {ratio:.4f} too uncertain "
                           f"({100 * error:.1f} % > {100 * MAX_RATIO_ERROR:g} %)")
     if tolerance >= 1.0:
         return expected, "tolerance=1"
-    if tolerance > 0 and abs(measured / expected - 1.0) > tolerance:
-        return expected, f"measured ratio {measured:.4f} differs from it by more than tolerance={tolerance}"
-    return measured, "measured"
+    if tolerance > 0 and abs(ratio / expected - 1.0) > tolerance:
+        return expected, f"measured ratio {ratio:.4f} differs from it by more than tolerance={tolerance}"
+    return ratio, "measured"
 
 
 def _exptime(frame: Frame) -> float | None:

@@ -33,9 +33,9 @@ from ..frame import Frame
 from ..instruments.sections import parse_section
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
-from ..parameters import P, suffix_param, unsupported
+from ..parameters import P, Params, suffix_param, unsupported
 from ..provenance import utc_timestamp
-from .registry import primitive
+from .registry import Context, primitive
 from .sky_pointing import (
     config_key,
     field_centre,
@@ -66,7 +66,7 @@ _MIN_SAMPLES = 20000
            P("ref_sky", str, None, "comma-separated filenames forced to be SKY", optional=True),
            P("frac_FOV", float, 0.9, "fraction of the field used to decide two pointings overlap",
              low=0.3, high=1.0))
-def separate_sky(frames: list[Frame], p, ctx) -> list[Frame]:
+def separate_sky(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Classify frames as object and/or sky; objects stay in the stream, skies go to stream ``sky``."""
     is_obj, is_sky = classify_frames(frames, ref_obj=p.ref_obj, ref_sky=p.ref_sky, frac_fov=p.frac_FOV,
                                      log=ctx.log)
@@ -171,7 +171,7 @@ def _ensure_both(frames, is_obj, is_sky, log) -> tuple[list[bool], list[bool]]:
            P("use_all", bool, False, "use every other frame (science and sky) farther than distance, "
                                      "ignoring time/config"),
            P("sky", list, None, "explicit sky frame(s)", optional=True, opens="frames"))
-def associate_sky(frames: list[Frame], p, ctx) -> list[Frame]:
+def associate_sky(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Attach to each science frame the list of its sky frames (table SKYTABLE)."""
     if p.sky:
         candidates = list(p.sky)
@@ -279,7 +279,7 @@ _STACK_PARAMS = (
            P("debug_threshold", float, 0.001, "convergence threshold of sky scaling iteration"),
            *_STACK_PARAMS,
            inherits=("stackSkyFrames", "subtractSky"))
-def sky_correct(frames: list[Frame], p, ctx) -> list[Frame]:
+def sky_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Subtract from each frame the stack of its associated sky frames (lazy)."""
     builder = SkyBuilder(p, ctx.log)
     explicit = list(p.sky) if p.sky else None
@@ -450,9 +450,9 @@ class SkyBuilder:
 
 def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var, have_dq) -> np.ndarray:
     """Blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
-    rest = list(rest)
-    var = rest.pop(0) if have_var[1] else None
-    dq = rest.pop(0) if have_dq else None
+    extra = list(rest)
+    var = extra.pop(0) if have_var[1] else None
+    dq = extra.pop(0) if have_dq else None
     sci_level, sky_level = float(sci_level), float(sky_level)
     factor, offset = 1.0, 0.0
     if mode == "scale" and sky_level > 0:  # a non-positive sky level cannot be scaled to
@@ -549,7 +549,7 @@ _NO_READOUT_CLEANING = "draconis does not remove readout patterns (clean='skip' 
                P("clean", str, "skip", "'default' (clean if pattern strong), 'force', 'skip'",
                  choices=("default", "force", "skip")),
                P("debug_canny_sigma", float, 3.0, "Canny smoothing sigma", low=1.0)))
-def clean_readout(frames: list[Frame], p, ctx) -> list[Frame]:
+def clean_readout(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Remove readout pattern noise: not implemented.
 
     Only clean='skip' (the default) is accepted, and frames pass through unchanged.

@@ -111,8 +111,9 @@ def pointing_positions(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]
     WCS centres projected about the target when every frame has a WCS;
     otherwise the telescope offsets (whose origin is the target).
     """
-    centres = [field_centre(f) for f in frames]
-    if all(c is not None for c in centres):
+    found = [field_centre(f) for f in frames]
+    centres = [c for c in found if c is not None]
+    if len(centres) == len(found):
         origin = target(frames[0]) or centres[0]
         return np.array([_tangent(c, origin) for c in centres]), np.zeros(2)
     offsets = [(_descriptor(f, "telescope_x_offset"), _descriptor(f, "telescope_y_offset")) for f in frames]
@@ -127,12 +128,12 @@ def field_size_arcsec(frame: Frame) -> float:
 def _field_size(frame: Frame) -> float:
     centre = field_centre(frame)
     if centre is not None:
-        corners = []
+        points: list[tuple[float, float]] = []
         for ext in frame.extensions:
             ny, nx = ext.shape
             pix = [[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5], [nx - 0.5, ny - 0.5]]
-            corners.extend(_tangent(tuple(c), centre) for c in ext.wcs.all_pix2world(pix, 0))
-        corners = np.array(corners)
+            points.extend(_tangent((float(c[0]), float(c[1])), centre) for c in ext.wcs.all_pix2world(pix, 0))
+        corners = np.array(points)
         return float(min(np.ptp(corners[:, 0]), np.ptp(corners[:, 1])))
     scale = _descriptor(frame, "pixel_scale") or 1.0
     return float(scale) * min(min(ext.shape) for ext in frame.extensions)
@@ -153,7 +154,7 @@ def group_positions(positions: np.ndarray, threshold: float) -> list[np.ndarray]
             near = np.hypot(*(positions - positions[i]).T) < threshold
             for j in np.flatnonzero(near & (labels < 0)):
                 labels[j] = current
-                todo.append(j)
+                todo.append(int(j))
         current += 1
     return [np.flatnonzero(labels == g) for g in range(current)]
 

@@ -43,11 +43,11 @@ from ..io._tasks import USABLE_DQ, read_stack
 from ..io.zarr import stored_source, stored_summary
 from ..kernels.combine import CombineSpec
 from ..kernels.stack import combine_blocks, combine_tile
-from ..parameters import DEBUG_AID, P, Param, ParamGroup, suffix_param
+from ..parameters import DEBUG_AID, P, Param, ParamGroup, Params, suffix_param
 from .align import check_same_setup
 from .bookkeeping import checkpoint_computed
 from .prepare import stamp
-from .registry import primitive
+from .registry import Context, primitive
 
 __all__ = ["stack_frames_core", "tile_rows", "combine_rows", "checkpoint_rows", "band_rows", "sample_grid",
            "normalisation", "usable_frames", "on_common_grid", "COMBINE", "STACK"]
@@ -513,7 +513,7 @@ def _one_pass_inputs(frames: list[Frame], params: Mapping[str, Any], ctx, name: 
 
 # ---------------------------------------------------------------- primitives
 @primitive("stackFrames", suffix_param("_stack"), *STACK())
-def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
+def stack_frames(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Combine aligned frames pixel by pixel (normalisation, rejection, DQ hierarchy, VAR)."""
     if frames:
         # header-only, so a recipe that stacks without adjustWCSToReference is protected too
@@ -524,7 +524,7 @@ def stack_frames(frames: list[Frame], p, ctx) -> list[Frame]:
 
 
 @primitive("stackDarks", suffix_param("_stack"), *without_normalisation("stackDarks", reject_method="varclip"))
-def stack_darks(frames: list[Frame], p, ctx) -> list[Frame]:
+def stack_darks(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Stack darks (varclip, no normalisation); every input must be a DARK of the first one's exposure."""
     if frames:
         t0 = frames[0].safe_descriptor("exposure_time")
@@ -539,6 +539,6 @@ def stack_darks(frames: list[Frame], p, ctx) -> list[Frame]:
 
 
 @primitive("stackFlats", suffix_param("_stack"), *STACK(reject_method="minmax", nlow=1, nhigh=1))
-def stack_flats(frames: list[Frame], p, ctx) -> list[Frame]:
+def stack_flats(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Stack flats (minmax 1/1 by default)."""
     return _run_stack(frames, p, ctx, name="stackFlats")

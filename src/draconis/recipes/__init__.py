@@ -106,10 +106,11 @@ def find_recipe(name: str, tags: Iterable[str], mode: str = "sq", *, filename: s
     name = name or "_default"
     if _looks_like_user_recipe(name):
         return _user_recipe(name)
+    no_library: RecipeError | None = None
     try:
-        library = select_library(tags, mode, filename=filename)
-    except RecipeError:
-        library = None
+        library: Library | None = select_library(tags, mode, filename=filename)
+    except RecipeError as err:
+        library, no_library = None, err
     if library is not None:
         func = library.get(name)
         if func is not None:
@@ -120,7 +121,8 @@ def find_recipe(name: str, tags: Iterable[str], mode: str = "sq", *, filename: s
     if name in PRIMITIVES:
         return Recipe(name, _single_primitive(name), "primitive")
     if library is None:
-        select_library(tags, mode, filename=filename)  # raises the "no library" error
+        assert no_library is not None
+        raise no_library
     known = ", ".join(sorted(library.recipes))
     raise RecipeError(f"no recipe or primitive named {name!r} for {filename or 'input'} "
                       f"(library {library.name} has: {known})")
@@ -161,9 +163,11 @@ def _user_recipe(spec: str) -> Recipe:
 def _load_file(path: str) -> ModuleType:
     module_name = "draconis_user_recipe_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise RecipeError(f"user recipe file {path}: not a Python module")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        spec.loader.exec_module(module)
     except Exception as err:  # noqa: BLE001 - any error in the user's file
         raise RecipeError(f"user recipe file {path}: {type(err).__name__}: {err}") from err
     return module

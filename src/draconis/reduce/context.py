@@ -150,10 +150,11 @@ class RunContext:
         return list(self._streams)
 
     # -- parameters ----------------------------------------------------------
-    def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] = (), *, by: str = "the recipe") -> Params:
+    def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] | None = None, *,
+                by: str = "the recipe") -> Params:
         """``spec``'s parameters: default < instrument < user < ``arguments`` (given ``by`` a recipe or caller)."""
         user = self.user.for_primitive(spec)
-        arguments = dict(arguments)
+        arguments = dict(arguments or {})
         for key in user.keys() & arguments.keys():
             log.warning("%s: %s sets %s=%r; the user value %r is ignored",
                         spec.name, by, key, arguments[key], user[key])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -186,18 +185,11 @@ class Reduce:
         return [_display(ctx.path_of(f)) for f in written]
 
     def _store_calibrations(self, ctx: RunContext) -> list[str]:
+        from ..caldb import store_calibration
+
         stored: list[str] = []
         for path, caltype in ctx.pending_calibrations:
-            try:
-                from ..caldb import store_calibration
-            except ImportError:
-                store_calibration = None
-            if store_calibration is None:
-                dest = os.path.join(os.getcwd(), "calibrations", caltype)
-                os.makedirs(dest, exist_ok=True)
-                stored.append(shutil.copy2(path, dest))
-            else:
-                stored.extend(store_calibration(path, caltype, config=self.config_file))
+            stored.extend(store_calibration(path, caltype, config=self.config_file))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
 

@@ -133,7 +133,7 @@ def _frame_conditions(spec: DatasetSpec, frames: list[FrameSpec], seed: int, eff
         cond = {"fwhm": 0.0, "sky": 0.0, "err": (0.0, 0.0)}
         if frame.role in ("science", "sky", "standard"):
             cond["fwhm"] = float(spec.fwhm_arcsec * np.clip(rng.normal(1.0, 0.08), 0.8, 1.2))
-            minutes = (frame.ut - t0).total_seconds() / 60.0
+            minutes = (frame.ut - t0).total_seconds() / 60.0 if t0 is not None else 0.0
             drift = (1.0 + 0.004 * minutes + 0.02 * np.sin(minutes / 7.0)) if effects["sky_drift"] else 1.0
             cond["sky"] = float(spec.sky_e_per_s * drift) if effects["sky"] else 0.0
             if effects["pointing_error"]:
@@ -152,8 +152,8 @@ def _render_one(args: tuple[int, dict]) -> dict:
     rng = np.random.default_rng([st.seed, 1, index])
     pa = 0.0
     is_sky_frame = frame.role in ("science", "sky", "standard")
-    centre = spec.standard if frame.role == "standard" else spec.target
-    cat = st.std_catalogue if frame.role == "standard" else st.catalogue
+    centre = spec.standard if frame.role == "standard" and spec.standard is not None else spec.target
+    cat = st.std_catalogue if frame.role == "standard" and st.std_catalogue is not None else st.catalogue
     nominal = offset_pointing(*centre, frame.p, frame.q, pa)
     actual = offset_pointing(*centre, frame.p, frame.q, pa, extra=cond["err"])
     phu = primary_header(spec, model, frame, index, centre, 1.1 if is_sky_frame else 1.02)

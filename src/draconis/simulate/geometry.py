@@ -187,8 +187,8 @@ def fit_affine(mapping, shape: tuple[int, int], n: int = 17) -> tuple[tuple[floa
     CD matrix in degrees per pixel.
     """
     rows, cols = shape
-    x, y = np.meshgrid(np.linspace(1, cols, n), np.linspace(1, rows, n))
-    x, y = x.ravel(), y.ravel()
+    xg, yg = np.meshgrid(np.linspace(1, cols, n), np.linspace(1, rows, n))
+    x, y = xg.ravel(), yg.ravel()
     xi, eta = mapping(x, y)
     design = np.column_stack([x, y, np.ones_like(x)])
     cx, *_ = np.linalg.lstsq(design, xi, rcond=None)

@@ -8,6 +8,7 @@ the pipeline corrects with).  Numbers come from
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ class InstrumentModel:
     name: str
     arrays: list[ArrayModel]
     pixel_scale: float
+
+
+def _delinearize_irdc(coeffs, y: np.ndarray) -> np.ndarray:
+    """Raw counts of linear counts ``y`` under IRDC coefficients ``coeffs`` (gamma, eta)."""
+    return nl.delinearize_irdc(y, coeffs.gamma, coeffs.eta)
 
 
 def _tabulated(inverse: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
@@ -116,10 +122,10 @@ def instrument_model(inst: str, size: int | None, *, read_mode: str | None = Non
         # NIRI on the bottom port (INPORT 1, as the simulated headers say) without AO is mirrored: real
         # headers at PA=0 have CD1_1 > 0 (RA along +x), which is why detector_x_offset flips sign there.
         geom = LinearArray(np.array([[s, 0.0], [0.0, s]]), ((n + 1) / 2.0, (n + 1) / 2.0))
-        coeffs = niri.nonlinearity(mode, n, "Shallow")
-        delin = _tabulated(lambda y, c=coeffs: nl.delinearize_irdc(y, c.gamma, c.eta)) if coeffs else None
+        irdc = niri.nonlinearity(mode, n, "Shallow")
+        delin = _tabulated(functools.partial(_delinearize_irdc, irdc)) if irdc else None
         arr = ArrayModel((n, n), geom, niri.GAIN, niri.read_noise(mode), niri.saturation_level("Shallow"),
-                         delin, coeffs.time_delta if coeffs else 0.0)
+                         delin, irdc.time_delta if irdc else 0.0)
         return InstrumentModel("NIRI", [arr], s)
     if inst == "GNIRS":
         cols = size or 1024

@@ -7,6 +7,7 @@ outside the stamp, under 1e-6 of it).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ class Catalogue:
 def make_catalogue(rng: np.random.Generator, centre: tuple[float, float],
                    regions: list[tuple[float, float, float]], *, density: float, flux_range: tuple[float, float],
                    n_galaxies: int = 3, n_saturated: int = 2, saturating_flux: float = 0.0,
-                   extra: list[tuple[float, float, float, str, float]] = (), min_stars: int = 6) -> Catalogue:
+                   extra: Sequence[tuple[float, float, float, str, float]] = (), min_stars: int = 6) -> Catalogue:
     """Random sources over square ``regions`` (xi, eta centre, half-size; arcsec) about ``centre``.
 
     ``density`` is stars per square arcminute; fluxes are log-uniform over
@@ -49,7 +50,8 @@ def make_catalogue(rng: np.random.Generator, centre: tuple[float, float],
         n = max(min_stars, int(rng.poisson(density * area)))
         xi += list(cx + rng.uniform(-half, half, n))
         eta += list(cy + rng.uniform(-half, half, n))
-        flux += list(np.exp(rng.uniform(*np.log(flux_range), n)))
+        low, high = np.log(flux_range)
+        flux += list(np.exp(rng.uniform(low, high, n)))
         kind += ["star"] * n
         fwhm += [0.0] * n
         for _ in range(n_galaxies):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -56,7 +57,7 @@ def _write_maps(path: Path, instrument: str, kind: str, maps: list[np.ndarray], 
 
 def write_truth(truth_dir: Path, spec, model, truths, cat, std, records, effects, bias, *, size, seed) -> None:
     """Write every truth file of one dataset."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for field, c in (("target", cat), ("standard", std)):
         if c is None:
             continue

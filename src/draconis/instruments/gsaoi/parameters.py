@@ -5,12 +5,14 @@ skyCorrect inherits the GSAOI versions of stackSkyFrames and subtractSky
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ...parameters import register_overrides
 
-_SKY_STACK = {"scale": False, "zero": True, "dilation": 6.0}
-_SKY_SUBTRACT = {"scale_sky": False, "offset_sky": True}
+_SKY_STACK: dict[str, Any] = {"scale": False, "zero": True, "dilation": 6.0}
+_SKY_SUBTRACT: dict[str, Any] = {"scale_sky": False, "offset_sky": True}
 
-_BOTH = {
+_BOTH: dict[str, dict[str, Any]] = {
     "addDQ": {"non_linear": True, "time": 900.0},
     "associateSky": {"time": 900.0},
     "skyCorrect": {**_SKY_STACK, **_SKY_SUBTRACT},
