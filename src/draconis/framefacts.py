@@ -78,6 +78,7 @@ def _num(value: Any, digits: int = 4) -> float | None:
 
 
 def is_stack(frame) -> bool:
+    """Whether ``frame`` is a stack (it has NCOMBINE)."""
     return "NCOMBINE" in frame.phu
 
 
@@ -157,8 +158,9 @@ def _alignment(record, frames_in: Sequence[Any], frames_out: Sequence[Any]) -> N
         facts["align_matched"] = frame.phu.get("ALIGNNUM")
         facts["align_rms"] = _num(frame.phu.get("ALIGNRMS"), 3)
         after = _centre_world(frame)
-        if after is not None and before.get(frame.stem) is not None:
-            facts["wcs_dx"], facts["wcs_dy"] = _arcsec(before[frame.stem], after)
+        start = before.get(frame.stem)
+        if after is not None and start is not None:
+            facts["wcs_dx"], facts["wcs_dy"] = _arcsec(start, after)
         if after is not None and ref_centre is not None:
             facts["ra_offset"], facts["dec_offset"] = _arcsec(ref_centre, after)
     record.reference = ref_stem

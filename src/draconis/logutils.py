@@ -115,6 +115,7 @@ class Condenser(logging.Filter):
         self.seen: dict[str, int] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to show ``record``: warnings always, a repeated line only its first few times."""
         if self.seen is None or record.levelno >= logging.WARNING:
             return True
         key = str(record.msg)
@@ -122,9 +123,11 @@ class Condenser(logging.Filter):
         return self.seen[key] <= self.KEEP
 
     def start(self) -> None:
+        """Start counting repeated lines (a primitive begins)."""
         self.seen = {}
 
     def end(self) -> None:
+        """Stop counting and say how many repeated lines were cut (a primitive ends)."""
         if self.seen is None:
             return
         hidden = sum(n - self.KEEP for n in self.seen.values() if n > self.KEEP)

@@ -37,7 +37,8 @@ _CURRENT: contextvars.ContextVar[RunRecord | None] = contextvars.ContextVar("dra
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    """The current UTC time (timezone-aware)."""
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclasses.dataclass
@@ -139,9 +140,11 @@ class RunRecord:
     # -- filled by the hooks ----------------------------------------------------
     @property
     def current_step(self) -> str | None:
+        """The primitive running now, or None."""
         return self._open[-1].name if self._open else None
 
     def add_calibration(self, caltype: str, path: str) -> None:
+        """Record a calibration used (once per type and file)."""
         path = os.path.abspath(path)
         if any(c.path == path and c.caltype == caltype for c in self.calibrations):
             return
@@ -157,10 +160,12 @@ class RunRecord:
     # -- derived figures ----------------------------------------------------------
     @property
     def n_frames(self) -> int:
+        """How many input frames the run had."""
         return len(self.inputs)
 
     @property
     def frames_per_second(self) -> float:
+        """Input frames per second of wall time (NaN before the run ends)."""
         return self.n_frames / self.seconds if self.seconds > 0 else float("nan")
 
     def primitive_times(self) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from ..errors import InputError
 
 
 def add_parser(subparsers) -> None:
+    """Register the ``display`` sub-command."""
     p = subparsers.add_parser("display", help="write a quick-look PNG of a file (zscale, DQ, sources)",
                               description="Write a quick-look PNG of a FITS file (the DRAGONS -d/ds9 habit, "
                                           "without ds9): zscale or --limits, a mosaic's arrays in their "
@@ -28,6 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the quick-look picture of a file; return the exit status."""
     from .. import open as open_frame
     from ..report.quicklook import render_frame
 

@@ -159,8 +159,10 @@ class Reduce:
         return finals
 
     def _write_report(self, record: runrecord.RunRecord, first: Frame, outdir: str) -> str | None:
-        """The HTML report beside the outputs (a run that wrote none writes no report), when asked (default:
-        science recipes); never fails the run."""
+        """The HTML report beside the outputs, when asked (default: science recipes).
+
+        A run that wrote no output writes no report; the report never fails the run.
+        """
         wanted = self.report if self.report is not None else is_science(first)
         if not wanted:
             return None

@@ -37,7 +37,7 @@ def write_report(record: RunRecord, outdir: str, *, stem: str) -> str:
     _measure_sky(record)
     figures: dict[str, str | None] = {}
     context: dict[str, Any] = {"record": record, "title": f"{record.recipe} on {record.n_frames} frame(s)",
-                               "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                               "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                                "figures": figures, "json_name": f"{folder_name}/record.json"}
     rel = lambda name: f"{folder_name}/{name}"  # noqa: E731 - the page links its pictures relatively
     path = lambda name: os.path.join(folder, name)  # noqa: E731
@@ -160,7 +160,8 @@ def _stack_section(record: RunRecord, outdir: str, figures: dict, rel, path) -> 
     figures["histogram"] = rel(os.path.basename(plots.residual_histogram(res["z"], path("histogram.png"))))
     fmt = framefacts.format_value
     st = res["stats"]
-    rows = [("frames combined (NCOMBINE)", stack.phu.get("NCOMBINE")), ("size", f"{stack[0].shape[1]}x{stack[0].shape[0]}"),
+    rows = [("frames combined (NCOMBINE)", stack.phu.get("NCOMBINE")),
+            ("size", f"{stack[0].shape[1]}x{stack[0].shape[0]}"),
             ("background pixels used", st["pixels"]), ("source pixels masked", st["source_pixels"]),
             ("flagged pixels", st["flagged_pixels"]), ("median background (e-)", fmt(st["median_background"])),
             ("mean of SCI/sqrt(VAR)", fmt(st["mean"])), ("std of SCI/sqrt(VAR)", fmt(st["std"])),

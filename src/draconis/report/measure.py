@@ -1,5 +1,7 @@
-"""Numbers the report measures on files after the run: the stack's residuals and depth, raw sky levels,
-calibration statistics.  Each reads one file (or a strided sample of one) at a time.
+"""Numbers the report measures on files after the run.
+
+The stack's residuals and depth, raw sky levels, calibration statistics.
+Each reads one file (or a strided sample of one) at a time.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ def planes(frame: Frame, index: int = 0) -> tuple[np.ndarray, np.ndarray | None,
 
 
 def good_pixels(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None) -> np.ndarray:
+    """Pixels with a finite value (and positive finite VAR, and DQ 0, where given)."""
     good = np.isfinite(sci)
     if var is not None:
         good &= np.isfinite(var) & (var > 0)
@@ -58,6 +61,7 @@ def binned(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def bin_factor(shape: Sequence[int], target: int = MAP_PIXELS) -> int:
+    """Binning that brings the longer side of ``shape`` to about ``target`` pixels."""
     return max(1, math.ceil(max(shape) / target))
 
 

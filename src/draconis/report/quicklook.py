@@ -205,6 +205,7 @@ def render_frame(frame: Frame, path: str, *, limits: Sequence[float] | None = No
         limits = zscale_limits(sci[inside & ~flagged])
     scale = picture_scale(m.width, m.height, target)
     sources = m.sources() if show_sources else np.zeros((0, 3))
-    save_picture(rgb_image(sci, flagged, inside, tuple(limits)), path, sources=sources, scale=scale)
+    low, high = limits
+    save_picture(rgb_image(sci, flagged, inside, (float(low), float(high))), path, sources=sources, scale=scale)
     return {"path": path, "limits": tuple(float(v) for v in limits), "scale": scale, "width": m.width,
             "height": m.height, "sources": sources, "flagged": int(flagged.sum()), "mosaic": m}

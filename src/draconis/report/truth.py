@@ -71,11 +71,11 @@ def compare_with_truth(stack, truth_dir: str | os.PathLike, exptime: float) -> T
     background = float(np.median(sci[good])) if good.any() else float("nan")
     if not ratios:
         return TruthComparison(0, float("nan"), float("nan"), (float("nan"),) * 2, float("nan"), background)
-    ratios, offsets = np.array(ratios), np.array(offsets)
-    east_north = _to_east_north(wcs, x[keep][:len(offsets)], y[keep][:len(offsets)], offsets)
+    ratio_values, offset_values = np.array(ratios), np.array(offsets)
+    east_north = _to_east_north(wcs, x[keep][:len(offset_values)], y[keep][:len(offset_values)], offset_values)
     med = np.median(east_north, axis=0)
     scatter = float(np.sqrt(np.mean(np.sum((east_north - med) ** 2, axis=1))))
-    return TruthComparison(len(ratios), float(np.median(ratios)), float(np.std(ratios)),
+    return TruthComparison(len(ratio_values), float(np.median(ratio_values)), float(np.std(ratio_values)),
                            (float(med[0]), float(med[1])), scatter, background)
 
 
