@@ -377,7 +377,8 @@ def _non_default(spec: Any, params: Any, ctx: Any) -> dict[str, Any]:
     if spec is None or params is None:
         return {}
     try:
-        defaults = spec.resolve(getattr(ctx, "instrument", None), getattr(ctx, "kind", None), {}, {})
+        instrument, kind = (ctx.instrument, ctx.kind) if ctx is not None else (None, None)
+        defaults = spec.resolve(instrument, kind, {}, {})
         return {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
     except Exception:  # noqa: BLE001 - informative only
         return {}
@@ -477,7 +478,7 @@ def watching(record: RunRecord, ctx: Any, scheduler: str | None) -> Iterator[Non
             yield
     finally:
         record.memory_peak = dict(monitor.peaks)
-        record.checkpoint_bytes = checkpoint_bytes(getattr(ctx, "checkpoints", None))
+        record.checkpoint_bytes = checkpoint_bytes(ctx.checkpoints if ctx is not None else None)
 
 
 def checkpoint_bytes(checkpoints: Any) -> int | None:
