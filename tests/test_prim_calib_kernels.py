@@ -109,3 +109,15 @@ def test_combine_rows_leaves_every_worker_several_bands():
     assert rows == 256 and -(-2246 // rows) >= MIN_BANDS
     # a tight memory budget still wins
     assert combine_rows(156, (2048, 2048), 0.05, chunk_rows=256) <= tile_rows(156, (2048, 2048), 0.05, 256)
+
+
+def test_dark_and_gain_arithmetic_kernels():
+    sci = np.array([[10.0, 20.0], [30.0, -5.0]], np.float32)
+    dark = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    np.testing.assert_array_equal(k.subtract_sci(sci, dark), [[9.0, 18.0], [27.0, -9.0]])
+    assert k.subtract_sci(sci, dark).dtype == np.float32
+    np.testing.assert_array_equal(k.sum_var(sci, dark), sci + dark)
+    np.testing.assert_array_equal(k.sum_var(dark), dark)  # no calibration variance: unchanged
+    scaled = k.scale_block(sci, factor=4.44)
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled, sci.astype(np.float64) * 4.44, rtol=1e-6)

@@ -23,7 +23,7 @@ HIDDEN_SATURATION_MAX_AREA = 10000
 __all__ = [
     "BAD_PIXEL", "NON_LINEAR", "SATURATED", "COSMIC_RAY", "NO_DATA", "OVERLAP", "UNILLUMINATED",
     "saturation_dq", "hidden_saturation_dq", "latency_dq", "poisson_var", "linearize_block",
-    "divide_var", "threshold_dq", "bpm_block",
+    "divide_var", "divide_sci", "subtract_sci", "sum_var", "scale_block", "threshold_dq", "bpm_block",
 ]
 
 
@@ -116,6 +116,22 @@ def linearize_block(sci: np.ndarray, *, form: str, to_electrons: float, coeffs: 
         even, odd = (coeffs, odd_coeffs) if row0 % 2 == 0 else (odd_coeffs, coeffs)
         lin = nl.linearize_irdc_rows(x, even, odd)
     return (lin / to_electrons * exposure_scale).astype(np.float32)
+
+
+def subtract_sci(sci: np.ndarray, cal: np.ndarray) -> np.ndarray:
+    """``sci - cal`` in float32 (darkCorrect: the dark is not scaled)."""
+    return (np.asarray(sci, np.float32) - np.asarray(cal, np.float32)).astype(np.float32, copy=False)
+
+
+def sum_var(var: np.ndarray, cal_var: np.ndarray | None = None) -> np.ndarray:
+    """Variance of a difference: ``var + cal_var`` in float32 (an absent ``cal_var`` counts as 0)."""
+    out = np.asarray(var, np.float32)
+    return (out if cal_var is None else out + np.asarray(cal_var, np.float32)).astype(np.float32, copy=False)
+
+
+def scale_block(values: np.ndarray, *, factor: float) -> np.ndarray:
+    """``values * factor`` in float32 (ADUToElectrons: SCI times the gain, VAR times its square)."""
+    return (np.asarray(values, np.float32) * np.float32(factor)).astype(np.float32, copy=False)
 
 
 def divide_var(sci: np.ndarray, var: np.ndarray, flat: np.ndarray, flat_var: np.ndarray) -> np.ndarray:

@@ -78,22 +78,15 @@ def dark_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
                 f"the frame {float(t_sci):g} s (darks are not scaled; give a matching dark)")
         exts = []
         for ext, cal in zip(frame.extensions, clip_calibration(dark, frame)):
-            planes = {"SCI": ext.plane("SCI") - cal["SCI"].astype(np.float32)}
-            if ext.plane("VAR") is not None or cal.get("VAR") is not None:
-                planes["VAR"] = _sum_var(ext.plane("VAR"), cal.get("VAR"))
+            planes = {"SCI": lazy_map(k.subtract_sci, ext.plane("SCI"), cal["SCI"], dtype=np.float32)}
+            variances = [v for v in (ext.plane("VAR"), cal.get("VAR")) if v is not None]
+            if variances:
+                planes["VAR"] = lazy_map(k.sum_var, *variances, dtype=np.float32)
             planes["DQ"] = _or_dq(ext.plane("DQ"), cal.get("DQ"))
             exts.append(ext.with_planes(**planes))
         frame = frame.with_extensions(exts).with_phu(DARKIM=(dark.filename, "processed dark used"))
         out.append(stamp(frame, "DARKCORR").with_suffix(p.suffix))
     return out
-
-
-def _sum_var(a, b):
-    if a is None:
-        return b.astype(np.float32)
-    if b is None:
-        return a
-    return a + b.astype(np.float32)
 
 
 @primitive("flatCorrect",

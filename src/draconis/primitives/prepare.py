@@ -427,10 +427,10 @@ def adu_to_electrons(frames: list[Frame], p: Params, ctx: Context) -> list[Frame
         exts = []
         for ext, gain in zip(frame.extensions, _per_ext(frame, "gain", 1.0)):
             g = float(gain)
-            planes = {"SCI": ext.plane("SCI") * np.float32(g)}
+            planes = {"SCI": lazy_map(k.scale_block, ext.plane("SCI"), dtype=np.float32, factor=g)}
             var = ext.plane("VAR")
             if var is not None:
-                planes["VAR"] = var * np.float32(g * g)
+                planes["VAR"] = lazy_map(k.scale_block, var, dtype=np.float32, factor=g * g)
             cards = {"GAIN": 1.0, "BUNIT": "electron"}
             for key in ("SATLEVEL", "NONLINEA"):
                 if key in ext.header:
