@@ -95,12 +95,13 @@ def test_master_dark_and_var(work):
     assert resid.std() == pytest.approx(expected, rel=0.1)
 
 
-def test_var_matches_scatter_of_flats(work):
+def test_var_matches_scatter_of_flats(run_primitive, work):
     """Poisson + read VAR against the scatter of the difference of two processed flats."""
     files, truth, _ = _dataset(simulate, "niri-extended", work)
     flats = _select(files, {"FLAT", "LAMPON"})[:2]
     frames = [draconis.open(f) for f in flats]
-    from test_prim_calibration import run
+    run_primitive.instrument = ""  # the core defaults
+    run = run_primitive
     a, b = run("addVAR", run("ADUToElectrons", run("nonlinearityCorrect", run("prepare", frames))),
                read_noise=True, poisson_noise=True)
     sa, sb = np.asarray(a[0].plane("SCI")), np.asarray(b[0].plane("SCI"))
