@@ -1,5 +1,4 @@
-"""Test helpers: laziness guards, comparison of lazy results, synthetic frames to stack, and
-primitives run through the real runner.
+"""Test helpers: laziness guards, lazy comparisons, synthetic frames, primitives run for real.
 
 This module imports only Dask and NumPy at the top: the synthetic frames'
 block function runs in Dask workers, which must not pay for the frame model's

@@ -142,17 +142,17 @@ class StoredPlane:
         path = self.chunk_file(k)
         try:
             f = open(path, "rb")
-        except FileNotFoundError:
+        except FileNotFoundError as err:
             # zarr leaves compressed chunks equal to the fill value (0) unwritten; anything else is missing
             if self.codec == ZSTD and os.path.isfile(os.path.join(self.path, "zarr.json")):
                 out[...] = 0
                 return
-            raise FileNotFoundError(f"{path}: checkpoint chunk missing (checkpoint removed while still read?)")
+            raise FileNotFoundError(f"{path}: checkpoint chunk missing (checkpoint removed while still read?)") from err
         with f:
             if self.codec == RAW:
                 if skip:
                     f.seek(skip * self.shape[1] * self.dtype.itemsize)
-                got = f.readinto(memoryview(out).cast("B"))
+                got = f.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]  # ndarray exports the buffer protocol
                 if got != out.nbytes:
                     raise OSError(f"{path}: checkpoint chunk truncated ({got} of {out.nbytes} bytes)")
                 return
@@ -218,7 +218,7 @@ def write_chunk(path: str, codec: str, k: int, block: np.ndarray, chunk_rows: in
     os.makedirs(directory, exist_ok=True)
     size = chunk_rows * block.nbytes // block.shape[0]
     with open(os.path.join(directory, "0"), "wb") as f:
-        f.write(memoryview(block).cast("B"))
+        f.write(memoryview(block).cast("B"))  # type: ignore[arg-type]  # ndarray exports the buffer protocol
         if block.nbytes < size:
             f.truncate(size)
     return size
@@ -327,7 +327,7 @@ def fits_write_band(path: str, offset: int, kind: str, block: np.ndarray) -> int
     data = np.ascontiguousarray(data)
     fd = os.open(path, os.O_WRONLY)
     try:
-        view = memoryview(data).cast("B")
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]  # ndarray exports the buffer protocol
         done = 0
         while done < len(view):
             done += os.pwrite(fd, view[done:], offset + done)

@@ -19,10 +19,10 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 from astropy.io import fits
 from astropy.table import Table
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError, NotFITSError
 from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, make_extension
@@ -345,7 +345,7 @@ def write_fits_delayed(frame: Frame, path: str | os.PathLike, *, overwrite: bool
             bands.append(key)
             y += rows
     dsk[finish] = (fits_finish, prepare, str(path), *bands)
-    graph = HighLevelGraph.from_collections(finish, dsk, dependencies=planes)
+    graph = HighLevelGraph.from_collections(finish, dsk, dependencies=planes)  # type: ignore[arg-type]
     return Delayed(finish, graph)
 
 

@@ -81,7 +81,8 @@ _SUMMARIES: dict[str, tuple[str | None, ExtSummary]] = {}
 
 def stored_source(arr: Any) -> StoredPlane | None:
     """The checkpoint plane ``arr`` reads unchanged (one chunk per block), or None."""
-    return _STORED.get(getattr(arr, "name", None))
+    name = getattr(arr, "name", None)
+    return _STORED.get(name) if isinstance(name, str) else None
 
 
 def live_stores() -> set[str]:
@@ -97,7 +98,8 @@ def live_stores() -> set[str]:
 def stored_summary(ext: Extension) -> ExtSummary | None:
     """The summary recorded when ``ext``'s SCI (and DQ) planes, unchanged, were checkpointed."""
     sci, dq = ext.plane("SCI"), ext.plane("DQ")
-    entry = _SUMMARIES.get(getattr(sci, "name", None))
+    name = getattr(sci, "name", None)
+    entry = _SUMMARIES.get(name) if isinstance(name, str) else None
     if entry is None or entry[0] != (dq.name if dq is not None else None):
         return None
     return entry[1]
@@ -162,8 +164,11 @@ def _codec_of(meta: dict) -> str | None:
 
 # ---------------------------------------------------------------- writing
 def aligned_rows(arr: da.Array, rows: int) -> tuple[int, ...]:
-    """Row chunks for writing ``arr`` in chunks of ``rows``: its own when they are whole chunks, else bands
-    of about its block height (a multiple of ``rows``), so the write adds few tasks."""
+    """Row chunks for writing ``arr`` in chunks of ``rows``.
+
+    Its own chunks when they are whole chunks of ``rows``, else bands of about
+    its block height (a multiple of ``rows``), so the write adds few tasks.
+    """
     own = arr.chunks[0]
     if all(r % rows == 0 for r in own[:-1]):
         return own
@@ -183,8 +188,8 @@ class PendingWrite:
     def finish(self, computed: Sequence[np.ndarray]) -> WriteReport:
         """Sum the computed band records, store the summaries in the extensions' metadata; the report."""
         written, summaries = self.metadata_bytes, []
-        for i, recs in enumerate(computed, start=1):
-            recs = [r for r in np.asarray(recs).ravel()]
+        for i, band_records in enumerate(computed, start=1):
+            recs = list(np.asarray(band_records).ravel())
             written += sum(r["bytes"] for r in recs)
             samples = None
             if recs and recs[0]["samples"] is not None:
@@ -234,7 +239,7 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
         bands = aligned_rows(sci, rows)
         planes, targets = [], []
         for name in names:
-            arr = ext.plane(name)
+            arr = ext.data[name].data
             dtype = np.dtype(arr.dtype)
             meta += _write_json(os.path.join(group, name), _array(arr.shape, rows, dtype, CODECS.get(name, RAW)))
             planes.append(arr.rechunk((bands, -1)))

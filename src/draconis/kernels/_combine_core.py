@@ -246,8 +246,10 @@ def _median_near(vals, m, mean, std, work):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _sigclip_unsorted(vals, ix, g, lsig, hsig, mclip, max_iters, work):
-    """:func:`_sigclip` without sorting: the kept values are compacted to ``vals[:m]`` (``ix`` alongside), in
-    input order; returns ``m``.
+    """:func:`_sigclip` without sorting; returns ``m``, the number of values kept.
+
+    The kept values are compacted to ``vals[:m]`` (``ix`` alongside), in
+    input order.
 
     Sorting every pixel's values costs ~n log n mispredicted branches; a pass
     here is a few linear loops (mean, deviation, a quickselect median on a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
@@ -156,7 +157,7 @@ def checkpoint_computed(frames: list[Frame], ctx, label: str, *, rows: int | Non
     """
     if not frames or (not force and all(is_stored(f) for f in frames)):
         return list(frames)
-    options = {}
+    options: dict[str, Any] = {}
     if rows is not None:
         options["chunks"] = (rows, frames[0][0].shape[1])
     if samples is not None:

@@ -149,9 +149,12 @@ def combine_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None,
 
 def checkpoint_rows(n_frames: int, shape: tuple[int, int], memory_gb: float | None,
                     upstream: Sequence[int] = ()) -> int:
-    """Row-chunk height for checkpointing the inputs of a stack: the stack's band (:func:`combine_rows`), or the
-    largest divisor of the inputs' own row blocks ``upstream`` not below half of it (then the write needs no
-    rechunk); each band is then one chunk of every input."""
+    """Row-chunk height for checkpointing the inputs of a stack.
+
+    The stack's band (:func:`combine_rows`), or the largest divisor of the
+    inputs' own row blocks ``upstream`` not below half of it (then the write
+    needs no rechunk); each band is then one chunk of every input.
+    """
     rows = combine_rows(n_frames, shape, memory_gb, None, bytes_per_pixel=BYTES_PER_PIXEL_STORED)
     block = max(upstream, default=0)
     if block > rows:
@@ -298,7 +301,7 @@ def _combine_lazy(exts: Sequence[Extension], names: list[str], rows: int, option
     dtypes = {"SCI": np.float32, "VAR": np.float32, "DQ": np.uint16}
     args = []
     for name in names:
-        args += [da.stack([e.plane(name).astype(dtypes[name]).rechunk((rows, nx)) for e in exts]), "nyx"]
+        args += [da.stack([e.data[name].data.astype(dtypes[name]).rechunk((rows, nx)) for e in exts]), "nyx"]
     return da.blockwise(combine_blocks, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
                         meta=np.empty((0, 0, 0), np.float32), has_var="VAR" in names, has_dq="DQ" in names,
                         options=options)
@@ -412,10 +415,10 @@ def usable_frames(frames: Sequence[Frame], *, apply_dq: bool, log: logging.Logge
     InputError
         Every input is unusable: there is nothing to stack.
     """
-    flags = [[_recorded_flag(ext, apply_dq) for ext in f.extensions] for f in frames]
+    recorded = [[_recorded_flag(ext, apply_dq) for ext in f.extensions] for f in frames]
     samples = [[_recorded_samples(ext) for ext in f.extensions] for f in frames] if with_samples else None
     lazy = [[_has_usable_pixel(ext, apply_dq) if flag is None else flag for ext, flag in zip(f.extensions, row)]
-            for f, row in zip(frames, flags)]
+            for f, row in zip(frames, recorded)]
     if samples is not None:
         samples = [[_sample(ext, statsec) if got is None else got for ext, got in zip(f.extensions, row)]
                    for f, row in zip(frames, samples)]
@@ -455,8 +458,11 @@ MAX_CHUNK_BANDS = 4
 
 
 def _ready(frame: Frame, band_budget: int, samples: bool) -> bool:
-    """Whether a stack can read ``frame`` as it is stored: checkpointed planes in chunks at most
-    :data:`MAX_CHUNK_BANDS` bands tall, with the write's summary (and samples when wanted)."""
+    """Whether a stack can read ``frame`` as it is stored.
+
+    That is: checkpointed planes in chunks at most :data:`MAX_CHUNK_BANDS`
+    bands tall, with the write's summary (and samples when wanted).
+    """
     for ext in frame.extensions:
         summary = stored_summary(ext)
         if summary is None or (samples and summary.samples is None):
