@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from draconis.kernels.combine import combine_block
+from draconis.kernels.combine import CombineSpec, combine_block
 from draconis.kernels.stack import combine_blocks, combine_tile
 
 
@@ -30,7 +30,7 @@ def test_sigclip_matches_a_direct_reference_with_skewed_and_outlying_values(n):
     sci[: max(1, n // 10), 3] += 2000                   # a few huge outliers drag the mean
     sci[:, 4, :25] = 7.0                                 # all equal
     sci[rng.integers(0, n, n // 2), 5, 10] = np.nan
-    out, var, dq, used = combine_block(sci, reject_method="sigclip", parallel=False)
+    out, var, dq, used = combine_block(sci, spec=CombineSpec(reject_method="sigclip"), parallel=False)
     for y in range(6):
         for x in range(50):
             mean, kept = _reference_sigclip_mean(sci[:, y, x])
@@ -43,7 +43,7 @@ def test_sigclip_max_iters_and_thresholds_follow_the_reference():
     sci = (rng.standard_normal((60, 4, 40)) * 10).astype(np.float32)
     sci[:6] += rng.uniform(30, 80, (6, 4, 40)).astype(np.float32)
     for kw, ref in (({"max_iters": 1}, {"max_iters": 1}), ({"lsigma": 1.0, "hsigma": 2.0}, {"lsig": 1.0, "hsig": 2.0})):
-        out, _, _, used = combine_block(sci, reject_method="sigclip", parallel=False, **kw)
+        out, _, _, used = combine_block(sci, spec=CombineSpec(reject_method="sigclip", **kw), parallel=False)
         for y in range(4):
             for x in range(40):
                 mean, kept = _reference_sigclip_mean(sci[:, y, x], **ref)
@@ -57,7 +57,7 @@ def test_combine_tile_packs_sci_var_dq_of_combine_block():
     dq = np.zeros(sci.shape, np.uint16)
     dq[3, 2, 2] = 8
     dq[:, 5, 5] = 1  # every input flagged: the output carries their DQ
-    options = {"operation": "mean", "reject_method": "sigclip"}
+    options = {"spec": CombineSpec(operation="mean", reject_method="sigclip")}
     packed = combine_tile(sci, var, dq, options)
     s, v, d, _ = combine_block(sci, var, dq, **options)
     assert packed.shape == (3, 8, 9) and packed.dtype == np.float32

@@ -41,7 +41,7 @@ def test_thousand_frame_checkpoint_and_stack_graphs_stay_small(tmp_path):
     stored = [open_zarr(p.store) for p in pending]
     start = time.perf_counter()
     with testing.raise_if_dask_computes():
-        stack = stack_frames_core(stored, {"operation": "mean", "reject_method": "sigclip", "memory": 0.01},
+        stack = stack_frames_core(stored, testing.stack_params(memory=0.01),
                                   logging.getLogger("test"))
     built = time.perf_counter() - start
     planes = [stack[0].plane(n) for n in ("SCI", "VAR", "DQ")]

@@ -14,7 +14,7 @@ from astropy.io import fits
 
 from draconis import testing
 from draconis.io._tasks import StoredPlane
-from draconis.kernels.combine import combine_block
+from draconis.kernels.combine import CombineSpec, combine_block
 from draconis.primitives.stack import stack_frames_core
 from draconis.recipes.caller import PrimitiveCaller
 from draconis.reduce.context import RunContext
@@ -53,7 +53,7 @@ def _context(tmp_path, frames, **kw) -> RunContext:
 
 def _direct_stack(frames, **options):
     cubes = [np.stack([np.asarray(f[0].plane(n)) for f in frames]) for n in ("SCI", "VAR", "DQ")]
-    return combine_block(*cubes, **options)
+    return combine_block(*cubes, CombineSpec(**options))
 
 
 def test_each_frame_is_computed_once_and_each_chunk_read_once(tmp_path, counted):
@@ -117,7 +117,7 @@ def test_normalisation_samples_from_the_write_equal_the_lazy_ones(tmp_path, coun
     from draconis.io.zarr import open_zarr
 
     stored = [open_zarr(os.path.join(record.directory, d)) for d in sorted(os.listdir(record.directory))]
-    params = {"operation": "mean", "reject_method": "sigclip", "scale": True, "statsec": statsec, "memory": 0.01}
+    params = testing.stack_params(scale=True, statsec=statsec, memory=0.01)
     lazy = stack_frames_core(stored, params, logging.getLogger("test"), samples=None)
     np.testing.assert_array_equal(np.asarray(stack[0].plane("SCI")), np.asarray(lazy[0].plane("SCI")))
     # and the scaling did something: unscaled, the stack differs
@@ -155,7 +155,7 @@ def test_bands_within_taller_stored_chunks_read_just_their_rows(tmp_path, counte
     with dask.config.set({"draconis.chunk_rows": 8}):
         stored = PrimitiveCaller(ctx).flushPixels()
     # a memory budget of a few rows: 2-row bands inside the 8-row chunks
-    stack = stack_frames_core(stored, {"operation": "mean", "reject_method": "sigclip", "memory": 1e-5},
+    stack = stack_frames_core(stored, testing.stack_params(memory=1e-5),
                               logging.getLogger("test"))
     assert set(stack[0].plane("SCI").chunks[0]) == {2}
     got = [np.asarray(stack[0].plane(n)) for n in ("SCI", "VAR", "DQ")]

@@ -42,6 +42,17 @@ class PixelsComputedError(AssertionError):
     """Pixel data were computed or read where the code promised to stay lazy."""
 
 
+def stack_params(**overrides: Any) -> dict[str, Any]:
+    """The resolved parameters a test hands to the stack core: stackFrames' declared defaults with ``overrides``."""
+    from .primitives.stack import STACK
+
+    values = {p.name: p.default for p in STACK()}
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise ValueError(f"stackFrames has no parameter(s) {sorted(unknown)}")
+    return {**values, **overrides}
+
+
 @contextlib.contextmanager
 def raise_if_dask_computes(max_computes: int = 0) -> Iterator[None]:
     """Fail if Dask computes more than ``max_computes`` times, or FITS pixels are read.
