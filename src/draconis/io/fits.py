@@ -25,7 +25,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError, NotFITSError
-from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, make_extension
+from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, header_text, make_extension
 from ._tasks import FitsPixelSource, fits_finish, fits_prepare, fits_write_band, pixel_read_count
 
 __all__ = ["FitsPixelSource", "pixel_read_count", "open_fits", "write_fits", "write_fits_delayed", "write_many",
@@ -180,7 +180,7 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
     phu = _clean_header(phu)
     filename = os.path.basename(path)
     # The raw name every later product is named after (DRAGONS' ORIGNAME).
-    phu.setdefault("ORIGNAME", filename)
+    phu.setdefault("ORIGNAME", header_text(filename))
     return Frame(phu=phu, extensions=tuple(extensions), filename=filename, path=os.path.abspath(path),
                  tables=file_tables)
 
@@ -206,7 +206,7 @@ def _table_hdu(table: Table, name: str, ver: int | None = None) -> fits.BinTable
 def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits.HDUList:
     """The HDUList of ``frame`` with computed ``arrays`` (one dict of planes per extension)."""
     phu = frame.phu.copy()
-    phu.setdefault("ORIGNAME", frame.orig_filename)
+    phu.setdefault("ORIGNAME", header_text(frame.orig_filename))
     hdus: list[fits.hdu.base.ExtensionHDU] = [fits.PrimaryHDU(header=phu)]
     for ver, (ext, planes) in enumerate(zip(frame.extensions, arrays), start=1):
         for name in PLANES:
