@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import CalDBError
+from ..io.fits import new_file_mode
 from .config import CalibConfig, ConfigDeprecationWarning, DatabaseSpec, database_spec, load_config
 from .ingest import CALTYPES, caltype_from_tags, check_caltype, describe_file, frame_descriptors, open_any
 from .manager import CalFile, CalibrationDatabase, open_database
@@ -228,6 +229,7 @@ def _copy_atomic(source: str, dest: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, new_file_mode())  # not mkstemp's 0600: others sharing the database read the copies
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
     except BaseException:

@@ -223,6 +223,22 @@ def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits
     return fits.HDUList(hdus)
 
 
+def new_file_mode() -> int:
+    """Permissions of an ordinary new file in this process: 0o666 less the umask.
+
+    Temporary files from :func:`tempfile.mkstemp` are 0600 (meant for
+    secrets); outputs renamed from them get this mode instead, so a team
+    sharing a directory reads them as it reads any other file.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:  # reads the umask without changing it
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)  # elsewhere: set and restore at once
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, overwrite: bool = True) -> str:
     """Write ``hdulist`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -230,7 +246,7 @@ def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, over
         raise InputError(path, "output file exists and overwrite is False")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files others may read
+    os.chmod(tmp, new_file_mode())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
