@@ -12,10 +12,12 @@
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,11 +38,29 @@ def active_client():
     return _ACTIVE.get()
 
 
+#: What ``--scheduler`` accepts, for error messages.
+VALID_SCHEDULERS = "synchronous, threads, or a scheduler address such as tcp://host:8786"
+_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://\S+|[^\s/:]+:\d+)$")
+
+
 def scheduler_address(requested: str | None) -> str | None:
-    """The scheduler the user asked for: argument, else environment/config."""
-    if requested:
-        return requested
-    return os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None) or None
+    """The scheduler the user asked for (argument, else environment/config), checked.
+
+    Raises
+    ------
+    ConfigError
+        Neither an in-process scheduler name nor an address (``proto://...`` or ``host:port``).
+    """
+    from .errors import ConfigError
+
+    address = requested or os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    address = str(address).strip()
+    if address not in LOCAL_SCHEDULERS and not _ADDRESS.match(address):
+        where = "--scheduler" if requested else "DASK_SCHEDULER_ADDRESS"
+        raise ConfigError(f"{where} {address!r}: expected {VALID_SCHEDULERS}")
+    return address
 
 
 def local_cluster_kwargs() -> dict[str, Any]:
@@ -53,6 +73,9 @@ def local_cluster_kwargs() -> dict[str, Any]:
         "memory_limit": _config.get("memory_limit", "4GiB"),
         "processes": True,
         "dashboard_address": _config.get("dashboard_address", ":0"),
+        # distributed's own warnings (slow event loop, tasks cancelled at shutdown...) are not the user's
+        # business; draconis reports what matters itself. draconis.cluster_log_level: warning shows them.
+        "silence_logs": logging.getLevelName(str(_config.get("cluster_log_level", "error")).upper()),
     }
 
 
@@ -82,13 +105,50 @@ def execution(requested: str | None = None) -> Iterator[Any]:
             finally:
                 _ACTIVE.reset(token)
         return
+    _quiet_allexit()
     with _client(address) as client:
         token = _ACTIVE.set(client)
         try:
             with dask.config.set(scheduler=client.get):
                 yield client
+        except KeyboardInterrupt:
+            # Workers busy in a task are killed on the way out: distributed's warnings about it are expected.
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            raise
+        except Exception as err:
+            if _lost(client):
+                from .errors import ClusterError
+
+                where = f"at {address}" if address else "of the LocalCluster"
+                raise ClusterError(f"lost the Dask scheduler {where} ({type(err).__name__}); "
+                                   f"the run stopped and wrote nothing") from err
+            raise
         finally:
             _ACTIVE.reset(token)
+
+
+def _lost(client: Any) -> bool:
+    """Whether ``client`` has lost its scheduler (it closes itself after failing to reconnect)."""
+    # "connecting": reconnecting after a lost connection; its futures are cancelled already.
+    return getattr(client, "status", "running") not in ("running", "newly-created")
+
+
+class _DropAllExit(logging.Filter):
+    """Drop asyncio's "Task exception was never retrieved" reports of distributed's internal AllExit.
+
+    An interrupted ``Client.gather`` leaves its waiting tasks to be collected
+    with AllExit, distributed's own early-exit signal: nothing the user can act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "AllExit"
+
+
+def _quiet_allexit() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropAllExit) for f in logger.filters):
+        logger.addFilter(_DropAllExit())
 
 
 @contextlib.contextmanager
@@ -100,13 +160,22 @@ def _client(address: str | None) -> Iterator[Any]:
     if address:
         log.info("Dask: attaching to the scheduler at %s", address)
         try:
-            client = Client(address, timeout="20s", set_as_default=False)
-        except OSError as err:
-            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({err})") from err
+            # distributed.comm.timeouts.connect (default 30 s) bounds the first connection and,
+            # if the scheduler goes away, the client's attempts to reconnect.
+            client = Client(address, set_as_default=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({_first_line(err)})") from err
+        # If the scheduler goes away the run says so in one line (ClusterError): the client's own
+        # reports of its failed reconnection (tracebacks included) would only bury it.
+        quiet = _DropConnectionErrors()
+        for name in _CONNECTION_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
         try:
             yield client
         finally:
             client.close()
+            for name in _CONNECTION_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
         return
     existing = _existing_client()
     if existing is not None:
@@ -166,6 +235,25 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
 def _missing_paths(paths: Sequence[str]) -> list[str]:
     """The paths this process does not see (run on every worker)."""
     return [p for p in paths if not os.path.exists(p)]
+
+
+#: Loggers of the client side of distributed that report a lost scheduler connection.
+_CONNECTION_LOGGERS = ("distributed.client", "distributed.batched", "distributed.core")
+
+
+class _DropConnectionErrors(logging.Filter):
+    """Drop the client's reports of a lost connection to the scheduler (connection errors, failed reconnection)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (OSError, asyncio.CancelledError)):
+            return False
+        return not str(record.msg).startswith(("Failed to reconnect to scheduler", "Batched Comm Closed"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _existing_client():

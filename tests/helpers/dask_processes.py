@@ -37,15 +37,23 @@ def _stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait(timeout=timeout)
 
 
+class Scheduler(str):
+    """A scheduler's address (what tests pass to ``--scheduler``) that also holds its process."""
+
+    proc: subprocess.Popen
+
+
 @contextlib.contextmanager
-def scheduler_process(cwd: Path) -> Iterator[str]:
-    """A ``dask scheduler`` started in ``cwd``; yields its address."""
+def scheduler_process(cwd: Path) -> Iterator[Scheduler]:
+    """A ``dask scheduler`` started in ``cwd``; yields its address (``.proc``: the process)."""
     port = free_port()
     proc = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                              "--dashboard-address", ":0"], cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = Scheduler(f"tcp://127.0.0.1:{port}")
+    address.proc = proc
     try:
-        yield f"tcp://127.0.0.1:{port}"
+        yield address
     finally:
         _stop(proc)
 

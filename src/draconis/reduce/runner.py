@@ -118,6 +118,9 @@ class Reduce:
         logutils.ensure_configured()
         start = time.monotonic()
         self.output_filenames, self.processed_filenames = [], []
+        from ..cluster import scheduler_address
+
+        scheduler_address(self.scheduler)  # a misspelt scheduler is an error now, not after the inputs are read
         frames = self.open_inputs()
         recipe = self.choose_recipe(frames[0])
         instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
