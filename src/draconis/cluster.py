@@ -1,14 +1,16 @@
 """Where a run's Dask graphs execute.
 
 - default: a :class:`distributed.LocalCluster` sized to the machine
-  (``draconis.n_workers`` or one worker per core, ``draconis.threads_per_worker``,
-  ``draconis.memory_limit`` per worker), started for the run and closed after;
-  an existing default :class:`distributed.Client` is reused instead;
+  (:mod:`draconis.cluster_plan`: memory and cores, unless ``draconis.n_workers``,
+  ``threads_per_worker``, ``memory_limit`` are set), started for the run and
+  closed after; an existing default :class:`distributed.Client` is reused instead;
 - ``ADDRESS`` (``--scheduler tcp://host:8786``, or ``DASK_SCHEDULER_ADDRESS``):
   attach to a running scheduler; its workers need draconis installed and the
   same paths;
 - ``synchronous``: everything in this process, one task at a time (debugging);
 - ``threads``: Dask's threaded scheduler in this process (no cluster).
+
+Every run logs where it computes (workers x threads x memory, the dashboard).
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
+import dask.utils
 
 from . import config as _config
+from .cluster_plan import ClusterPlan, machine_plan
 
 log = logging.getLogger("draconis")
 
@@ -63,20 +67,33 @@ def scheduler_address(requested: str | None) -> str | None:
     return address
 
 
-def local_cluster_kwargs() -> dict[str, Any]:
-    """LocalCluster arguments from the draconis configuration."""
-    n_workers = _config.get("n_workers") or os.cpu_count() or 1
-    threads = _config.get("threads_per_worker") or 1
+def local_cluster_kwargs(plan: ClusterPlan | None = None) -> dict[str, Any]:
+    """LocalCluster arguments: the machine's plan (:mod:`draconis.cluster_plan`) and the configuration."""
+    plan = plan or machine_plan()
     return {
-        "n_workers": int(n_workers),
-        "threads_per_worker": int(threads),
-        "memory_limit": _config.get("memory_limit", "4GiB"),
+        "n_workers": plan.n_workers,
+        "threads_per_worker": plan.threads_per_worker,
+        "memory_limit": plan.memory_limit,
         "processes": True,
         "dashboard_address": _config.get("dashboard_address", ":0"),
         # distributed's own warnings (slow event loop, tasks cancelled at shutdown...) are not the user's
         # business; draconis reports what matters itself. draconis.cluster_log_level: warning shows them.
         "silence_logs": logging.getLevelName(str(_config.get("cluster_log_level", "error")).upper()),
     }
+
+
+def _log_plan(client: Any, what: str) -> None:
+    """One line at the start of every run: where it computes, how big, and the dashboard."""
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    except Exception:  # noqa: BLE001 - a description only
+        workers = []
+    shapes = sorted({(w.get("nthreads", 0), w.get("memory_limit", 0)) for w in workers})
+    size = ", ".join(f"{sum(1 for w in workers if (w.get('nthreads', 0), w.get('memory_limit', 0)) == shape)} "
+                     f"x {shape[0]} thread(s) x {dask.utils.format_bytes(shape[1]) if shape[1] else 'no limit'}"
+                     for shape in shapes) or "no worker yet"
+    link = getattr(client, "dashboard_link", None)
+    log.info("Dask: %s: workers %s; dashboard %s", what, size, link or "(none)")
 
 
 @contextlib.contextmanager
@@ -97,7 +114,7 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     address = scheduler_address(requested)
     if address in LOCAL_SCHEDULERS:
         name = "threads" if address in ("threads", "threading") else "synchronous"
-        log.debug("Dask: %s scheduler in this process", name)
+        log.info("Dask: the %s scheduler in this process (no cluster)", name)
         with dask.config.set(scheduler=name):
             token = _ACTIVE.set(None)
             try:
@@ -170,6 +187,7 @@ def _client(address: str | None) -> Iterator[Any]:
         quiet = _DropConnectionErrors()
         for name in _CONNECTION_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
+        _log_plan(client, f"scheduler {address}")
         try:
             yield client
         finally:
@@ -179,13 +197,16 @@ def _client(address: str | None) -> Iterator[Any]:
         return
     existing = _existing_client()
     if existing is not None:
-        log.debug("Dask: reusing the existing client %s", existing)
+        _log_plan(existing, "the existing client")
         yield existing
         return
-    kwargs = local_cluster_kwargs()
-    log.info("Dask: starting a LocalCluster (%d workers x %d threads, %s each)",
-             kwargs["n_workers"], kwargs["threads_per_worker"], kwargs["memory_limit"])
-    with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
+    plan = machine_plan()
+    log.info("Dask: starting a LocalCluster of %s", plan.describe())
+    if plan.n_workers * plan.memory_limit > plan.total_memory:
+        log.warning("Dask: %d workers x %s promise more memory than the machine has (%s)", plan.n_workers,
+                    dask.utils.format_bytes(plan.memory_limit), dask.utils.format_bytes(plan.total_memory))
+    with LocalCluster(**local_cluster_kwargs(plan)) as cluster, Client(cluster, set_as_default=False) as client:
+        _log_plan(client, "LocalCluster")
         yield client
 
 
