@@ -41,3 +41,16 @@ def test_infinite_or_nan_threshold_is_refused(value, raw, tmp_path, monkeypatch,
     line = _one_line_error(capsys, *map(str, raw), "-p", f"detectSources:detect_thresh={value}")
     assert f"detect_thresh: {value} is outside the valid range [0.1,inf)" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_exptime_is_named_when_a_dark_is_looked_up(raw, tmp_path, monkeypatch, capsys, caldb_config):
+    monkeypatch.chdir(tmp_path)
+    assert main(["caldb", "init"]) == 0
+    copies = []
+    for src in raw:
+        with fits.open(src) as hdul:
+            del hdul[0].header["EXPTIME"]
+            hdul.writeto(tmp_path / src.name)
+        copies.append(str(tmp_path / src.name))
+    line = _one_line_error(capsys, *copies)
+    assert "no processed_dark found" in line and "exposure_time" in line and "EXPTIME" in line
