@@ -54,3 +54,19 @@ def test_missing_exptime_is_named_when_a_dark_is_looked_up(raw, tmp_path, monkey
         copies.append(str(tmp_path / src.name))
     line = _one_line_error(capsys, *copies)
     assert "no processed_dark found" in line and "exposure_time" in line and "EXPTIME" in line
+
+
+def test_directory_input_says_it_is_a_directory(raw, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    line = _one_line_error(capsys, "adir", *map(str, raw))
+    assert "adir: is a directory, not a FITS file" in line
+    line = _one_line_error(capsys, "gone.zarr")
+    assert "gone.zarr: no such file or directory" in line
+
+
+def test_zarr_checkpoint_directory_is_still_read(raw, tmp_path):
+    from draconis.io import open_frame, write_zarr
+
+    store = write_zarr(draconis.open(str(raw[0])), tmp_path / "frame.zarr")
+    assert open_frame(store).filename == raw[0].name
