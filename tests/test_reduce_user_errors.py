@@ -70,3 +70,10 @@ def test_zarr_checkpoint_directory_is_still_read(raw, tmp_path):
 
     store = write_zarr(draconis.open(str(raw[0])), tmp_path / "frame.zarr")
     assert open_frame(store).filename == raw[0].name
+
+
+@pytest.mark.parametrize("suffix", ["", "  ", "/x"])
+def test_empty_suffix_is_refused(suffix, raw, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(capsys, *map(str, raw), "--suffix", suffix)
+    assert "--suffix" in line and ("cannot be empty" in line or "cannot contain" in line)

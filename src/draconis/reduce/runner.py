@@ -121,6 +121,7 @@ class Reduce:
         from ..cluster import scheduler_address
 
         scheduler_address(self.scheduler)  # a misspelt scheduler is an error now, not after the inputs are read
+        _check_suffix(self.suffix)
         frames = self.open_inputs()
         recipe = self.choose_recipe(frames[0])
         instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
@@ -233,6 +234,17 @@ def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
 
     if any(call.name == "adjustWCSToReference" for call in record(recipe.func)):
         check_same_setup(frames)
+
+
+def _check_suffix(suffix: str | None) -> None:
+    """An output suffix is a non-empty part of a file name (an empty one would name outputs like their inputs)."""
+    if suffix is None:
+        return
+    if not str(suffix).strip():
+        raise ParameterError("--suffix '': the suffix of the final outputs cannot be empty "
+                             "(omit --suffix for the recipe's own)")
+    if os.sep in suffix or (os.altsep and os.altsep in suffix):
+        raise ParameterError(f"--suffix {suffix!r}: a suffix is part of a file name; it cannot contain {os.sep!r}")
 
 
 def _display(path: str | None) -> str:
