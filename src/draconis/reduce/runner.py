@@ -122,6 +122,7 @@ class Reduce:
 
         scheduler_address(self.scheduler)  # a misspelt scheduler is an error now, not after the inputs are read
         _check_suffix(self.suffix)
+        _recover_interrupted_stores()
         frames = self.open_inputs()
         recipe = self.choose_recipe(frames[0])
         instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
@@ -135,6 +136,8 @@ class Reduce:
                          use_caldb=True, instrument=instrument, kind=kind,
                          keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
                          protected=[f.path for f in frames if f.path])
+        # each processed calibration is journaled as soon as it is written (see caldb.journal)
+        ctx.pending_calibrations = _JournaledStores(self.config_file)
         from ..cluster import check_workers_see, execution
 
         record = self.summary = runrecord.RunRecord(
@@ -152,6 +155,8 @@ class Reduce:
             success = True
         finally:
             ctx.close(success)
+            if not success:  # its outputs are rolled back: nothing left to store
+                ctx.pending_calibrations.discard()
             _remove_if_empty(workdir)
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
@@ -196,8 +201,9 @@ class Reduce:
         from ..caldb import store_calibration
 
         stored: list[str] = []
-        for path, caltype in ctx.pending_calibrations:
-            stored.extend(store_calibration(path, caltype, config=self.config_file))
+        pending = ctx.pending_calibrations
+        for (path, caltype), entry in zip(pending, getattr(pending, "entries", [None] * len(pending))):
+            stored.extend(store_calibration(path, caltype, config=self.config_file, journal=entry))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
 
@@ -226,6 +232,42 @@ def _api_command() -> str:
     import sys
 
     return f"draconis.Reduce (Python API) from {' '.join(sys.argv) or 'python'}"
+
+
+class _JournaledStores(list):
+    """The run's ``(path, caltype)`` calibrations to store, each journaled when added.
+
+    A run killed after writing a processed calibration but before storing it
+    leaves the journal entry; the next run in the directory (or ``draconis
+    caldb``) completes the store (:func:`draconis.caldb.journal.recover`).
+    """
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+        self.entries: list[Any] = []
+
+    def append(self, item: tuple[str, str]) -> None:
+        from ..caldb import journal
+
+        path, caltype = item
+        self.entries.append(journal.begin(path, caltype, self.config))
+        super().append(item)
+
+    def discard(self) -> None:
+        from ..caldb import journal
+
+        for entry in self.entries:
+            journal.finish(entry)
+        self.entries.clear()
+        self.clear()
+
+
+def _recover_interrupted_stores() -> None:
+    """Store the calibrations runs killed in this directory wrote but did not store."""
+    from ..caldb import journal
+
+    journal.recover()
 
 
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
