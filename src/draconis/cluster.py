@@ -123,25 +123,31 @@ def execution(requested: str | None = None) -> Iterator[Any]:
                 _ACTIVE.reset(token)
         return
     _quiet_allexit()
-    with _client(address) as client:
-        token = _ACTIVE.set(client)
-        try:
-            with dask.config.set(scheduler=client.get):
-                yield client
-        except KeyboardInterrupt:
-            # Workers busy in a task are killed on the way out: distributed's warnings about it are expected.
-            logging.getLogger("distributed").setLevel(logging.ERROR)
-            raise
-        except Exception as err:
-            if _lost(client):
-                from .errors import ClusterError
+    distributed_log = logging.getLogger("distributed")
+    level = distributed_log.level
+    try:
+        with _client(address) as client:
+            token = _ACTIVE.set(client)
+            try:
+                with dask.config.set(scheduler=client.get):
+                    yield client
+            except KeyboardInterrupt:
+                # Workers busy in a task are killed on the way out: distributed's warnings about it are
+                # expected (the level is restored once the cluster is closed).
+                distributed_log.setLevel(logging.ERROR)
+                raise
+            except Exception as err:
+                if _lost(client):
+                    from .errors import ClusterError
 
-                where = f"at {address}" if address else "of the LocalCluster"
-                raise ClusterError(f"lost the Dask scheduler {where} ({type(err).__name__}); "
-                                   f"the run stopped and wrote nothing") from err
-            raise
-        finally:
-            _ACTIVE.reset(token)
+                    where = f"at {address}" if address else "of the LocalCluster"
+                    raise ClusterError(f"lost the Dask scheduler {where} ({type(err).__name__}); "
+                                       f"the run stopped and wrote nothing") from err
+                raise
+            finally:
+                _ACTIVE.reset(token)
+    finally:
+        distributed_log.setLevel(level)
 
 
 def _lost(client: Any) -> bool:
