@@ -111,13 +111,14 @@ def _with_shape(header: fits.Header, shape: tuple[int, ...]) -> fits.Header:
 
 
 def header_text(text: str) -> str:
-    """``text`` as a FITS header string: characters outside printable ASCII, and ``%``, %-escaped.
+    """``text`` as a FITS header string: printable ASCII as it is, anything else %-escaped.
 
     FITS headers hold ASCII only; a file named ``unicodé_中文.fits`` is
-    recorded as ``unicod%C3%A9_%E4%B8%AD%E6%96%87.fits`` (UTF-8 bytes) and
-    :func:`header_name` gives the name back.
+    recorded as ``unicod%C3%A9_%E4%B8%AD%E6%96%87.fits`` (UTF-8 bytes; a
+    ``%`` in such a text is escaped too) and :func:`header_name` gives the
+    name back.  Printable ASCII text is never changed.
     """
-    if all(" " <= c <= "~" and c != "%" for c in text):
+    if all(" " <= c <= "~" for c in text):
         return text
     return "".join(c if " " <= c <= "~" and c != "%" else urllib.parse.quote(c, safe="") for c in text)
 
