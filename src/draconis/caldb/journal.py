@@ -50,23 +50,36 @@ def _config_source(config: Any) -> str | None:
 def begin(path: str | os.PathLike, caltype: str, config: Any = None, *, cwd: str | os.PathLike | None = None) -> Path:
     """Record that ``path`` is to be stored as ``caltype``; return the entry (give it to :func:`finish`)."""
     directory = calibrations_dir(cwd) / PENDING
-    directory.mkdir(parents=True, exist_ok=True)
     entry = directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
     record = {"path": os.path.abspath(os.fspath(path)), "caltype": caltype, "config": _config_source(config),
               "pid": os.getpid(), "host": socket.gethostname()}
     tmp = entry.with_suffix(".part")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
+    for attempt in range(3):  # another process's finish() may remove the empty directory meanwhile
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.replace(tmp, entry)
     return entry
 
 
 def finish(entry: Path | None) -> None:
-    """The calibration of ``entry`` is stored (or will not be): forget it."""
-    if entry is not None:
+    """The calibration of ``entry`` is stored (or will not be): forget it.
+
+    The journal directory, and ``calibrations/`` itself, are removed when
+    that leaves them empty (a failed run leaves nothing behind).
+    """
+    if entry is None:
+        return
+    entry.unlink(missing_ok=True)
+    for directory in (entry.parent, entry.parent.parent):
         try:
-            entry.unlink()
-        except FileNotFoundError:
-            pass
+            directory.rmdir()
+        except OSError:  # not empty (other entries, stored calibrations), or already gone
+            break
 
 
 def part_name(dest: Path) -> str:
