@@ -84,14 +84,13 @@ def local_cluster_kwargs(plan: ClusterPlan | None = None) -> dict[str, Any]:
 
 def _log_plan(client: Any, what: str) -> None:
     """One line at the start of every run: where it computes, how big, and the dashboard."""
-    try:
-        workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-    except Exception:  # noqa: BLE001 - a description only
-        workers = []
-    shapes = sorted({(w.get("nthreads", 0), w.get("memory_limit", 0)) for w in workers})
-    size = ", ".join(f"{sum(1 for w in workers if (w.get('nthreads', 0), w.get('memory_limit', 0)) == shape)} "
-                     f"x {shape[0]} thread(s) x {dask.utils.format_bytes(shape[1]) if shape[1] else 'no limit'}"
-                     for shape in shapes) or "no worker yet"
+    from collections import Counter
+
+    from .runrecord import describe_workers
+
+    shapes = Counter((w["threads"] or 0, w["memory_limit"] or 0) for w in describe_workers(client)[1].values())
+    size = ", ".join(f"{count} x {threads} thread(s) x {dask.utils.format_bytes(memory) if memory else 'no limit'}"
+                     for (threads, memory), count in sorted(shapes.items())) or "no worker yet"
     link = getattr(client, "dashboard_link", None)
     log.info("Dask: %s: workers %s; dashboard %s", what, size, link or "(none)")
 
