@@ -73,7 +73,7 @@ def _run_here(raw: Path, directory: Path, monkeypatch, scheduler: str, *extra: s
     shutil.copytree(raw, directory)
     monkeypatch.chdir(directory)
     monkeypatch.setenv("HOME", str(directory))
-    return main(["reduce", "@sci.list", "-r", "mini.py:quick", "--scheduler", scheduler, "--logfile", "", *extra])
+    return main(["reduce", "@sci.list", "-r", "mini.py:quick", "--scheduler", scheduler, "--logfile", "", "--no-report", *extra])
 
 
 def test_relative_names_and_workdir_on_workers_elsewhere(raw, cluster, tmp_path, monkeypatch, capsys):

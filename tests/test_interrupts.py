@@ -65,7 +65,7 @@ def _start(raw, tmp_path, scheduler_args=(), env=None):
     env = {**os.environ, "DRACONIS_TEST_RUN": tag, "HOME": str(tmp_path), "DASK_DRACONIS__N_WORKERS": "1",
            "DASK_DRACONIS__MEMORY_LIMIT": "1GiB", "WRITE_FIRST": "1", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "draconis.cli", "reduce", *map(str, raw), "-r",
-                             "blocking.py:blocking", "--logfile", "", *scheduler_args],
+                             "blocking.py:blocking", "--logfile", "", "--no-report", *scheduler_args],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.strip() == "WAITING":

@@ -75,7 +75,7 @@ def test_non_ascii_names_in_reduce_and_caldb(raw, tmp_path, monkeypatch, caldb_c
     assert main(["caldb", "list"]) == 0
     assert DARK_NAME in capsys.readouterr().out  # the real name in the database
 
-    status = main(["reduce", *map(str, science), "-r", "quick.py:quick", "--scheduler", "synchronous",
+    status = main(["reduce", *map(str, science), "-r", "quick.py:quick", "--scheduler", "synchronous", "--no-report",
                    "--logfile", ""])
     assert status == 0, capsys.readouterr().err
     out = tmp_path / f"{NAME}_stack.fits"
