@@ -25,6 +25,7 @@ import draconis
 from draconis import caldb
 from draconis.caldb.testing import make_calibration
 from draconis.cli import main
+from draconis.errors import InputError
 from draconis.io.fits import write_hdulist_atomic
 
 
@@ -159,7 +160,7 @@ def test_sigkill_between_copy_and_row_is_completed_by_the_next_run(caldb_config,
 
     from draconis.reduce import Reduce
 
-    with pytest.raises(Exception):  # a run that fails (no input) still completes the store first
+    with pytest.raises(InputError, match="no such file"):  # a run that fails still completes the store first
         Reduce([str(tmp_path / "missing.fits")], scheduler="synchronous").runr()
     assert _rows() == [(str(copy), _md5(copy))]
     assert _pending(tmp_path) == [] and _parts(tmp_path) == [live]

@@ -73,7 +73,8 @@ def _run_here(raw: Path, directory: Path, monkeypatch, scheduler: str, *extra: s
     shutil.copytree(raw, directory)
     monkeypatch.chdir(directory)
     monkeypatch.setenv("HOME", str(directory))
-    return main(["reduce", "@sci.list", "-r", "mini.py:quick", "--scheduler", scheduler, "--logfile", "", "--no-report", *extra])
+    return main(["reduce", "@sci.list", "-r", "mini.py:quick", "--scheduler", scheduler, "--logfile", "",
+                 "--no-report", *extra])
 
 
 def test_relative_names_and_workdir_on_workers_elsewhere(raw, cluster, tmp_path, monkeypatch, capsys):
@@ -94,7 +95,8 @@ def test_workdir_the_workers_cannot_see_is_refused_before_any_work(raw, tmp_path
     private = tmp_path / "private"
     private.mkdir()
     # The worker's view of `private` is an empty tmpfs: what a worker on another host without the share sees.
-    hide = ["unshare", "-Urm", "--propagation", "private", "sh", "-c", f'mount -t tmpfs tmpfs "{private}" && exec "$0" "$@"']
+    hide = ["unshare", "-Urm", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs tmpfs "{private}" && exec "$0" "$@"']
     if subprocess.run([*hide, "true"], capture_output=True).returncode != 0:
         pytest.skip("unprivileged mount namespaces are not allowed here")
     cwd = tmp_path / "workers_cwd"

@@ -6,7 +6,7 @@ import logging
 import dask
 import pytest
 
-from draconis.cluster_plan import GiB, MiB, WORKER_BASELINE, plan_local_cluster, reserve, useful_tile
+from draconis.cluster_plan import WORKER_BASELINE, GiB, MiB, plan_local_cluster, reserve, useful_tile
 
 GB = 10 ** 9
 

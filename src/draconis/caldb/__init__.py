@@ -31,8 +31,15 @@ from ..errors import CalDBError, CalibrationNotFoundError
 from ..io.fits import new_file_mode
 from . import journal as journal_mod
 from .config import CalibConfig, ConfigDeprecationWarning, DatabaseSpec, database_spec, load_config
-from .ingest import (CALTYPES, caltype_from_tags, check_caltype, describe_file, descriptor_failure,
-                     frame_descriptors, open_any)
+from .ingest import (
+    CALTYPES,
+    caltype_from_tags,
+    check_caltype,
+    describe_file,
+    descriptor_failure,
+    frame_descriptors,
+    open_any,
+)
 from .manager import CalFile, CalibrationDatabase, open_database
 from .rules import RULES, build_query, rule_for
 
@@ -166,6 +173,8 @@ def find_calibration(frame_or_path: Any, caltype: str, *, config: Any = None) ->
 def _explain_no_match(frame: Any, caltype: str, sci: dict[str, Any]) -> None:
     """Say which descriptor the rule needs and the frame cannot give (e.g. EXPTIME missing), if that is why."""
     rule = rule_for(sci["instrument"], caltype)
+    if rule is None:
+        return
     for name in (*rule.match, *rule.tolerance):
         if sci.get(name) is None and (problem := descriptor_failure(frame, name)):
             raise CalibrationNotFoundError(f"a {caltype} is matched on {name}, which cannot be computed: {problem}")

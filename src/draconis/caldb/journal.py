@@ -119,7 +119,8 @@ def recover(cwd: str | os.PathLike | None = None) -> list[str]:
         if _alive(int(record.get("pid", -1)), str(record.get("host", ""))):
             continue
         if not os.path.isfile(record["path"]):
-            log.debug("%s: not stored by the killed process %s and gone since; forgotten", record["path"], record["pid"])
+            log.debug("%s: not stored by the killed process %s and gone since; forgotten",
+                      record["path"], record["pid"])
             finish(entry)
             continue
         try:
