@@ -206,6 +206,12 @@ def test_cli_bad_expression_is_one_line_and_exit_1(niri_files, capsys):
     assert len(err) == 1 and err[0].startswith("draconis dataselect: error:") and "position" in err[0]
 
 
+def test_cli_deeply_nested_expression_is_one_line_and_exit_1(niri_files, capsys):
+    assert cli.main(["dataselect", *niri_files, "--expr", "(" * 250 + "exposure_time==20" + ")" * 250]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nested more than" in err[0] and "Recursion" not in err[0]
+
+
 def test_cli_bad_files_one_line_each_and_exit_0(bad_files, capsys):
     code = cli.main(["dataselect", *map(str, bad_files.values()), "--expr", "exposure_time==20"])
     captured = capsys.readouterr()

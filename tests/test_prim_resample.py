@@ -145,6 +145,25 @@ def test_dq_bits_spread_by_threshold(run_primitive):
     assert np.abs(s[good] - 1.0).max() < 1e-3
 
 
+@pytest.mark.parametrize("with_dq", [True, False])
+def test_non_finite_pixels_are_flagged_not_zeros(with_dq, run_primitive):
+    """NaN input pixels come out flagged bad_pixel, a NaN frame entirely flagged (issue 12)."""
+    shape = (64, 64)
+    sci = np.ones(shape, np.float32)
+    sci[20:24, 40:44] = np.nan
+    dq = np.zeros(shape, np.uint16) if with_dq else None
+    ref = frame(np.ones(shape, np.float32), header((32.5, 32.5)), "N20160102S0610")
+    moved = frame(sci, header((32.5 + 0.5, 32.5)), "N20160102S0611", dq=dq)
+    blank = frame(np.full(shape, np.nan, np.float32), header((32.5 + 0.5, 32.5)), "N20160102S0612", dq=dq)
+    out = run_primitive("resampleToCommonFrame", [ref, moved, blank])
+    s, d = dask.compute(out[1][0].plane("SCI"), out[1][0].plane("DQ"))
+    assert np.isfinite(s).all()
+    assert 16 <= ((d & 1) != 0).sum() <= 30  # bad_pixel: the 4x4 NaN block and its interpolation edge
+    assert np.abs(s[d == 0] - 1.0).max() < 1e-3
+    d_blank = out[2][0].plane("DQ").compute()
+    assert ((d_blank & (1 | kres.NO_DATA)) != 0).all()
+
+
 def test_pixel_scale_change_conserves_flux(run_primitive):
     stars = world_stars()
     ref_hdr = header((64.5, 48.5))

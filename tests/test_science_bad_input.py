@@ -12,9 +12,9 @@ happened and what it did instead, and never writes a silently wrong stack:
   many skies were used instead; the stack is made from every frame;
 * no sources to align on: a warning naming the fallback to the telescope
   offsets; every frame is stacked;
-* one frame whose every pixel is saturated: a warning naming it and saying it
-  was left out; the stack equals, within noise, the stack of the other frames;
-  every frame bad: an error.
+* one frame whose every pixel is saturated, or NaN: a warning naming it and
+  saying it was left out; the stack equals, within noise, the stack of the
+  other frames; every frame bad: an error, nothing written.
 
 stackFrames' own checks are also tested without the runner: mixed filters in
 a user recipe that stacks without aligning, and the unusable-frame rule
@@ -135,6 +135,14 @@ def _saturate(which: int):
     return edit
 
 
+def _blank(which: int):
+    """Every pixel of frame ``which`` (of every frame if negative) NaN."""
+    def edit(index: int, hdul) -> None:
+        if index == which or which < 0:
+            hdul[1].data = np.full(hdul[1].data.shape, np.nan, np.float32)
+    return edit
+
+
 # ---------------------------------------------------------------- (a) two filters
 def test_two_filters_error_names_the_file_and_filter(science, tmp_path, monkeypatch):
     inputs = _copy(science, tmp_path / "in", _set_filter)
@@ -231,9 +239,10 @@ def without_bad_frame(science, tmp_path_factory):
     return _image(outputs)
 
 
-def test_saturated_frame_is_left_out_and_named(science, without_bad_frame, tmp_path, monkeypatch,
+@pytest.mark.parametrize("spoil", [_saturate, _blank], ids=["saturated", "all-NaN"])
+def test_saturated_frame_is_left_out_and_named(spoil, science, without_bad_frame, tmp_path, monkeypatch,
                                                 warnings_seen):
-    inputs = _copy(science, tmp_path / "in", _saturate(1))
+    inputs = _copy(science, tmp_path / "in", spoil(1))
     outputs = _reduce(inputs, tmp_path / "run", monkeypatch)
     said = _messages(warnings_seen)
     left_out = [m for m in said if m.startswith("stackFrames") and inputs[1].stem in m]
@@ -262,8 +271,9 @@ def test_saturated_frame_is_left_out_and_named(science, without_bad_frame, tmp_p
     assert abs(np.median(z)) < 0.3 and np.std(z) < 0.5
 
 
-def test_every_frame_saturated_is_an_error(science, tmp_path, monkeypatch):
-    inputs = _copy(science, tmp_path / "in", _saturate(-1))
+@pytest.mark.parametrize("spoil", [_saturate, _blank], ids=["saturated", "all-NaN"])
+def test_every_frame_saturated_is_an_error(spoil, science, tmp_path, monkeypatch):
+    inputs = _copy(science, tmp_path / "in", spoil(-1))
     with pytest.raises(InputError) as err:
         _reduce(inputs, tmp_path / "run", monkeypatch)
     message = str(err.value)

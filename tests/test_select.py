@@ -108,6 +108,19 @@ def test_syntax_errors_give_the_position(text, position, words):
         assert info.value.position == position - 1
 
 
+@pytest.mark.parametrize("text", ["(" * 250 + "exposure_time==5" + ")" * 250, "not " * 2000 + "exposure_time==5",
+                                  "(" * 5000], ids=["250-parentheses", "2000-not", "5000-open"])
+def test_deep_nesting_is_a_clear_error_not_a_recursion_error(text):
+    with pytest.raises(ExpressionError, match="nested more than 100 levels") as info:
+        parse(text, known=KNOWN)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 250  # the expression is shortened
+
+
+def test_nesting_up_to_the_limit_parses_and_evaluates():
+    assert ev("(" * 100 + "exposure_time==5" + ")" * 100, exposure_time=5)
+    assert ev("not " * 100 + "exposure_time==5", exposure_time=5)  # an even count of 'not'
+
+
 def test_unknown_descriptor_is_named():
     with pytest.raises(ExpressionError, match="unknown descriptor 'exposure_tme'.*position 1"):
         parse("exposure_tme==5", known=KNOWN)

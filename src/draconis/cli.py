@@ -6,8 +6,11 @@ and exit non-zero, with no traceback; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .errors import DraconisError
@@ -42,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that a run stops the same clean way."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``draconis`` console script."""
     parser = build_parser()
@@ -51,15 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = args.func(args)
+        with _sigterm_as_interrupt():
+            status = args.func(args)
     except DraconisError as err:
         if args.debug:
             raise
         print(f"draconis {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"draconis {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        print(f"draconis {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)
     return int(status or 0)
 
 

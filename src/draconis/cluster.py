@@ -1,27 +1,34 @@
 """Where a run's Dask graphs execute.
 
 - default: a :class:`distributed.LocalCluster` sized to the machine
-  (``draconis.n_workers`` or one worker per core, ``draconis.threads_per_worker``,
-  ``draconis.memory_limit`` per worker), started for the run and closed after;
-  an existing default :class:`distributed.Client` is reused instead;
+  (:mod:`draconis.cluster_plan`: memory and cores, unless ``draconis.n_workers``,
+  ``threads_per_worker``, ``memory_limit`` are set), started for the run and
+  closed after; an existing default :class:`distributed.Client` is reused instead;
 - ``ADDRESS`` (``--scheduler tcp://host:8786``, or ``DASK_SCHEDULER_ADDRESS``):
   attach to a running scheduler; its workers need draconis installed and the
   same paths;
 - ``synchronous``: everything in this process, one task at a time (debugging);
 - ``threads``: Dask's threaded scheduler in this process (no cluster).
+
+Every run logs where it computes (workers x threads x memory, the dashboard).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
 import os
-from collections.abc import Iterator
+import re
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
+import dask.utils
 
 from . import config as _config
+from .cluster_plan import ClusterPlan, machine_plan
 
 log = logging.getLogger("draconis")
 
@@ -35,24 +42,57 @@ def active_client():
     return _ACTIVE.get()
 
 
+#: What ``--scheduler`` accepts, for error messages.
+VALID_SCHEDULERS = "synchronous, threads, or a scheduler address such as tcp://host:8786"
+_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://\S+|[^\s/:]+:\d+)$")
+
+
 def scheduler_address(requested: str | None) -> str | None:
-    """The scheduler the user asked for: argument, else environment/config."""
-    if requested:
-        return requested
-    return os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None) or None
+    """The scheduler the user asked for (argument, else environment/config), checked.
+
+    Raises
+    ------
+    ConfigError
+        Neither an in-process scheduler name nor an address (``proto://...`` or ``host:port``).
+    """
+    from .errors import ConfigError
+
+    address = requested or os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    address = str(address).strip()
+    if address not in LOCAL_SCHEDULERS and not _ADDRESS.match(address):
+        where = "--scheduler" if requested else "DASK_SCHEDULER_ADDRESS"
+        raise ConfigError(f"{where} {address!r}: expected {VALID_SCHEDULERS}")
+    return address
 
 
-def local_cluster_kwargs() -> dict[str, Any]:
-    """LocalCluster arguments from the draconis configuration."""
-    n_workers = _config.get("n_workers") or os.cpu_count() or 1
-    threads = _config.get("threads_per_worker") or 1
+def local_cluster_kwargs(plan: ClusterPlan | None = None) -> dict[str, Any]:
+    """LocalCluster arguments: the machine's plan (:mod:`draconis.cluster_plan`) and the configuration."""
+    plan = plan or machine_plan()
     return {
-        "n_workers": int(n_workers),
-        "threads_per_worker": int(threads),
-        "memory_limit": _config.get("memory_limit", "4GiB"),
+        "n_workers": plan.n_workers,
+        "threads_per_worker": plan.threads_per_worker,
+        "memory_limit": plan.memory_limit,
         "processes": True,
         "dashboard_address": _config.get("dashboard_address", ":0"),
+        # distributed's own warnings (slow event loop, tasks cancelled at shutdown...) are not the user's
+        # business; draconis reports what matters itself. draconis.cluster_log_level: warning shows them.
+        "silence_logs": logging.getLevelName(str(_config.get("cluster_log_level", "error")).upper()),
     }
+
+
+def _log_plan(client: Any, what: str) -> None:
+    """One line at the start of every run: where it computes, how big, and the dashboard."""
+    from collections import Counter
+
+    from .runrecord import describe_workers
+
+    shapes = Counter((w["threads"] or 0, w["memory_limit"] or 0) for w in describe_workers(client)[1].values())
+    size = ", ".join(f"{count} x {threads} thread(s) x {dask.utils.format_bytes(memory) if memory else 'no limit'}"
+                     for (threads, memory), count in sorted(shapes.items())) or "no worker yet"
+    link = getattr(client, "dashboard_link", None)
+    log.info("Dask: %s: workers %s; dashboard %s", what, size, link or "(none)")
 
 
 @contextlib.contextmanager
@@ -73,7 +113,7 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     address = scheduler_address(requested)
     if address in LOCAL_SCHEDULERS:
         name = "threads" if address in ("threads", "threading") else "synchronous"
-        log.debug("Dask: %s scheduler in this process", name)
+        log.info("Dask: the %s scheduler in this process (no cluster)", name)
         with dask.config.set(scheduler=name):
             token = _ACTIVE.set(None)
             try:
@@ -81,13 +121,56 @@ def execution(requested: str | None = None) -> Iterator[Any]:
             finally:
                 _ACTIVE.reset(token)
         return
-    with _client(address) as client:
-        token = _ACTIVE.set(client)
-        try:
-            with dask.config.set(scheduler=client.get):
-                yield client
-        finally:
-            _ACTIVE.reset(token)
+    _quiet_allexit()
+    distributed_log = logging.getLogger("distributed")
+    level = distributed_log.level
+    try:
+        with _client(address) as client:
+            token = _ACTIVE.set(client)
+            try:
+                with dask.config.set(scheduler=client.get):
+                    yield client
+            except KeyboardInterrupt:
+                # Workers busy in a task are killed on the way out: distributed's warnings about it are
+                # expected (the level is restored once the cluster is closed).
+                distributed_log.setLevel(logging.ERROR)
+                raise
+            except Exception as err:
+                if _lost(client):
+                    from .errors import ClusterError
+
+                    where = f"at {address}" if address else "of the LocalCluster"
+                    raise ClusterError(f"lost the Dask scheduler {where} ({type(err).__name__}); "
+                                       f"the run stopped and wrote nothing") from err
+                raise
+            finally:
+                _ACTIVE.reset(token)
+    finally:
+        distributed_log.setLevel(level)
+
+
+def _lost(client: Any) -> bool:
+    """Whether ``client`` has lost its scheduler (it closes itself after failing to reconnect)."""
+    # "connecting": reconnecting after a lost connection; its futures are cancelled already.
+    return getattr(client, "status", "running") not in ("running", "newly-created")
+
+
+class _DropAllExit(logging.Filter):
+    """Drop asyncio's "Task exception was never retrieved" reports of distributed's internal AllExit.
+
+    An interrupted ``Client.gather`` leaves its waiting tasks to be collected
+    with AllExit, distributed's own early-exit signal: nothing the user can act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "AllExit"
+
+
+def _quiet_allexit() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropAllExit) for f in logger.filters):
+        logger.addFilter(_DropAllExit())
 
 
 @contextlib.contextmanager
@@ -99,24 +182,104 @@ def _client(address: str | None) -> Iterator[Any]:
     if address:
         log.info("Dask: attaching to the scheduler at %s", address)
         try:
-            client = Client(address, timeout="20s", set_as_default=False)
-        except OSError as err:
-            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({err})") from err
+            # distributed.comm.timeouts.connect (default 30 s) bounds the first connection and,
+            # if the scheduler goes away, the client's attempts to reconnect.
+            client = Client(address, set_as_default=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address} ({_first_line(err)})") from err
+        # If the scheduler goes away the run says so in one line (ClusterError): the client's own
+        # reports of its failed reconnection (tracebacks included) would only bury it.
+        quiet = _DropConnectionErrors()
+        for name in _CONNECTION_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
+        _log_plan(client, f"scheduler {address}")
         try:
             yield client
         finally:
             client.close()
+            for name in _CONNECTION_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
         return
     existing = _existing_client()
     if existing is not None:
-        log.debug("Dask: reusing the existing client %s", existing)
+        _log_plan(existing, "the existing client")
         yield existing
         return
-    kwargs = local_cluster_kwargs()
-    log.info("Dask: starting a LocalCluster (%d workers x %d threads, %s each)",
-             kwargs["n_workers"], kwargs["threads_per_worker"], kwargs["memory_limit"])
-    with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
+    plan = machine_plan()
+    log.info("Dask: starting a LocalCluster of %s", plan.describe())
+    if plan.n_workers * plan.memory_limit > plan.total_memory:
+        log.warning("Dask: %d workers x %s promise more memory than the machine has (%s)", plan.n_workers,
+                    dask.utils.format_bytes(plan.memory_limit), dask.utils.format_bytes(plan.total_memory))
+    with LocalCluster(**local_cluster_kwargs(plan)) as cluster, Client(cluster, set_as_default=False) as client:
+        _log_plan(client, "LocalCluster")
         yield client
+
+
+def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> None:
+    """Refuse to start when a worker cannot see the working directory or an input.
+
+    The client writes a probe file in ``workdir`` and asks every worker
+    (``client.run``) whether it sees the probe and the inputs at the same
+    absolute paths: a worker on another host without the shared filesystem
+    would otherwise write its checkpoints where the client never reads them.
+
+    Parameters
+    ----------
+    client
+        The distributed client of the run (None: in-process scheduler, nothing to check).
+    workdir
+        Absolute checkpoint directory (created if needed).
+    inputs
+        Absolute paths of the input files.
+
+    Raises
+    ------
+    ConfigError
+        A worker does not see ``workdir`` or one of ``inputs``.
+    """
+    if client is None:
+        return
+    from .errors import ConfigError
+
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".probe-{uuid.uuid4().hex}")
+    with open(probe, "w", encoding="ascii") as fh:
+        fh.write("draconis\n")
+    try:
+        answers = client.run(_missing_paths, [probe, *inputs])
+    finally:
+        os.unlink(probe)
+    for worker, missing in sorted(answers.items()):
+        if not missing:
+            continue
+        what = (f"the working directory {workdir}" if missing[0] == probe
+                else f"{missing[0]}" + (f" and {len(missing) - 1} other input(s)" if len(missing) > 1 else ""))
+        raise ConfigError(f"Dask worker {worker} cannot see {what}: inputs and --workdir must be on a "
+                          f"filesystem every worker shares, at the same absolute paths")
+
+
+def _missing_paths(paths: Sequence[str]) -> list[str]:
+    """The paths this process does not see (run on every worker)."""
+    return [p for p in paths if not os.path.exists(p)]
+
+
+#: Loggers of the client side of distributed that report a lost scheduler connection.
+_CONNECTION_LOGGERS = ("distributed.client", "distributed.batched", "distributed.core")
+
+
+class _DropConnectionErrors(logging.Filter):
+    """Drop the client's reports of a lost connection to the scheduler (connection errors, failed reconnection)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (OSError, asyncio.CancelledError)):
+            return False
+        return not str(record.msg).startswith(("Failed to reconnect to scheduler", "Batched Comm Closed"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _existing_client():

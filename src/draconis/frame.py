@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -109,13 +110,38 @@ def _with_shape(header: fits.Header, shape: tuple[int, ...]) -> fits.Header:
     return out
 
 
+def header_text(text: str) -> str:
+    """``text`` as a FITS header string: printable ASCII as it is, anything else %-escaped.
+
+    FITS headers hold ASCII only; a file named ``unicodé_中文.fits`` is
+    recorded as ``unicod%C3%A9_%E4%B8%AD%E6%96%87.fits`` (UTF-8 bytes; a
+    ``%`` in such a text is escaped too) and :func:`header_name` gives the
+    name back.  Printable ASCII text is never changed.
+    """
+    if all(" " <= c <= "~" for c in text):
+        return text
+    return "".join(c if " " <= c <= "~" and c != "%" else urllib.parse.quote(c, safe="") for c in text)
+
+
+def header_name(value: Any) -> str:
+    """The text :func:`header_text` escaped (file names read back from ORIGNAME and the like)."""
+    return urllib.parse.unquote(str(value)) if "%" in str(value) else str(value)
+
+
 def update_header(header: fits.Header, cards: dict[str, Any]) -> None:
-    """Set keyword values on ``header`` in place; (value, comment) tuples keep a comment."""
+    """Set keyword values on ``header`` in place; (value, comment) tuples keep a comment.
+
+    String values are made FITS-safe with :func:`header_text` (file names may be non-ASCII).
+    """
     for key, value in cards.items():
         if value is None:
             header.remove(key, ignore_missing=True)
-        else:
-            header[key] = value
+            continue
+        if isinstance(value, str):
+            value = header_text(value)
+        elif isinstance(value, tuple) and value and isinstance(value[0], str):
+            value = (header_text(value[0]), *value[1:])
+        header[key] = value
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,7 +172,8 @@ class Frame:
     @property
     def orig_filename(self) -> str:
         """The raw file name this frame descends from (ORIGNAME)."""
-        return self.phu.get("ORIGNAME") or self.filename
+        name = self.phu.get("ORIGNAME")
+        return header_name(name) if name else self.filename
 
     @property
     def stem(self) -> str:

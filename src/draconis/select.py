@@ -81,7 +81,8 @@ _SPACE = re.compile(r"\s+")
 
 def _error(text: str, pos: int, problem: str) -> ExpressionError:
     where = "at the end" if pos >= len(text) else f"at position {pos + 1} ({text[pos]!r})"
-    return ExpressionError(f"bad expression {text!r}: {problem} {where}", position=pos)
+    shown = text if len(text) <= 80 else f"{text[:77]}..."
+    return ExpressionError(f"bad expression {shown!r}: {problem} {where}", position=pos)
 
 
 def tokenize(text: str) -> list[Token]:
@@ -238,6 +239,10 @@ Node = Compare | Truth | Not | And | Or
 # ----------------------------------------------------------------------
 # Parser
 # ----------------------------------------------------------------------
+#: Deepest nesting of parentheses and 'not' the parser accepts (each level costs Python stack frames).
+MAX_DEPTH = 100
+
+
 class _Parser:
     """Recursive descent over the token list; one method per grammar rule."""
 
@@ -245,6 +250,13 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.index = 0
+        self.depth = 0
+
+    def nest(self) -> None:
+        """Enter one more level of '(' or 'not'; refuse absurd depths before Python's recursion limit."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"nested more than {MAX_DEPTH} levels deep (parentheses and 'not')")
 
     @property
     def token(self) -> Token:
@@ -285,17 +297,22 @@ class _Parser:
 
     def not_expr(self) -> Node:
         if self.at_keyword("not"):
+            self.nest()
             self.advance()
-            return Not(self.not_expr())
+            node = Not(self.not_expr())
+            self.depth -= 1
+            return node
         return self.atom()
 
     def atom(self) -> Node:
         if self.token.kind == "LPAREN":
+            self.nest()
             self.advance()
             node = self.or_expr()
             if self.token.kind != "RPAREN":
                 raise self.fail("expected ')'")
             self.advance()
+            self.depth -= 1
             return node
         operands = [self.operand()]
         ops: list[str] = []

@@ -27,9 +27,19 @@ import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import CalDBError
+from ..errors import CalDBError, CalibrationNotFoundError
+from ..io.fits import new_file_mode
+from . import journal as journal_mod
 from .config import CalibConfig, ConfigDeprecationWarning, DatabaseSpec, database_spec, load_config
-from .ingest import CALTYPES, caltype_from_tags, check_caltype, describe_file, frame_descriptors, open_any
+from .ingest import (
+    CALTYPES,
+    caltype_from_tags,
+    check_caltype,
+    describe_file,
+    descriptor_failure,
+    frame_descriptors,
+    open_any,
+)
 from .manager import CalFile, CalibrationDatabase, open_database
 from .rules import RULES, build_query, rule_for
 
@@ -156,7 +166,18 @@ def find_calibration(frame_or_path: Any, caltype: str, *, config: Any = None) ->
             if os.path.isfile(row.path):
                 return CalMatch(row.path, row.caltype, row.md5, db.name)
             log.warning("%s: listed in %s but no longer on disk; skipped", row.path, db.name)
+    _explain_no_match(frame, caltype, sci)
     return None
+
+
+def _explain_no_match(frame: Any, caltype: str, sci: dict[str, Any]) -> None:
+    """Say which descriptor the rule needs and the frame cannot give (e.g. EXPTIME missing), if that is why."""
+    rule = rule_for(sci["instrument"], caltype)
+    if rule is None:
+        return
+    for name in (*rule.match, *rule.tolerance):
+        if sci.get(name) is None and (problem := descriptor_failure(frame, name)):
+            raise CalibrationNotFoundError(f"a {caltype} is matched on {name}, which cannot be computed: {problem}")
 
 
 def get_calibration(frame_or_path: Any, caltype: str, *, config: Any = None) -> str | None:
@@ -225,9 +246,10 @@ def validate_calibration(path: str | os.PathLike, caltype: str) -> str:
 def _copy_atomic(source: str, dest: Path) -> None:
     if dest.exists() and os.path.samefile(source, dest):
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=journal_mod.part_name(dest), suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, new_file_mode())  # not mkstemp's 0600: others sharing the database read the copies
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
     except BaseException:
@@ -236,11 +258,14 @@ def _copy_atomic(source: str, dest: Path) -> None:
         raise
 
 
-def store_calibration(path: str | os.PathLike, caltype: str, *, config: Any = None) -> list[str]:
+def store_calibration(path: str | os.PathLike, caltype: str, *, config: Any = None,
+                      journal: Path | None = None, cwd: str | os.PathLike | None = None) -> list[str]:
     """Keep a processed calibration the runner just wrote.
 
     Copies it to ``./calibrations/<caltype>/`` (relative to the current
     directory) and adds that copy to every database configured with ``store``.
+    The intent is journaled first (:mod:`draconis.caldb.journal`), so a
+    process killed half-way is completed by the next one.
 
     Parameters
     ----------
@@ -250,6 +275,11 @@ def store_calibration(path: str | os.PathLike, caltype: str, *, config: Any = No
         Its type; must agree with its tags (DARK+PROCESSED for ``processed_dark``...).
     config : str or CalibConfig, optional
         Configuration file instead of the default search.
+    journal : Path, optional
+        The journal entry recording this store (from :func:`journal.begin`),
+        removed once done; default: one is made here.
+    cwd : path, optional
+        Directory holding ``calibrations/`` (default: the current directory).
 
     Returns
     -------
@@ -271,15 +301,28 @@ def store_calibration(path: str | os.PathLike, caltype: str, *, config: Any = No
     targets = [open_database(spec) for spec in cfg.store_databases if spec.is_local]
     for db in targets:  # fail before writing anything
         db.check_ready()
-    dest_dir = Path.cwd() / "calibrations" / caltype
+    dest_dir = journal_mod.calibrations_dir(cwd) / caltype
+    entry = None
+    try:
+        entry = journal or journal_mod.begin(values["path"], caltype, config, cwd=cwd)
+        dest = _copy_into(values, dest_dir)
+        values.update(path=str(dest), directory=str(dest_dir))
+        for db in targets:
+            db.add_values(values)
+            log.info("stored %s in %s", dest, db.name)
+    except BaseException:
+        if journal is None:  # ours: the caller sees the error; nothing is left to complete later
+            journal_mod.finish(entry)
+        raise
+    journal_mod.finish(entry)
+    return [str(dest)]
+
+
+def _copy_into(values: dict[str, Any], dest_dir: Path) -> Path:
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / values["filename"]
         _copy_atomic(values["path"], dest)
     except OSError as err:
         raise CalDBError(f"{dest_dir}: cannot store {values['filename']} ({err.strerror or err})") from err
-    values.update(path=str(dest), directory=str(dest_dir))
-    for db in targets:
-        db.add_values(values)
-        log.info("stored %s in %s", dest, db.name)
-    return [str(dest)]
+    return dest

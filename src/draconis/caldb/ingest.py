@@ -117,6 +117,20 @@ def _descriptor(frame: Any, name: str, options: dict[str, Any]) -> Any:
         return None
 
 
+def descriptor_failure(frame: Any, name: str) -> str | None:
+    """Why descriptor ``name`` of ``frame`` cannot be computed (e.g. a missing keyword), or None.
+
+    None also when the instrument has no such descriptor: a rule then matches on NULL.
+    """
+    try:
+        if name not in frame.instrument_model.descriptor_names():
+            return None
+        frame.descriptor(name, **_DESCRIPTORS.get(name, {}))
+    except DraconisError as err:
+        return getattr(err, "problem", None) or str(err)
+    return None
+
+
 def frame_descriptors(frame: Any) -> dict[str, Any]:
     """The canonical descriptor values the association rules use, for any frame.
 

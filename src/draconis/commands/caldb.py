@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if action == "config":
         return _show_config(config, getattr(args, "database", None))
     db = caldb.set_local_database(getattr(args, "database", None), config=config)
+    if action != "init":
+        caldb.journal.recover()  # stores a killed run left unfinished in this directory
     if action == "init":
         db.init(wipe=args.wipe, exist_ok=False)
         print(f"{'Wiped and initialised' if args.wipe else 'Initialised'} calibration database {db.name}")

@@ -17,8 +17,21 @@ _EXPORTS = {
 
 
 def open_frame(path: str | os.PathLike, *, chunks: tuple[int, int] | None = None):
-    """Open a FITS file or a zarr checkpoint as a lazy frame."""
+    """Open a FITS file or a zarr checkpoint (a directory) as a lazy frame.
+
+    Raises
+    ------
+    InputError
+        No such file, a directory that is not a zarr group, or an unreadable file.
+    """
+    from ..errors import InputError
+
     path = str(path)
+    if os.path.isdir(path):
+        if not any(os.path.isfile(os.path.join(path, meta)) for meta in ("zarr.json", ".zgroup")):
+            raise InputError(path, "is a directory, not a FITS file (nor a zarr checkpoint)")
+    elif path.rstrip("/").endswith(".zarr") and not os.path.exists(path):
+        raise InputError(path, "no such file or directory")
     if path.rstrip("/").endswith(".zarr") or os.path.isdir(path):
         from .zarr import open_zarr
 

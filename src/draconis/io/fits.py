@@ -25,7 +25,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import InputError, NotFITSError
-from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, make_extension
+from ..frame import PLANE_DTYPES, PLANES, Extension, Frame, header_text, make_extension
 from ._tasks import FitsPixelSource, fits_finish, fits_prepare, fits_write_band, pixel_read_count
 
 __all__ = ["FitsPixelSource", "pixel_read_count", "open_fits", "write_fits", "write_fits_delayed", "write_many",
@@ -156,11 +156,14 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
         if len(shape) != 2:
             raise InputError(path, f"HDU {index} has shape {raw_shape}: expected a 2-D image")
         scaled = any(k in header for k in ("BZERO", "BSCALE", "BLANK"))
-        source = FitsPixelSource(path, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
+        # Workers of an external cluster run in their own current directory:
+        # the graph names the file by its absolute path.
+        full = os.path.abspath(path)
+        source = FitsPixelSource(full, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
         # the (small) source inlined in each chunk task: one graph layer per plane, no shared object key
         arr = da.from_array(source, chunks=chunks or default_chunks(shape), asarray=False, inline_array=True,
                             meta=np.empty((0, 0), dtype=source.dtype),
-                            name=f"fits-{path}-{index}-{os.path.getmtime(path)}")
+                            name=f"fits-{full}-{index}-{os.path.getmtime(path)}")
         planes.setdefault(ver, {})[name] = arr
         if name == "SCI":
             sci_headers[ver] = _clean_header(header, image=True)
@@ -177,7 +180,7 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
     phu = _clean_header(phu)
     filename = os.path.basename(path)
     # The raw name every later product is named after (DRAGONS' ORIGNAME).
-    phu.setdefault("ORIGNAME", filename)
+    phu.setdefault("ORIGNAME", header_text(filename))
     return Frame(phu=phu, extensions=tuple(extensions), filename=filename, path=os.path.abspath(path),
                  tables=file_tables)
 
@@ -203,7 +206,7 @@ def _table_hdu(table: Table, name: str, ver: int | None = None) -> fits.BinTable
 def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits.HDUList:
     """The HDUList of ``frame`` with computed ``arrays`` (one dict of planes per extension)."""
     phu = frame.phu.copy()
-    phu.setdefault("ORIGNAME", frame.orig_filename)
+    phu.setdefault("ORIGNAME", header_text(frame.orig_filename))
     hdus: list[fits.hdu.base.ExtensionHDU] = [fits.PrimaryHDU(header=phu)]
     for ver, (ext, planes) in enumerate(zip(frame.extensions, arrays), start=1):
         for name in PLANES:
@@ -220,6 +223,22 @@ def build_hdulist(frame: Frame, arrays: Sequence[dict[str, np.ndarray]]) -> fits
     return fits.HDUList(hdus)
 
 
+def new_file_mode() -> int:
+    """Permissions of an ordinary new file in this process: 0o666 less the umask.
+
+    Temporary files from :func:`tempfile.mkstemp` are 0600 (meant for
+    secrets); outputs renamed from them get this mode instead, so a team
+    sharing a directory reads them as it reads any other file.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:  # reads the umask without changing it
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)  # elsewhere: set and restore at once
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, overwrite: bool = True) -> str:
     """Write ``hdulist`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
@@ -227,7 +246,7 @@ def write_hdulist_atomic(hdulist: fits.HDUList, path: str | os.PathLike, *, over
         raise InputError(path, "output file exists and overwrite is False")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary files others may read
+    os.chmod(tmp, new_file_mode())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)

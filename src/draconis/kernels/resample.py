@@ -24,6 +24,8 @@ NO_DATA = 16
 #: DQ bits whose pixels are replaced (by the nearest good pixel) before spline interpolation,
 #: so a hot pixel or an unilluminated region does not ring into good pixels.
 CLEAN_BITS = 1 | 4 | 8 | 16 | 32 | 64 | 128
+#: DQ bit given to output pixels interpolated from non-finite input pixels (bad_pixel).
+NON_FINITE = 1
 #: Half-width beyond the footprint (px) still counted as covered (floating-point slack).
 _EDGE = 0.5 + 1e-3
 
@@ -102,6 +104,12 @@ def resample_region(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
     covered : bool array, True where the position lies on the input
     """
     ny, nx = sci.shape
+    # NaN/inf pixels are replaced before interpolating; flag them so nothing downstream takes the
+    # replacement for data (an all-NaN frame would otherwise be stacked as zeros).
+    nonfinite = ~np.isfinite(sci)
+    if nonfinite.any():
+        base = np.zeros(sci.shape, np.uint16) if dq is None else np.asarray(dq)
+        dq = base | np.where(nonfinite, NON_FINITE, 0).astype(base.dtype)
     covered = (iy > -_EDGE) & (iy < ny - 1 + _EDGE) & (ix > -_EDGE) & (ix < nx - 1 + _EDGE)
     coords = [np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)]
     data = clean(np.asarray(sci, np.float32), dq) if order > 1 else np.nan_to_num(np.asarray(sci, np.float32))

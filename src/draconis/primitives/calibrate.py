@@ -32,15 +32,16 @@ def _find_calibration(frames: list[Frame], explicit: list[Frame] | None, caltype
         return list(cals * len(frames) if len(cals) == 1 else cals)
     out: list[Frame | None] = []
     for frame in frames:
+        why = ""
         try:
             cal = ctx.calibration(caltype, frame)
-        except CalibrationNotFoundError:
-            cal = None
+        except CalibrationNotFoundError as err:
+            cal, why = None, f": {err}"
         if cal is None and (do_cal == "force" or ctx.mode == "sq"):
-            raise CalibrationNotFoundError(f"{frame.filename}: no {caltype} found ({who}); "
+            raise CalibrationNotFoundError(f"{frame.filename}: no {caltype} found ({who}){why}; "
                                            f"give one with --user_cal or -p {who}:do_cal=skip")
         if cal is None:
-            ctx.log.warning("%s: no %s for %s; not corrected", who, caltype, frame.filename)
+            ctx.log.warning("%s: no %s for %s%s; not corrected", who, caltype, frame.filename, why)
         out.append(cal)
     return out
 

@@ -10,6 +10,7 @@ for the WCS transfer).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import dask
@@ -31,6 +32,11 @@ DILATION_KEYWORD = "OBJMDILA"
 _INTERPOLANT_ORDER = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
 
 
+def _finite_from(low: float) -> dict:
+    """Range keywords of ``[low, inf)``: inf itself (and NaN) refused."""
+    return {"low": low, "high": math.inf, "closed": (True, False)}
+
+
 # ---------------------------------------------------------------------------
 # detectSources
 # ---------------------------------------------------------------------------
@@ -40,10 +46,11 @@ _INTERPOLANT_ORDER = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline
            P("replace_flags", int, 249, "DQ bit mask selecting pixels to replace / to treat as bad", low=0),
            P("set_saturation", bool, False, "pass saturation level to the detector"),
            P("detect_minarea", int, 8, "minimum connected pixels for a detection", low=1),
-           P("detect_thresh", float, 2.0, "detection threshold (sigma above background)", low=0.1),
-           P("analysis_thresh", float, 2.0, "isophotal analysis threshold (sigma)", low=0.1),
-           P("deblend_mincont", float, 0.005, "deblending minimum contrast", low=0.0),
-           P("phot_min_radius", float, 3.5, "minimum photometry aperture radius (pix)", low=1.0),
+           # [low, inf): an infinite threshold or radius only makes an empty catalogue
+           P("detect_thresh", float, 2.0, "detection threshold (sigma above background)", **_finite_from(0.1)),
+           P("analysis_thresh", float, 2.0, "isophotal analysis threshold (sigma)", **_finite_from(0.1)),
+           P("deblend_mincont", float, 0.005, "deblending minimum contrast", low=0.0, high=1.0),
+           P("phot_min_radius", float, 3.5, "minimum photometry aperture radius (pix)", **_finite_from(1.0)),
            P("back_size", int, 32, "background mesh size (pix)", low=1),
            P("back_filtersize", int, 8, "background median filter size (meshes)", low=1))
 def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:

@@ -118,6 +118,11 @@ class Reduce:
         logutils.ensure_configured()
         start = time.monotonic()
         self.output_filenames, self.processed_filenames = [], []
+        from ..cluster import scheduler_address
+
+        scheduler_address(self.scheduler)  # a misspelt scheduler is an error now, not after the inputs are read
+        _check_suffix(self.suffix)
+        _recover_interrupted_stores()
         frames = self.open_inputs()
         recipe = self.choose_recipe(frames[0])
         instrument, kind = instrument_name(frames[0]), frame_kind(frames[0])
@@ -125,19 +130,23 @@ class Reduce:
         _check_one_setup(recipe, frames)
         ucals = open_ucals(self.ucals)
         log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
-        workdir = self.workdir or _config.get("workdir", ".draconis")
+        # Resolved here, on the client: the workers of an external cluster run in their own directory.
+        workdir = os.path.abspath(os.path.expanduser(os.fspath(self.workdir or _config.get("workdir", ".draconis"))))
         ctx = RunContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
                          use_caldb=True, instrument=instrument, kind=kind,
                          keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
                          protected=[f.path for f in frames if f.path])
-        from ..cluster import execution
+        # each processed calibration is journaled as soon as it is written (see caldb.journal)
+        ctx.pending_calibrations = _JournaledStores(self.config_file)
+        from ..cluster import check_workers_see, execution
 
         record = self.summary = runrecord.RunRecord(
             recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
             command=self.command or _api_command(), parameters=_user_items(user))
         success = False
         try:
-            with runrecord.recording(record), execution(self.scheduler):
+            with runrecord.recording(record), execution(self.scheduler) as client:
+                check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
                     recipe.func(PrimitiveCaller(ctx))
                     with logutils.condensed():
@@ -146,6 +155,8 @@ class Reduce:
             success = True
         finally:
             ctx.close(success)
+            if not success:  # its outputs are rolled back: nothing left to store
+                ctx.pending_calibrations.discard()
             _remove_if_empty(workdir)
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
@@ -190,8 +201,9 @@ class Reduce:
         from ..caldb import store_calibration
 
         stored: list[str] = []
-        for path, caltype in ctx.pending_calibrations:
-            stored.extend(store_calibration(path, caltype, config=self.config_file))
+        pending = ctx.pending_calibrations
+        for (path, caltype), entry in zip(pending, getattr(pending, "entries", [None] * len(pending))):
+            stored.extend(store_calibration(path, caltype, config=self.config_file, journal=entry))
             log.info("Stored %s as %s", os.path.basename(path), caltype)
         return stored
 
@@ -222,12 +234,59 @@ def _api_command() -> str:
     return f"draconis.Reduce (Python API) from {' '.join(sys.argv) or 'python'}"
 
 
+class _JournaledStores(list):
+    """The run's ``(path, caltype)`` calibrations to store, each journaled when added.
+
+    A run killed after writing a processed calibration but before storing it
+    leaves the journal entry; the next run in the directory (or ``draconis
+    caldb``) completes the store (:func:`draconis.caldb.journal.recover`).
+    """
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+        self.entries: list[Any] = []
+
+    def append(self, item: tuple[str, str]) -> None:
+        from ..caldb import journal
+
+        path, caltype = item
+        self.entries.append(journal.begin(path, caltype, self.config))
+        super().append(item)
+
+    def discard(self) -> None:
+        from ..caldb import journal
+
+        for entry in self.entries:
+            journal.finish(entry)
+        self.entries.clear()
+        self.clear()
+
+
+def _recover_interrupted_stores() -> None:
+    """Store the calibrations runs killed in this directory wrote but did not store."""
+    from ..caldb import journal
+
+    journal.recover()
+
+
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
     """A recipe that aligns frames needs one instrument and filter: say so now, not after the sky work."""
     from ..primitives.align import check_same_setup
 
     if any(call.name == "adjustWCSToReference" for call in record(recipe.func)):
         check_same_setup(frames)
+
+
+def _check_suffix(suffix: str | None) -> None:
+    """An output suffix is a non-empty part of a file name (an empty one would name outputs like their inputs)."""
+    if suffix is None:
+        return
+    if not str(suffix).strip():
+        raise ParameterError("--suffix '': the suffix of the final outputs cannot be empty "
+                             "(omit --suffix for the recipe's own)")
+    if os.sep in suffix or (os.altsep and os.altsep in suffix):
+        raise ParameterError(f"--suffix {suffix!r}: a suffix is part of a file name; it cannot contain {os.sep!r}")
 
 
 def _display(path: str | None) -> str:
