@@ -16,7 +16,8 @@ import contextlib
 import contextvars
 import logging
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
@@ -117,6 +118,54 @@ def _client(address: str | None) -> Iterator[Any]:
              kwargs["n_workers"], kwargs["threads_per_worker"], kwargs["memory_limit"])
     with LocalCluster(**kwargs) as cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> None:
+    """Refuse to start when a worker cannot see the working directory or an input.
+
+    The client writes a probe file in ``workdir`` and asks every worker
+    (``client.run``) whether it sees the probe and the inputs at the same
+    absolute paths: a worker on another host without the shared filesystem
+    would otherwise write its checkpoints where the client never reads them.
+
+    Parameters
+    ----------
+    client
+        The distributed client of the run (None: in-process scheduler, nothing to check).
+    workdir
+        Absolute checkpoint directory (created if needed).
+    inputs
+        Absolute paths of the input files.
+
+    Raises
+    ------
+    ConfigError
+        A worker does not see ``workdir`` or one of ``inputs``.
+    """
+    if client is None:
+        return
+    from .errors import ConfigError
+
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".probe-{uuid.uuid4().hex}")
+    with open(probe, "w", encoding="ascii") as fh:
+        fh.write("draconis\n")
+    try:
+        answers = client.run(_missing_paths, [probe, *inputs])
+    finally:
+        os.unlink(probe)
+    for worker, missing in sorted(answers.items()):
+        if not missing:
+            continue
+        what = (f"the working directory {workdir}" if missing[0] == probe
+                else f"{missing[0]}" + (f" and {len(missing) - 1} other input(s)" if len(missing) > 1 else ""))
+        raise ConfigError(f"Dask worker {worker} cannot see {what}: inputs and --workdir must be on a "
+                          f"filesystem every worker shares, at the same absolute paths")
+
+
+def _missing_paths(paths: Sequence[str]) -> list[str]:
+    """The paths this process does not see (run on every worker)."""
+    return [p for p in paths if not os.path.exists(p)]
 
 
 def _existing_client():

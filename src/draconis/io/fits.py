@@ -156,11 +156,14 @@ def _build_frame(path, headers, tables, chunks) -> Frame:
         if len(shape) != 2:
             raise InputError(path, f"HDU {index} has shape {raw_shape}: expected a 2-D image")
         scaled = any(k in header for k in ("BZERO", "BSCALE", "BLANK"))
-        source = FitsPixelSource(path, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
+        # Workers of an external cluster run in their own current directory:
+        # the graph names the file by its absolute path.
+        full = os.path.abspath(path)
+        source = FitsPixelSource(full, index, shape, _data_dtype(header), len(raw_shape), memmap=not scaled)
         # the (small) source inlined in each chunk task: one graph layer per plane, no shared object key
         arr = da.from_array(source, chunks=chunks or default_chunks(shape), asarray=False, inline_array=True,
                             meta=np.empty((0, 0), dtype=source.dtype),
-                            name=f"fits-{path}-{index}-{os.path.getmtime(path)}")
+                            name=f"fits-{full}-{index}-{os.path.getmtime(path)}")
         planes.setdefault(ver, {})[name] = arr
         if name == "SCI":
             sci_headers[ver] = _clean_header(header, image=True)

@@ -301,13 +301,14 @@ def _open_plane(store: str, component: str) -> da.Array:
 
 def open_zarr(store: str | os.PathLike) -> Frame:
     """Open a frame checkpointed with :func:`write_zarr` (lazily)."""
-    store = os.path.abspath(os.fspath(store))
+    given = os.fspath(store)
+    store = os.path.abspath(given)  # the graph reads it on workers that may run in another directory
     try:
         attrs = _read_json(store)["attributes"]
     except (OSError, ValueError, KeyError) as err:
-        raise InputError(store, f"not a draconis zarr checkpoint ({err})") from err
+        raise InputError(given, f"not a draconis zarr checkpoint ({err})") from err
     if attrs.get("draconis_frame") != 1:
-        raise InputError(store, "not a draconis zarr checkpoint (no draconis_frame attribute)")
+        raise InputError(given, "not a draconis zarr checkpoint (no draconis_frame attribute)")
     extensions: list[Extension] = []
     i = 1
     while os.path.isdir(os.path.join(store, f"ext{i}")):

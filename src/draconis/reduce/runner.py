@@ -125,19 +125,21 @@ class Reduce:
         _check_one_setup(recipe, frames)
         ucals = open_ucals(self.ucals)
         log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
-        workdir = self.workdir or _config.get("workdir", ".draconis")
+        # Resolved here, on the client: the workers of an external cluster run in their own directory.
+        workdir = os.path.abspath(os.path.expanduser(os.fspath(self.workdir or _config.get("workdir", ".draconis"))))
         ctx = RunContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
                          use_caldb=True, instrument=instrument, kind=kind,
                          keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
                          protected=[f.path for f in frames if f.path])
-        from ..cluster import execution
+        from ..cluster import check_workers_see, execution
 
         record = self.summary = runrecord.RunRecord(
             recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
             command=self.command or _api_command(), parameters=_user_items(user))
         success = False
         try:
-            with runrecord.recording(record), execution(self.scheduler):
+            with runrecord.recording(record), execution(self.scheduler) as client:
+                check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
                     recipe.func(PrimitiveCaller(ctx))
                     with logutils.condensed():
