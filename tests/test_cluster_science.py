@@ -43,11 +43,8 @@ def niri(base):
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):
-    """A scheduler and two single-thread workers, started in a directory of their own."""
-    cwd = tmp_path_factory.mktemp("workers_cwd")
-    with scheduler_process(cwd) as address, worker_processes(address, cwd, tmp_path_factory.mktemp("scratch"), n=2):
-        yield address
+def two_workers(two_dask_workers):
+    return two_dask_workers
 
 
 def _one_line_per_worker_count(address: str) -> int:

@@ -82,13 +82,93 @@ def execution(requested: str | None = None) -> Iterator[Any]:
             finally:
                 _ACTIVE.reset(token)
         return
-    with _client(address) as client:
+    with _client(address) as client, watching_workers(client):
         token = _ACTIVE.set(client)
         try:
             with dask.config.set(scheduler=client.get):
                 yield client
         finally:
             _ACTIVE.reset(token)
+
+
+#: scheduler event topics draconis follows during a run
+_TOPICS = ("all", "worker-restart-memory")
+
+
+@contextlib.contextmanager
+def watching_workers(client: Any) -> Iterator[None]:
+    """Log, as it happens, a worker the cluster loses and a worker restarted for exceeding its memory.
+
+    The scheduler reschedules the tasks a lost worker was running and
+    recomputes the results it held; draconis says so, so a run that
+    completes after losing workers does not hide it.
+    """
+    for topic in _TOPICS:
+        client.subscribe_topic(topic, _on_cluster_event)
+    try:
+        yield
+    finally:
+        for topic in _TOPICS:
+            with contextlib.suppress(Exception):  # the scheduler may be gone already
+                client.unsubscribe_topic(topic)
+
+
+def _on_cluster_event(event: tuple[float, dict]) -> None:
+    _, msg = event
+    if not isinstance(msg, dict):
+        return
+    if msg.get("action") == "remove-worker" and not msg.get("expected"):
+        running = len(msg.get("processing-tasks") or ())
+        held = len(msg.get("lost-computed-tasks") or ())
+        log.warning("Dask worker %s was lost (it was running %d task(s) and held %d result(s)); "
+                    "the scheduler runs that work again on the remaining workers", msg.get("worker"), running, held)
+    elif "rss" in msg and "worker" in msg:
+        log.warning("Dask worker %s used %s, more than its memory budget allows: restarted by its nanny",
+                    msg["worker"], _bytes(msg["rss"]))
+
+
+def _bytes(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
+
+
+def explain_killed_worker(err: BaseException, step: str | None) -> Exception:
+    """A clear error for ``distributed.KilledWorker`` raised while ``step`` ran (``err`` if it is not one).
+
+    When the workers that died running the task had been restarted by their
+    nanny for exceeding their memory, the message says so, with the budget,
+    instead of Dask's generic "workers died".
+    """
+    try:
+        from distributed import KilledWorker
+    except ImportError:
+        return err
+    if not isinstance(err, KilledWorker):
+        return err
+    from dask.utils import key_split
+
+    from .errors import ClusterError
+
+    worker = err.last_worker
+    where = f"{step}: " if step else ""
+    task = key_split(err.task)
+    limit = getattr(worker, "memory_limit", None)
+    client = active_client()
+    restarted = []
+    if client is not None:
+        with contextlib.suppress(Exception):
+            restarted = [msg for _, msg in client.get_events("worker-restart-memory")]
+    if any(msg.get("worker") == worker.address for msg in restarted):
+        rss = max(msg.get("rss", 0) for msg in restarted if msg.get("worker") == worker.address)
+        budget = _bytes(limit) if limit else "its memory limit"
+        return ClusterError(f"{where}a {task} task needs more memory than a Dask worker's budget of {budget}: "
+                            f"the worker running it reached {_bytes(rss)} and was restarted "
+                            f"{err.allowed_failures + 1} time(s). Give each worker more memory "
+                            f"(draconis.memory_limit, or the workers' --memory-limit) or use fewer rows "
+                            f"per chunk (draconis.chunk_rows)")
+    return ClusterError(f"{where}Dask workers died {err.allowed_failures + 1} time(s) while running a {task} task "
+                        f"(last on {worker.address}); the workers' logs say why")
 
 
 @contextlib.contextmanager

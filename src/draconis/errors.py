@@ -61,5 +61,9 @@ class ConfigError(DraconisError):
     """The configuration file is malformed."""
 
 
+class ClusterError(DraconisError):
+    """The Dask cluster cannot complete the work: workers dying on a task, memory exhausted."""
+
+
 class NoWorkFound(DraconisError):
     """Nothing to do: distinct from a failure (e.g. every input filtered out)."""

@@ -141,7 +141,7 @@ class Reduce:
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
-                    recipe.func(PrimitiveCaller(ctx))
+                    _run_recipe(recipe, ctx)
                     with logutils.condensed():
                         finals = self._write_finals(ctx)
             self.processed_filenames = self._store_calibrations(ctx)
@@ -222,6 +222,36 @@ def _api_command() -> str:
     import sys
 
     return f"draconis.Reduce (Python API) from {' '.join(sys.argv) or 'python'}"
+
+
+class _StepCaller(PrimitiveCaller):
+    """The recipe's primitive caller, remembering which step runs (for error messages)."""
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.current: str | None = None
+
+    def __getattr__(self, name: str):
+        run = super().__getattr__(name)
+
+        def call(**arguments: Any):
+            self.current = name
+            return run(**arguments)
+
+        return call
+
+
+def _run_recipe(recipe: Recipe, ctx: RunContext) -> None:
+    from ..cluster import explain_killed_worker
+
+    caller = _StepCaller(ctx)
+    try:
+        recipe.func(caller)
+    except Exception as err:
+        clear = explain_killed_worker(err, caller.current)
+        if clear is not err:
+            raise clear from err
+        raise
 
 
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
