@@ -73,9 +73,11 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     """
     address = scheduler_address(requested)
     if address in LOCAL_SCHEDULERS:
+        from dask import local, threaded
+
         name = "threads" if address in ("threads", "threading") else "synchronous"
         log.debug("Dask: %s scheduler in this process", name)
-        with dask.config.set(scheduler=name):
+        with dask.config.set(scheduler=_counted(threaded.get if name == "threads" else local.get_sync)):
             token = _ACTIVE.set(None)
             try:
                 yield None
@@ -85,10 +87,27 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     with _client(address) as client, watching_workers(client):
         token = _ACTIVE.set(client)
         try:
-            with dask.config.set(scheduler=client.get):
+            with dask.config.set(scheduler=_counted(client.get)):
                 yield client
         finally:
             _ACTIVE.reset(token)
+
+
+_computations = 0
+
+
+def computations() -> int:
+    """How many ``dask.compute`` calls the run's scheduler has served (did a step compute something?)."""
+    return _computations
+
+
+def _counted(get: Any) -> Any:
+    def get_counted(*args: Any, **kwargs: Any) -> Any:
+        global _computations
+        _computations += 1
+        return get(*args, **kwargs)
+
+    return get_counted
 
 
 #: scheduler event topics draconis follows during a run
@@ -226,14 +245,16 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
         return
     from .errors import ConfigError
 
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".probe-{uuid.uuid4().hex}")
-    with open(probe, "w", encoding="ascii") as fh:
-        fh.write("draconis\n")
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(workdir)  # a directory, or a URL (s3://bucket/prefix...)
+    fs.makedirs(root, exist_ok=True)
+    probe = f"{workdir.rstrip('/')}/.probe-{uuid.uuid4().hex}"
+    fs.pipe_file(fsspec.core.url_to_fs(probe)[1], b"draconis\n")
     try:
         answers = client.run(_missing_paths, [probe, *inputs])
     finally:
-        os.unlink(probe)
+        fs.rm_file(fsspec.core.url_to_fs(probe)[1])
     for worker, missing in sorted(answers.items()):
         if not missing:
             continue
@@ -244,8 +265,15 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
 
 
 def _missing_paths(paths: Sequence[str]) -> list[str]:
-    """The paths this process does not see (run on every worker)."""
-    return [p for p in paths if not os.path.exists(p)]
+    """The paths (or URLs) this process does not see (run on every worker)."""
+    import fsspec
+
+    missing = []
+    for p in paths:
+        fs, path = fsspec.core.url_to_fs(p)
+        if not fs.exists(path):
+            missing.append(p)
+    return missing
 
 
 def _existing_client():

@@ -41,12 +41,15 @@ class SignalOnTask(WorkerPlugin):
     once in the whole cluster, also after the killed worker is restarted.
     """
 
-    def __init__(self, flag: str, *, nth: int = 1, sig: int = signal.SIGKILL, target: str | int = "self"):
-        self.flag, self.nth, self.sig, self.target = flag, nth, int(sig), target
+    def __init__(self, flag: str, *, nth: int = 1, sig: int = signal.SIGKILL, target: str | int = "self",
+                 pid_dir: str | None = None):
+        self.flag, self.nth, self.sig, self.target, self.pid_dir = flag, nth, int(sig), target, pid_dir
         self.started = 0
 
     def setup(self, worker: Any) -> None:
         self.started = 0
+        if self.pid_dir:  # so a test can check that no worker outlives the run
+            open(os.path.join(self.pid_dir, str(os.getpid())), "w").close()
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if finish != "executing":

@@ -23,8 +23,10 @@ from ..frame import Frame
 from ..io import open_frame
 from ..primitives.registry import get_primitive
 from ..recipes import Recipe, find_recipe
-from ..recipes.caller import PrimitiveCaller, record
+from ..recipes.caller import record
 from .context import RunContext, frame_kind, instrument_name
+from .resume import Checksums, ResumableContext, ResumePoint, StepCaller, StepPlan, start_run, stopped
+from .rundir import absolute
 from .ucals import open_ucals
 from .uparms import parse_uparms, validate
 
@@ -47,7 +49,15 @@ class Reduce:
     mode, suffix, config_file, scheduler, workdir
         Mode (``sq``), suffix of final outputs, calibration configuration file,
         Dask scheduler (None, ``synchronous``, ``threads`` or an address),
-        checkpoint directory.
+        checkpoint directory (a local path or an fsspec URL such as
+        ``s3://bucket/prefix``; default ``draconis.workdir``).
+    resume : bool or "auto"
+        Continue the unfinished run of the same inputs and recipe in the
+        work directory from its last complete checkpoint; True refuses if
+        anything changed since, ``"auto"`` recomputes from the first step
+        whose inputs changed.
+    keep_checkpoints : bool or None
+        Keep the checkpoints of a finished run (default: ``draconis.keep_checkpoints``).
     output_filenames, processed_filenames : list of str
         After :meth:`runr`: the final outputs and the stored calibrations.
     report : bool or None
@@ -61,7 +71,7 @@ class Reduce:
     def __init__(self, files: Iterable[str] | None = None, *, recipename: str = "_default",
                  uparms: Any = None, ucals: dict[str, Any] | None = None, mode: str = "sq",
                  suffix: str | None = None, config_file: str | None = None, scheduler: str | None = None,
-                 workdir: str | None = None):
+                 workdir: str | None = None, resume: bool | str = False, keep_checkpoints: bool | None = None):
         self.files: list[str] = list(files or [])
         self.recipename = recipename
         self.uparms: Any = list(uparms) if isinstance(uparms, (list, tuple)) else (uparms if uparms else [])
@@ -71,6 +81,8 @@ class Reduce:
         self.config_file = config_file
         self.scheduler = scheduler
         self.workdir = workdir
+        self.resume = resume
+        self.keep_checkpoints = keep_checkpoints
         self.drpkg = "draconis"
         self.upload = None
         self.output_filenames: list[str] = []
@@ -126,28 +138,34 @@ class Reduce:
         ucals = open_ucals(self.ucals)
         log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
         # Resolved here, on the client: the workers of an external cluster run in their own directory.
-        workdir = os.path.abspath(os.path.expanduser(os.fspath(self.workdir or _config.get("workdir", ".draconis"))))
-        ctx = RunContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
-                         use_caldb=True, instrument=instrument, kind=kind,
-                         keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
-                         protected=[f.path for f in frames if f.path])
+        workdir = absolute(os.fspath(self.workdir or _config.get("workdir", ".draconis")))
+        keep = self.keep_checkpoints
+        keep = bool(_config.get("keep_checkpoints", False)) if keep is None else bool(keep)
+        ctx = ResumableContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
+                               use_caldb=True, instrument=instrument, kind=kind, keep_checkpoints=keep,
+                               protected=[f.path for f in frames if f.path], checksums=Checksums())
         from ..cluster import check_workers_see, execution
 
         record = self.summary = runrecord.RunRecord(
             recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
             command=self.command or _api_command(), parameters=_user_items(user))
-        success = False
+        success, finals, plan = False, [], None
         try:
+            plan, point = start_run(ctx, recipe, user, resume=self.resume)
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
-                    _run_recipe(recipe, ctx)
+                    _run_recipe(recipe, ctx, plan, point)
                     with logutils.condensed():
                         finals = self._write_finals(ctx)
             self.processed_filenames = self._store_calibrations(ctx)
             success = True
+        except BaseException as err:
+            stopped(ctx, err, plan)
+            raise
         finally:
             ctx.close(success)
+            ctx.checksums.close()
             _remove_if_empty(workdir)
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
@@ -224,27 +242,16 @@ def _api_command() -> str:
     return f"draconis.Reduce (Python API) from {' '.join(sys.argv) or 'python'}"
 
 
-class _StepCaller(PrimitiveCaller):
-    """The recipe's primitive caller, remembering which step runs (for error messages)."""
-
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.current: str | None = None
-
-    def __getattr__(self, name: str):
-        run = super().__getattr__(name)
-
-        def call(**arguments: Any):
-            self.current = name
-            return run(**arguments)
-
-        return call
-
-
-def _run_recipe(recipe: Recipe, ctx: RunContext) -> None:
+def _run_recipe(recipe: Recipe, ctx: ResumableContext, plan: StepPlan, point: ResumePoint | None) -> None:
+    """The recipe's steps (those after ``point``'s snapshot when resuming); clear errors for dead workers."""
     from ..cluster import explain_killed_worker
 
-    caller = _StepCaller(ctx)
+    restore = None
+    if point is not None and point.snapshot is not None:
+        def restore():
+            ctx.restore(point.snapshot)
+
+    caller = StepCaller(ctx, plan, resume_at=point.index if point else 0, restore=restore)
     try:
         recipe.func(caller)
     except Exception as err:
@@ -270,6 +277,10 @@ def _display(path: str | None) -> str:
 
 
 def _remove_if_empty(directory: str) -> None:
+    from .rundir import is_url
+
+    if is_url(directory):
+        return
     try:
         os.rmdir(directory)
     except OSError:
