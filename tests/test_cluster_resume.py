@@ -132,7 +132,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(f2, tmp_path):
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "draconis reduce: interrupted"
     said = proc.stdout + proc.stderr  # the log goes to stdout, the error line to stderr
-    assert "Interrupted during step 17 of 24 (flushPixels)" in said and "again with --resume" in said
+    assert "Interrupted during step 17 of 24 (flushPixels)" in said and " --resume`" in said
     workers = [int(p.name) for p in pids.iterdir()]
     assert len(workers) >= 2
     deadline = time.monotonic() + 60  # the workers may still be exiting when the client has returned

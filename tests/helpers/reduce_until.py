@@ -3,6 +3,7 @@
 Usage::
 
     python reduce_until.py [--step NAME#K | --compute LABEL#K] [--task N] [--signal KILL|INT] -- REDUCE-ARGS...
+    python reduce_until.py --step NAME#K --barrier DIR:N -- REDUCE-ARGS...
 
 The signal is sent when the N-th Dask task starts (default 1) while the
 K-th call of recipe step NAME runs (including the snapshot after it), or
@@ -10,7 +11,11 @@ while the K-th computation labelled LABEL runs (``checkpoint flushPixels``,
 ``checkpoint after stackFrames``, ``writing``...). With an in-process
 scheduler a local Dask callback sends it; on a cluster a worker plugin sends
 it to this process. Without ``--step``/``--compute`` the reduction runs
-normally. The exit status is draconis'; a SIGKILL shows as -9 to the parent.
+normally. With ``--barrier DIR:N`` nothing is signalled: the process waits
+at the start of that step until N processes (itself included) have reached
+it (one file each in DIR), so runs started together are surely running at
+the same time there. The exit status is draconis'; a SIGKILL shows as -9 to
+the parent.
 """
 from __future__ import annotations
 
@@ -42,12 +47,28 @@ def _arm(nth: int, sig: int):
     return plugin_on_workers(SignalOnTask(flag, nth=nth, sig=sig, target=os.getpid(), pid_dir=pids), "reduce-until")
 
 
+@contextlib.contextmanager
+def _barrier(spec: str):
+    """Wait until N processes have arrived in DIR (``DIR:N``)."""
+    import time
+
+    directory, _, n = spec.rpartition(":")
+    Path(directory, str(os.getpid())).touch()
+    deadline = time.monotonic() + 600
+    while len(os.listdir(directory)) < int(n):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"barrier {spec}: the other runs never arrived")
+        time.sleep(0.05)
+    yield
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step")
     parser.add_argument("--compute")
     parser.add_argument("--task", type=int, default=1)
     parser.add_argument("--signal", choices=("KILL", "INT"), default="KILL")
+    parser.add_argument("--barrier")
     parser.add_argument("reduce", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     sig = signal.SIGKILL if args.signal == "KILL" else signal.SIGINT
@@ -61,7 +82,9 @@ def main(argv: list[str]) -> int:
         if name != target:
             return contextlib.nullcontext()
         seen[kind] = seen.get(kind, 0) + 1
-        return _arm(args.task, sig) if seen[kind] == k else contextlib.nullcontext()
+        if seen[kind] != k:
+            return contextlib.nullcontext()
+        return _barrier(args.barrier) if args.barrier else _arm(args.task, sig)
 
     import draconis.progress
     from draconis.reduce.resume import StepCaller

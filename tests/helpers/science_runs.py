@@ -56,7 +56,7 @@ class Dataset:
             args += ["-p", f"{key}={value}"]
         for caltype, path in self.ucals.items():
             args += ["--user_cal", f"{caltype}:{path}"]
-        return args
+        return [*args, "--no-report"]  # the HTML report is another helper's subject
 
 
 @contextlib.contextmanager
@@ -132,6 +132,7 @@ def reduce_api(ds: Dataset, directory: Path, scheduler: str | None, **kwargs: An
 
     with isolated(directory):
         reducer = Reduce(ds.science, uparms=list(ds.uparms), ucals=dict(ds.ucals), scheduler=scheduler, **kwargs)
+        reducer.report = False
         reducer.runr()
     return reducer
 

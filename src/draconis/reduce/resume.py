@@ -367,6 +367,7 @@ class ResumableContext(RunContext):
     def _reuse(self, key: str, count: int) -> list[Frame] | None:
         entry = self._reusable.get(key)
         if not entry or not entry.get("complete"):
+            log.debug("No checkpoint to reuse for %s (%d known)", key[:12], len(self._reusable))
             return None
         location = entry["frames"]
         try:
@@ -375,7 +376,8 @@ class ResumableContext(RunContext):
 
             for root in _stores_of({"main": frames}):
                 zarr.open_group(root, mode="r")
-        except Exception:  # noqa: BLE001 - a store deleted or damaged: compute it again
+        except Exception as err:  # noqa: BLE001 - a store deleted or damaged: compute it again
+            log.debug("Not reusing the checkpoint %s: %s", location, err)
             return None
         return frames if len(frames) == count else None
 
@@ -384,7 +386,10 @@ class ResumableContext(RunContext):
         text = read_text(join(run.location, CHECKPOINT_INDEX))
         if text:
             with contextlib.suppress(ValueError):
-                self._reusable.update(json.loads(text))
+                for key, entry in json.loads(text).items():
+                    # the newest run is offered first; an older run's entry never replaces a complete one
+                    if entry.get("complete") and key not in self._reusable:
+                        self._reusable[key] = entry
 
     # -- snapshots -------------------------------------------------------------
     def pixels_stored(self) -> bool:
@@ -812,6 +817,8 @@ def stopped(ctx: ResumableContext, err: BaseException, plan: StepPlan | None) ->
     if not (ctx.snapshots_taken or ctx.checkpoints_written):
         return
     done = f"step {ctx.step_index} of {len(plan.steps)} ({ctx.step_name})" if plan and ctx.step_name else "a step"
-    log.warning("%s during %s; outputs rolled back, checkpoints kept in %s. Run the same reduction again with "
-                "--resume (Reduce(..., resume=True)) to continue from its last complete checkpoint",
-                "Interrupted" if interrupted else "Stopped", done, ctx.run_location)
+    command = (ctx.run_dir.record.get("command") if ctx.run_dir else "") or ""
+    again = (f"run `{command} --resume`" if command.startswith("draconis ")
+             else "run the same reduction again with --resume (Reduce(..., resume=True))")
+    log.warning("%s during %s; outputs rolled back, checkpoints kept in %s. To continue from the last complete "
+                "checkpoint, %s", "Interrupted" if interrupted else "Stopped", done, ctx.run_location, again)

@@ -151,7 +151,7 @@ class Reduce:
             command=self.command or _api_command(), parameters=_user_items(user))
         success, finals, plan = False, [], None
         try:
-            plan, point = start_run(ctx, recipe, user, resume=self.resume)
+            plan, point = start_run(ctx, recipe, user, resume=self.resume, command=self.command or "")
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
