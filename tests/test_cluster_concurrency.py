@@ -28,7 +28,7 @@ from draconis import caldb
 from draconis.caldb.testing import PostgresUnavailable, scratch_database
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.science_runs import assert_same_products, dataset, products, reference  # noqa: E402
+from helpers.science_runs import assert_same_products, dataset, products, reference
 
 LAUNCHER = Path(__file__).parent / "helpers" / "reduce_until.py"
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"

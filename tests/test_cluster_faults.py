@@ -26,9 +26,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.dask_processes import scheduler_process, worker_processes  # noqa: E402
-from helpers.faults import SignalOnTask, during_step, plugin_on_workers  # noqa: E402
-from helpers.science_runs import assert_same_products, dataset, products, reduce_api, reduce_cli, reference  # noqa: E402
+from helpers.dask_processes import scheduler_process, worker_processes
+from helpers.faults import SignalOnTask, during_step, plugin_on_workers
+from helpers.science_runs import (
+    assert_same_products,
+    dataset,
+    products,
+    reduce_api,
+    reduce_cli,
+    reference,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,15 @@ import dask
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.dask_processes import scheduler_process, worker_processes  # noqa: E402
-from helpers.science_runs import (assert_same_products, dataset, products, reduce_api,  # noqa: E402
-                                  reduce_cli, reference)
+from helpers.dask_processes import scheduler_process, worker_processes
+from helpers.science_runs import (
+    assert_same_products,
+    dataset,
+    products,
+    reduce_api,
+    reduce_cli,
+    reference,
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,13 @@ import fsspec
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers.science_runs import assert_same_products, dataset, products, reduce_cli, reference  # noqa: E402
+from helpers.science_runs import (
+    assert_same_products,
+    dataset,
+    products,
+    reduce_cli,
+    reference,
+)
 
 
 @pytest.fixture(scope="module")

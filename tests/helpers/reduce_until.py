@@ -37,8 +37,9 @@ def _point(text: str) -> tuple[str, int]:
 
 def _arm(nth: int, sig: int):
     """Context: signal this process at the nth task started inside it."""
-    import draconis.cluster
     from helpers.faults import SignalAfterTasks, SignalOnTask, plugin_on_workers
+
+    import draconis.cluster
 
     if draconis.cluster.active_client() is None:
         return SignalAfterTasks(nth, sig)

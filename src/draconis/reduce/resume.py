@@ -37,33 +37,40 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
-from .. import progress
 from ..errors import DraconisError
-from ..frame import PLANES, Frame
-from ..io import storage_source as _plane_source
+from ..frame import Frame
 from ..primitives.registry import get_primitive
 from ..recipes.caller import PrimitiveCaller
 from .context import RunContext
-from .rundir import RunDir, filesystem, is_url, join, read_text, remove_tree, runs_in, write_text
+from .resume_point import (
+    MANIFEST,
+    ResumeError,
+    ResumePoint,
+    _complete_snapshots,
+    find_resume_point,
+)
+from .rundir import RunDir, filesystem, is_url, join, read_text, remove_tree, write_text
+from .snapshot import (
+    STREAMS,
+    _dump,
+    _fetch_file,
+    _freeze,
+    _load,
+    _stored,
+    _stores_of,
+    snapshot_streams,
+)
 
 log = logging.getLogger("draconis")
 
-MANIFEST = "manifest.json"
-STREAMS = "streams.pkl"
-PLANE_STORE = "planes.zarr"
 CHECKPOINT_INDEX = "checkpoints.json"
 _STREAM_ARGS = ("stream", "instream", "outstream")
-
-
-class ResumeError(DraconisError):
-    """A run cannot be resumed: something changed since it stopped, or another run is using it."""
 
 
 # -- checksums and canonical values --------------------------------------------
@@ -156,118 +163,6 @@ class StepPlan:
         for step in steps:
             chain.append(digest([chain[-1], step]))
         return cls(identity, steps, chain)
-
-
-# -- snapshots -----------------------------------------------------------------
-def _stored(arr: Any, inputs: set[str]) -> bool:
-    """Whether a snapshot may reference ``arr`` instead of copying it: a zarr store, or an input file."""
-    source = _plane_source(arr)
-    if source is None:
-        return False
-    path = getattr(source, "path", None)
-    from ..io.fits import FitsPixelSource
-
-    if isinstance(source, FitsPixelSource):
-        # outputs of the run may be rolled back or replaced: only the (checksummed) inputs are referenced
-        return os.path.realpath(path) in inputs
-    return True
-
-
-def _zarr_chunks(arr: Any) -> tuple[int, int]:
-    return tuple(max(c) for c in arr.chunks)
-
-
-def write_planes(location: str, planes: list[Any], label: str) -> list[Any]:
-    """Write ``planes`` (Dask arrays) to a zarr group at ``location`` in one computation; reopen them."""
-    import dask.array as da
-    import zarr
-
-    root = zarr.open_group(location, mode="w")
-    sources, targets, names = [], [], []
-    for i, arr in enumerate(planes):
-        chunks = _zarr_chunks(arr)
-        regular = arr.rechunk(chunks) if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in arr.chunks) else arr
-        name = f"p{i:06d}"
-        targets.append(root.create_array(name, shape=arr.shape, chunks=chunks, dtype=arr.dtype, fill_value=0))
-        sources.append(regular)
-        names.append(name)
-    if sources:
-        progress.compute([da.store(sources, targets, lock=False, compute=False)], label)
-    return [da.from_zarr(location, component=name) for name in names]
-
-
-def snapshot_streams(streams: dict[str, list[Frame]], location: str, inputs: set[str],
-                     label: str) -> dict[str, list[Frame]]:
-    """``streams`` with every plane not read straight from storage written under ``location`` and reopened."""
-    todo = []
-    for name, frames in streams.items():
-        for i, frame in enumerate(frames):
-            for j, ext in enumerate(frame.extensions):
-                for plane in PLANES:
-                    arr = ext.plane(plane)
-                    if arr is not None and not _stored(arr, inputs):
-                        todo.append((name, i, j, plane, arr))
-    reopened = write_planes(join(location, PLANE_STORE), [t[-1] for t in todo], label) if todo else []
-    replaced = {(n, i, j, plane): arr for (n, i, j, plane, _), arr in zip(todo, reopened)}
-    out = {}
-    for name, frames in streams.items():
-        new = []
-        for i, frame in enumerate(frames):
-            exts = []
-            for j, ext in enumerate(frame.extensions):
-                changes = {p: replaced[(name, i, j, p)] for p in PLANES if (name, i, j, p) in replaced}
-                exts.append(ext.with_planes(**changes) if changes else ext)
-            new.append(frame.with_extensions(exts) if any(e is not o for e, o in zip(exts, frame.extensions))
-                       else frame)
-        out[name] = new
-    return out
-
-
-def _dump(location: str, obj: Any) -> None:
-    fs, path = filesystem(location)
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    if is_url(location):
-        with fs.open(path, "wb") as fh:
-            fh.write(data)
-        return
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _load(location: str) -> Any:
-    fs, path = filesystem(location)
-    with fs.open(path, "rb") as fh:
-        # our own files, written by this run or the run it continues (never user data)
-        return pickle.loads(fh.read())  # noqa: S301
-
-
-def _stores_of(streams: dict[str, list[Frame]]) -> set[str]:
-    """The zarr stores (paths, or URLs off the local disk) the planes of ``streams`` read."""
-    roots = set()
-    for frames in streams.values():
-        for frame in frames:
-            for ext in frame.extensions:
-                for plane in PLANES:
-                    arr = ext.plane(plane)
-                    store = getattr(_plane_source(arr) if arr is not None else None, "store", None)
-                    if store is not None:
-                        roots.add(_store_url(store))
-    roots.discard(None)
-    return roots
-
-
-def _store_url(store: Any) -> str | None:
-    root = getattr(store, "path", None) or getattr(store, "root", None)
-    if root is None:
-        return None
-    fs = getattr(store, "fs", None)
-    fs = getattr(fs, "sync_fs", fs)
-    protocol = getattr(fs, "protocol", "file")
-    protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
-    root = str(root).rstrip("/")
-    return root if protocol in ("file", "local") else f"{protocol}://{root.lstrip('/')}"
 
 
 # -- the context that snapshots and restores ------------------------------------------
@@ -497,32 +392,6 @@ class RecordedLedger:
         self._run.record_outputs([])
 
 
-def _freeze(path: str, dest: str) -> None:
-    """A copy of the output ``path`` as it is now (a hard link when possible: outputs are replaced, never
-    rewritten in place, so the link keeps this content)."""
-    fs, target = filesystem(dest)
-    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-    if is_url(dest):
-        fs.put_file(path, target)
-        return
-    try:
-        os.link(path, target)
-    except OSError:
-        import shutil
-
-        shutil.copy2(path, target)
-
-
-def _fetch_file(source: str, path: str) -> None:
-    fs, where = filesystem(source)
-    if is_url(source):
-        fs.get_file(where, path)
-    else:
-        import shutil
-
-        shutil.copy2(where, path)
-
-
 # -- the recipe's caller -------------------------------------------------------
 class StepCaller(PrimitiveCaller):
     """Runs the recipe's steps: skips those a resumed run restored, snapshots after those that wrote pixels."""
@@ -571,155 +440,6 @@ class StepCaller(PrimitiveCaller):
         if (wrote or measured) and self._following and k < len(self.plan.steps):
             ctx.snapshot(self.plan, k)
         return out
-
-
-# -- finding the run to resume ------------------------------------------------------
-@dataclasses.dataclass
-class ResumePoint:
-    """Where a resumed run continues: the run it takes over and its snapshot (None: from the raw files)."""
-
-    run: RunDir
-    snapshot: str | None
-    index: int
-    manifest: dict[str, Any] | None
-
-
-def find_resume_point(workdir: str, plan: StepPlan, *, mode: str, inputs: Sequence[str], recipe: str,
-                      checksums: Checksums, current_calibration: Callable[[str, str], str | None]
-                      ) -> ResumePoint | None:
-    """The unfinished run of these inputs and recipe in ``workdir`` and the snapshot to continue from.
-
-    Raises
-    ------
-    ResumeError
-        A run of these inputs is still running, or (``mode="strict"``)
-        something changed since the run stopped.
-    """
-    runs = [r for r in runs_in(workdir)
-            if r.same_reduction(inputs, recipe) and r.record.get("state") not in ("adopted", "done")]
-    for run in runs:
-        if run.alive() is not False:
-            raise ResumeError(f"a run of these inputs is in progress in {workdir}: {run.describe()}; "
-                              f"wait for it to finish, or stop it first")
-    if not runs:
-        return None
-    run = runs[-1]
-    snapshots = _complete_snapshots(run)
-    if not snapshots:
-        return ResumePoint(run, None, 0, None)
-    checks = _Checks(plan, checksums, current_calibration)
-    if mode == "strict":
-        problem = checks.changed(snapshots[-1][1], strict=True)
-        if problem:
-            raise ResumeError(f"cannot resume {run.name}: {problem}. Run without --resume to start again, "
-                              f"or with --resume=auto to recompute from the first step that changed")
-    for location, manifest in reversed(snapshots):
-        problem = checks.changed(manifest, strict=False) or _missing_store(location)
-        if not problem:
-            return ResumePoint(run, location, int(manifest["step"]), manifest)
-        log.info("Not resuming from %s: %s", location, problem)
-    return ResumePoint(run, None, 0, None)
-
-
-def _missing_store(location: str) -> str | None:
-    """A store the snapshot at ``location`` reads that is gone (deleted checkpoint), or None."""
-    try:
-        streams = _load(join(location, STREAMS))["streams"]
-    except Exception as err:  # noqa: BLE001 - damaged or incompatible snapshot
-        return f"its streams cannot be read ({err})"
-    for root in _stores_of(streams):
-        fs, path = filesystem(root)
-        if not fs.exists(path):
-            return f"the checkpoint {root} it reads is gone"
-    return None
-
-
-def _complete_snapshots(run: RunDir) -> list[tuple[str, dict[str, Any]]]:
-    fs, root = filesystem(run.location)
-    found = []
-    for location in [run.location, *run.record.get("adopted", [])]:
-        fs, root = filesystem(location)
-        with contextlib.suppress(FileNotFoundError, OSError):
-            for entry in fs.ls(root, detail=False):
-                name = entry.rstrip("/").rsplit("/", 1)[-1]
-                if name.startswith("step-"):
-                    text = read_text(join(location, name, MANIFEST))
-                    if text:
-                        with contextlib.suppress(ValueError):
-                            found.append((join(location, name), json.loads(text)))
-    return sorted(found, key=lambda lm: int(lm[1].get("step", 0)))
-
-
-class _Checks:
-    """What changed between a snapshot's manifest and the run asked for now."""
-
-    def __init__(self, plan: StepPlan, checksums: Checksums, current_calibration: Callable[[str, str], str | None]):
-        self.plan, self.checksums, self.current_calibration = plan, checksums, current_calibration
-
-    def changed(self, manifest: dict[str, Any], *, strict: bool) -> str | None:
-        then, now = manifest.get("identity", {}), self.plan.identity
-        for check in (self._versions, self._inputs, self._identity) if strict else (self._versions, self._inputs):
-            problem = check(then, now)
-            if problem:
-                return problem
-        index = int(manifest.get("step", 0))
-        problem = self._steps(manifest.get("steps", []), index)
-        if problem:
-            return problem
-        return self._calibrations(manifest.get("calibrations", [])) or self._outputs(manifest.get("outputs", []))
-
-    def _versions(self, then, now) -> str | None:
-        for name, version in now.get("versions", {}).items():
-            if then.get("versions", {}).get(name) != version:
-                return f"{name} is version {version} now, it was {then.get('versions', {}).get(name)}"
-        return None
-
-    def _inputs(self, then, now) -> str | None:
-        recorded = then.get("inputs", {})
-        for path in now.get("inputs", []):
-            if self.checksums.get(path) != recorded.get(path):
-                return f"the input {path} changed (SHA-256 differs)"
-        return None
-
-    def _identity(self, then, now) -> str | None:
-        labels = {"recipe": "the recipe", "uparms": "the parameters given (-p)", "ucals": "the user calibrations",
-                  "mode": "the mode"}
-        for key, label in labels.items():
-            if then.get(key) != now.get(key):
-                return f"{label} changed ({_short(then.get(key))} then, {_short(now.get(key))} now)"
-        return None
-
-    def _steps(self, steps: list[dict[str, Any]], index: int) -> str | None:
-        for k, (was, now) in enumerate(zip(steps[:index], self.plan.steps[:index]), start=1):
-            if was != now:
-                diff = [p for p in set(was.get("params", {})) | set(now.get("params", {}))
-                        if was.get("params", {}).get(p) != now.get("params", {}).get(p)]
-                what = (f"parameter {now['name']}:{diff[0]} is {now['params'].get(diff[0])} now, "
-                        f"it was {was['params'].get(diff[0])}") if diff else f"step {k} is {now['name']} now"
-                return what
-        return None
-
-    def _calibrations(self, cals: list[dict[str, Any]]) -> str | None:
-        for cal in cals:
-            path = cal["path"]
-            if not os.path.exists(path) or self.checksums.get(path) != cal.get("sha256"):
-                return f"the {cal['caltype']} {path} changed"
-            current = self.current_calibration(cal["caltype"], cal.get("frame", ""))
-            if current is not None and os.path.realpath(current) != path:
-                return f"the {cal['caltype']} would now be {current}, it was {path}"
-        return None
-
-    def _outputs(self, outputs: list[dict[str, Any]]) -> str | None:
-        for out in outputs:
-            fs, where = filesystem(out["copy"])
-            if not fs.exists(where):
-                return f"the copy of the output {out['path']} kept with the checkpoint is missing"
-        return None
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # -- the start and the end of a run ----------------------------------------------------

@@ -55,8 +55,7 @@ def absolute(location: str) -> str:
     """A local path made absolute (on the client: a worker's current directory is not the user's); URLs as given."""
     if is_url(location):
         return location
-    if location.startswith("file://"):
-        location = location[len("file://"):]
+    location = location.removeprefix("file://")
     return os.path.abspath(os.path.expanduser(location))
 
 
@@ -97,7 +96,7 @@ def tree_size(location: str) -> int:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _process_start(pid: int) -> float | None:
