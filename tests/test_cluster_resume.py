@@ -20,6 +20,11 @@ timer):
   is listed as incomplete, no output file is left, and no worker
   process outlives the run. A third run resumes and completes with the
   reference outputs.
+* What killed runs leave: a dark reduction killed right after writing its
+  dark, and a science run killed in its calibration; the dark reduction run
+  again (without ``--resume``) removes its predecessor's directory and rolls
+  back its dark, names the science run's and keeps it for its ``--resume``,
+  and stores its dark.
 * Changes since the interrupted run: a changed input or parameter makes
   ``--resume`` refuse with one line saying what changed; ``--resume=auto``
   continues from the last snapshot before the first step the change
@@ -38,6 +43,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+import draconis
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.science_runs import assert_same_products, dataset, products, reference
@@ -189,3 +196,32 @@ def test_resume_refuses_what_changed_and_auto_recomputes_from_it(f2, tmp_path):
     proc = _reduce(ds, work, "reduce-4.log", "--compute", "checkpoint flushPixels#1", args=changed + ["--resume=auto"])
     assert proc.returncode == -9
     assert _resumed_from(proc.log) == 0 and "the input" in proc.log
+
+
+def test_a_later_run_removes_what_a_killed_run_left(f2, tmp_path):
+    """Issue 12 item 0: SIGKILL left checkpoints no later run removed, and a dark outside calibrations/."""
+    ds, _ = f2
+    work = tmp_path / "run"
+    raw = sorted(str(p) for p in (ds.work / "raw").glob("*.fits"))
+    darks = [p for p in raw if "DARK" in draconis.open(p).tags]
+    five = [p for p in darks if abs(draconis.open(p).exposure_time() - 5.0) < 0.01]
+    dark_args = [*five, "--logmode", "quiet"]
+    # killed right after writing its dark, before storing it
+    proc = _reduce(ds, work, "dark-0.log", "--on-log", r"Wrote .*_dark\.fits", args=dark_args)
+    assert proc.returncode == -9
+    (dark,) = work.glob("*_dark.fits")
+    assert not (work / "calibrations").exists()
+    # a science run of other inputs killed during its calibration
+    proc = _reduce(ds, work, "sci-0.log", "--compute", "checkpoint flushPixels#1", "--task", "3")
+    assert proc.returncode == -9
+    runs = {p.name for p in (work / ".draconis").glob("run-*")}
+    assert len(runs) == 2
+    # the dark reduction again, without --resume: it removes its killed predecessor, names the other
+    proc = _reduce(ds, work, "dark-1.log", args=dark_args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (work / "dark-1.log").read_text()
+    assert re.search(rf"Removed run-\w+ .* its output\(s\) {dark.name} rolled back", log), log[-2000:]
+    assert re.search(r"holds [\d.]+ MB of checkpoints of run-\w+ .* an unfinished reduction of other inputs", log)
+    left = {p.name for p in (work / ".draconis").glob("run-*")}
+    assert len(left) == 1 and left < runs  # the science run's, kept for its --resume
+    assert (work / "calibrations" / "processed_dark" / dark.name).exists() and dark.exists()

@@ -4,6 +4,7 @@ Usage::
 
     python reduce_until.py [--step NAME#K | --compute LABEL#K] [--task N] [--signal KILL|INT] -- REDUCE-ARGS...
     python reduce_until.py --step NAME#K --barrier DIR:N -- REDUCE-ARGS...
+    python reduce_until.py --on-log REGEX [--signal KILL|INT] -- REDUCE-ARGS...
 
 The signal is sent when the N-th Dask task starts (default 1) while the
 K-th call of recipe step NAME runs (including the snapshot after it), or
@@ -11,7 +12,9 @@ while the K-th computation labelled LABEL runs (``checkpoint flushPixels``,
 ``checkpoint after stackFrames``, ``writing``...). With an in-process
 scheduler a local Dask callback sends it; on a cluster a worker plugin sends
 it to this process. Without ``--step``/``--compute`` the reduction runs
-normally. With ``--barrier DIR:N`` nothing is signalled: the process waits
+normally. ``--on-log REGEX`` signals right after the run logs a matching
+message (``Wrote .*_dark.fits``: after an output is written, before anything
+else). With ``--barrier DIR:N`` nothing is signalled: the process waits
 at the start of that step until N processes (itself included) have reached
 it (one file each in DIR), so runs started together are surely running at
 the same time there. The exit status is draconis'; a SIGKILL shows as -9 to
@@ -63,6 +66,18 @@ def _barrier(spec: str):
     yield
 
 
+def _signal_on_log(pattern: str, sig: int) -> None:
+    import logging
+    import re
+
+    class Trigger(logging.Handler):
+        def emit(self, record):
+            if re.search(pattern, record.getMessage()):
+                os.kill(os.getpid(), sig)
+
+    logging.getLogger("draconis").addHandler(Trigger(logging.DEBUG))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step")
@@ -70,6 +85,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--task", type=int, default=1)
     parser.add_argument("--signal", choices=("KILL", "INT"), default="KILL")
     parser.add_argument("--barrier")
+    parser.add_argument("--on-log")
     parser.add_argument("reduce", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     sig = signal.SIGKILL if args.signal == "KILL" else signal.SIGINT
@@ -104,6 +120,8 @@ def main(argv: list[str]) -> int:
 
     StepCaller._step = _step
     draconis.progress.compute = _compute
+    if args.on_log:
+        _signal_on_log(args.on_log, sig)
     from draconis.cli import main as draconis_main
 
     reduce_args = args.reduce[1:] if args.reduce[:1] == ["--"] else args.reduce

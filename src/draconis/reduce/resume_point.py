@@ -47,7 +47,7 @@ def find_resume_point(workdir: str, plan: StepPlan, *, mode: str, inputs: Sequen
         something changed since the run stopped.
     """
     runs = [r for r in runs_in(workdir)
-            if r.same_reduction(inputs, recipe) and r.record.get("state") not in ("adopted", "done")]
+            if r.same_reduction(inputs, recipe) and r.record.get("state") not in ("adopted", "done", "storing")]
     for run in runs:
         if run.alive() is not False:
             raise ResumeError(f"a run of these inputs is in progress in {workdir}: {run.describe()}; "

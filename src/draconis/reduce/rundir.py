@@ -247,7 +247,8 @@ def sweep(workdir: str, *, inputs: Iterable[str], recipe: str, exclude: Iterable
             continue
         size = tree_size(run.location)
         if run.same_reduction(inputs, recipe):
-            removed = run.rollback_outputs(busy=busy)
+            # a run killed while storing its calibrations had written all its outputs: they stay
+            removed = [] if run.record.get("state") == "storing" else run.rollback_outputs(busy=busy)
             run.remove()
             log.info("Removed %s left by an earlier run of these inputs that did not finish (%s of checkpoints%s)",
                      run.describe(), _mb(size),

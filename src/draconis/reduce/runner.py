@@ -158,6 +158,8 @@ class Reduce:
                     _run_recipe(recipe, ctx, plan, point)
                     with logutils.condensed():
                         finals = self._write_finals(ctx)
+            # from here the run has its outputs: a later run completes the store rather than roll them back
+            ctx.run_dir.update(state="storing")
             self.processed_filenames = self._store_calibrations(ctx)
             success = True
         except BaseException as err:
