@@ -49,9 +49,13 @@ def find_resume_point(workdir: str, plan: StepPlan, *, mode: str, inputs: Sequen
     runs = [r for r in runs_in(workdir)
             if r.same_reduction(inputs, recipe) and r.record.get("state") not in ("adopted", "done", "storing")]
     for run in runs:
-        if run.alive() is not False:
+        alive = run.alive()
+        if alive:
             raise ResumeError(f"a run of these inputs is in progress in {workdir}: {run.describe()}; "
                               f"wait for it to finish, or stop it first")
+        if alive is None:
+            raise ResumeError(f"{run.describe()} ran these inputs on another host: resume it there "
+                              f"(whether it still runs cannot be told from here), or delete {run.location}")
     if not runs:
         return None
     run = runs[-1]
