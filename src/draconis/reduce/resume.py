@@ -62,9 +62,9 @@ from .snapshot import (
     _fetch_file,
     _freeze,
     _load,
-    _stored,
-    _stores_of,
-    snapshot_streams,
+    plane_ref,
+    record_streams,
+    restore_streams,
 )
 
 log = logging.getLogger("draconis")
@@ -188,6 +188,7 @@ class ResumableContext(RunContext):
         self._ckpt_ordinal = 0
         self._reusable: dict[str, dict] = {}  # checkpoints of the runs resumed, by key
         self._index: dict[str, dict] = {}  # this run's checkpoints: key -> step, label, frames' pickle, complete
+        self._pinned: dict[str, list[Frame]] = {}
         if is_url(self.workdir):
             # backups of replaced outputs are local files: next to the outputs
             self.ledger.backup_dir = None
@@ -237,7 +238,7 @@ class ResumableContext(RunContext):
         return cal
 
     # -- checkpoints ---------------------------------------------------------
-    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
+    def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
         self._ckpt_ordinal += 1
         key = digest([self.step_key, label, self._ckpt_ordinal])
         reused = self._reuse(key, len(frames))
@@ -248,10 +249,11 @@ class ResumableContext(RunContext):
         # the index says which checkpoints are complete: one interrupted while written is listed as not
         self._index[key] = {"step": self.step_index, "label": label, "frames": None, "complete": False}
         self._save_index()
-        out = super().checkpoint(frames, label)
+        out = super().checkpoint(frames, label, **options)
         self.checkpoints_written += 1
         location = join(self.run_location, f"checkpoint-{self.step_index:03d}-{self._ckpt_ordinal}.pkl")
-        _dump(location, out)
+        # the frames as records: where each plane is stored (nothing computed, nothing written here)
+        _dump(location, record_streams({"main": out}, location.removesuffix(".pkl"), self.input_paths, label))
         self._index[key].update(frames=location, complete=True)
         self._save_index()
         return out
@@ -266,12 +268,8 @@ class ResumableContext(RunContext):
             return None
         location = entry["frames"]
         try:
-            frames = _load(location)
-            import zarr
-
-            for root in _stores_of({"main": frames}):
-                zarr.open_group(root, mode="r")
-        except Exception as err:  # noqa: BLE001 - a store deleted or damaged: compute it again
+            frames = restore_streams(_load(location))["main"]
+        except Exception as err:  # noqa: BLE001 - a store deleted (nothing read it) or damaged: compute it again
             log.debug("Not reusing the checkpoint %s: %s", location, err)
             return None
         return frames if len(frames) == count else None
@@ -289,8 +287,9 @@ class ResumableContext(RunContext):
     # -- snapshots -------------------------------------------------------------
     def pixels_stored(self) -> bool:
         """Whether every SCI, VAR and DQ plane of every stream is read straight from storage."""
-        return all(_stored(ext.plane(p), self.input_paths) for name in self.stream_names for f in self.stream(name)
-                   for ext in f.extensions for p in ("SCI", "VAR", "DQ") if ext.plane(p) is not None)
+        return all(plane_ref(ext.plane(p), self.input_paths) is not None for name in self.stream_names
+                   for f in self.stream(name) for ext in f.extensions for p in ("SCI", "VAR", "DQ")
+                   if ext.plane(p) is not None)
 
     def snapshot(self, plan: StepPlan, index: int) -> None:
         """Snapshot every stream after step ``index``."""
@@ -300,13 +299,15 @@ class ResumableContext(RunContext):
         streams = {name: self.stream(name) for name in self.stream_names}
         disk = {(name, i): self.path_of(f) for name, frames in streams.items() for i, f in enumerate(frames)
                 if self.is_on_disk(f)}
-        streams = snapshot_streams(streams, location, self.input_paths, f"checkpoint after {plan.steps[index - 1]['name']}")
-        _dump(join(location, STREAMS), {"streams": streams, "pending": list(self.pending_calibrations),
+        records = record_streams(streams, location, self.input_paths,
+                                 f"checkpoint after {plan.steps[index - 1]['name']}")
+        _dump(join(location, STREAMS), {"streams": records, "pending": list(self.pending_calibrations),
                                          "on_disk": disk})
         manifest = self._manifest(plan, index)
         manifest["outputs"] = self._freeze_outputs(location)
         write_text(join(location, MANIFEST), json.dumps(manifest, indent=1))
-        self._adopt_streams(streams, disk)
+        # the run goes on from what a resumed run would restore (same stores, same arrays)
+        self._adopt_streams(restore_streams(records), disk)
         self.snapshots_taken += 1
         log.info("Snapshot after step %d/%d (%s) in %s", index, len(plan.steps), plan.steps[index - 1]["name"],
                  location)
@@ -330,6 +331,9 @@ class ResumableContext(RunContext):
         return frozen
 
     def _adopt_streams(self, streams: dict[str, list[Frame]], disk: dict) -> None:
+        # Held until the next snapshot: checkpoints are deleted once no live array reads them
+        # (Checkpoints.release), and a resume needs what the last complete snapshot reads.
+        self._pinned = streams
         for name, frames in streams.items():
             self.set_stream(name, frames)
             for i, frame in enumerate(frames):
@@ -341,7 +345,7 @@ class ResumableContext(RunContext):
         state = _load(join(location, STREAMS))
         for name in list(self.stream_names):
             self.set_stream(name, [])
-        self._adopt_streams(state["streams"], state.get("on_disk", {}))
+        self._adopt_streams(restore_streams(state["streams"]), state.get("on_disk", {}))
         self.pending_calibrations[:] = list(state.get("pending", []))
 
 

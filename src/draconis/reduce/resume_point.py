@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DraconisError
 from .rundir import RunDir, filesystem, read_text, runs_in
-from .snapshot import STREAMS, _load, _stores_of, join
+from .snapshot import STREAMS, _load, join, stores_of
 
 if TYPE_CHECKING:
     from .resume import Checksums, StepPlan
@@ -79,10 +79,10 @@ def find_resume_point(workdir: str, plan: StepPlan, *, mode: str, inputs: Sequen
 def _missing_store(location: str) -> str | None:
     """A store the snapshot at ``location`` reads that is gone (deleted checkpoint), or None."""
     try:
-        streams = _load(join(location, STREAMS))["streams"]
+        records = _load(join(location, STREAMS))["streams"]
     except Exception as err:  # noqa: BLE001 - damaged or incompatible snapshot
         return f"its streams cannot be read ({err})"
-    for root in _stores_of(streams):
+    for root in stores_of(records):
         fs, path = filesystem(root)
         if not fs.exists(path):
             return f"the checkpoint {root} it reads is gone"
