@@ -10,8 +10,13 @@ laziness guard fails the test if anything is):
   of 1 000 frames stay under 10^5 tasks and 10 MB;
 * one sky pass (separateSky, associateSky, skyCorrect) of one batch taken
   from the middle of the night (its frames have their full ±600 s sky
-  windows): per frame within the plan's budget for today's sky combine.
+  windows): per frame within the plan's budget for today's sky combine;
+* the stack, the one computation that reads every frame of the night, of
+  100 and of 1 000 checkpointed frames: the same number of tasks, and
+  pickled bytes that, extrapolated to 10 000 frames, stay under 5 MB.
 
+The graph of all 10 000 frames is not built at once: that is ~30 min of
+client CPU today (docs/scaling.md), the reason the plan batches the night.
 Construction times (client CPU) are printed, never asserted.
 """
 from __future__ import annotations
@@ -123,3 +128,43 @@ def test_sky_pass_graph_of_a_batch_in_the_middle_of_the_night(night):
           f"{built / n * 1e3:.0f} ms before it")
     assert tasks / n * SKY_BATCH < MAX_TASKS * 1.0
     assert size / n * SKY_BATCH < 2.5 * MAX_BYTES
+
+
+def _stack_graph(n: int, where) -> tuple[int, int, float]:
+    """Tasks, pickled bytes and client CPU seconds of the stack of ``n`` checkpointed frames (4 bands)."""
+    import logging
+    import warnings
+
+    from astropy.io.fits.verify import VerifyWarning
+    from dask.highlevelgraph import HighLevelGraph
+
+    from draconis.io.zarr import open_zarr, prepare_zarr
+    from draconis.primitives.stack import stack_frames_core
+
+    shape, rows = (32, 48), 8  # 4 row bands, as a 2048² frame in 512-row bands
+    frames = testing.resampled_sequence(n, shape, chunk_rows=rows, shift=4)
+    stored = [open_zarr(prepare_zarr(f, where / f"{i:05d}.zarr", chunks=(rows, shape[1])).store)
+              for i, f in enumerate(frames)]
+    start = time.process_time()
+    with testing.raise_if_dask_computes(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # IMCMB1000... are HIERARCH cards
+        stack = stack_frames_core(stored, {"operation": "mean", "reject_method": "sigclip", "memory": 0.01},
+                                     logging.getLogger("test"))
+    built = time.process_time() - start
+    graph = dict(HighLevelGraph.merge(*[stack[0].plane(p).__dask_graph__() for p in ("SCI", "VAR", "DQ")]))
+    return len(graph), len(pickle.dumps(graph)), built
+
+
+def test_the_stack_graph_of_the_night_does_not_grow_with_it(tmp_path):
+    """The one computation that sees every frame: its tasks do not grow with N, its bytes grow slowly."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small, large = 100, 1000
+    tasks_small, bytes_small, _ = _stack_graph(small, tmp_path / "a")
+    tasks_large, bytes_large, built = _stack_graph(large, tmp_path / "b")
+    per_frame = (bytes_large - bytes_small) / (large - small)
+    night = bytes_large + per_frame * (NIGHT - large)
+    print(f"stack graph: {tasks_large} tasks for {small} and {large} frames; {per_frame:.0f} bytes per frame, "
+          f"{night / 1e6:.1f} MB for {NIGHT}; built in {built / large * 1e3:.1f} ms CPU per frame")
+    assert tasks_small == tasks_large <= 5 * 4 + 3
+    assert night < MAX_BYTES / 2
