@@ -243,9 +243,9 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
     """
     if client is None:
         return
-    from .errors import ConfigError
-
     import fsspec
+
+    from .errors import ConfigError
 
     fs, root = fsspec.core.url_to_fs(workdir)  # a directory, or a URL (s3://bucket/prefix...)
     fs.makedirs(root, exist_ok=True)

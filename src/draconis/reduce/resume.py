@@ -75,6 +75,7 @@ _STREAM_ARGS = ("stream", "instream", "outstream")
 
 # -- checksums and canonical values --------------------------------------------
 def sha256_file(path: str, *, block: int = 1 << 22) -> str:
+    """The SHA-256 of a file's content (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
@@ -90,11 +91,13 @@ class Checksums:
         self._futures: dict[str, Future] = {}
 
     def start(self, paths: Iterable[str]) -> None:
+        """Start checksumming ``paths`` (those not started yet)."""
         for path in paths:
             if path and path not in self._futures:
                 self._futures[path] = self._pool.submit(sha256_file, path)
 
     def get(self, path: str) -> str | None:
+        """The checksum of ``path`` (waiting for it), None if it cannot be read."""
         self.start([path])
         try:
             return self._futures[path].result()
@@ -102,6 +105,7 @@ class Checksums:
             return None
 
     def close(self) -> None:
+        """Stop the threads (checksums still running are abandoned)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -139,6 +143,7 @@ def canonical(value: Any) -> Any:
 
 
 def digest(data: Any) -> str:
+    """SHA-256 of ``data`` (JSON-able, canonical order)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -153,6 +158,7 @@ class StepPlan:
 
     @classmethod
     def build(cls, identity: dict[str, Any], calls: Sequence[Any], ctx: RunContext) -> StepPlan:
+        """The plan of ``calls`` (recorded recipe calls), parameters resolved by ``ctx``."""
         steps = []
         for call in calls:
             spec = get_primitive(call.name)
@@ -222,11 +228,13 @@ class ResumableContext(RunContext):
 
     # -- steps -------------------------------------------------------------
     def begin_step(self, index: int, name: str, key: str) -> None:
+        """Recipe step ``index`` (``name``, chain key ``key``) starts."""
         self.step_index, self.step_name, self.step_key = index, name, key
         self._ckpt_ordinal = 0
 
     # -- calibrations ------------------------------------------------------
     def calibration(self, caltype: str, frame: Frame) -> Frame | None:
+        """The calibration :meth:`RunContext.calibration` gives, recorded for the manifests."""
         cal = super().calibration(caltype, frame)
         if cal is not None and cal.path:
             path = os.path.realpath(cal.path)
@@ -239,6 +247,7 @@ class ResumableContext(RunContext):
 
     # -- checkpoints ---------------------------------------------------------
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
+        """Checkpoint ``frames`` (:meth:`RunContext.checkpoint`), or reuse the resumed run's same checkpoint."""
         self._ckpt_ordinal += 1
         key = digest([self.step_key, label, self._ckpt_ordinal])
         reused = self._reuse(key, len(frames))
@@ -365,6 +374,7 @@ class RecordedLedger:
         return getattr(self._ledger, name)
 
     def write(self, frames: Sequence[Frame], directory: str, label: str = "writing") -> list[str]:
+        """Record the outputs in the run's record, then write them (:meth:`OutputLedger.write`)."""
         for frame in frames:
             path = os.path.join(directory, frame.filename)
             self._ledger.claim(path)
@@ -375,6 +385,7 @@ class RecordedLedger:
         return paths
 
     def entries(self) -> list[dict[str, Any]]:
+        """The outputs written so far: path, backup of the file replaced, recipe step."""
         backups = getattr(self._ledger, "_backups", {})
         return [{"path": p, "backup": backups.get(p), "step": self._steps.get(p, 0)} for p in self._ledger.written]
 
@@ -388,10 +399,12 @@ class RecordedLedger:
         os.replace(tmp, path)
 
     def rollback(self) -> None:
+        """Remove the outputs and restore what they replaced; the record lists none."""
         self._ledger.rollback()
         self._run.record_outputs([])
 
     def commit(self) -> None:
+        """Keep the outputs, drop the backups; the record lists none."""
         self._ledger.commit()
         self._run.record_outputs([])
 
@@ -469,7 +482,8 @@ def start_run(ctx: ResumableContext, recipe: Any, user: Any, *, resume: bool | s
     inputs = sorted(os.path.realpath(f.path) for f in ctx.inputs if f.path)
     identity = {"inputs": inputs, "recipe": {"name": recipe.name, "library": recipe.library,
                                              "calls": [canonical([c.name, c.arguments]) for c in calls]},
-                "uparms": canonical({"generic": getattr(user, "generic", {}), "specific": getattr(user, "specific", {})}),
+                "uparms": canonical({"generic": getattr(user, "generic", {}),
+                                     "specific": getattr(user, "specific", {})}),
                 "ucals": canonical(ctx.ucals), "mode": ctx.mode, "versions": versions()}
     ctx.checksums.start(inputs)
     plan = StepPlan.build(identity, calls, ctx)

@@ -73,6 +73,7 @@ def write_text(location: str, text: str) -> None:
 
 
 def read_text(location: str) -> str | None:
+    """The text at ``location``, None if there is none."""
     fs, path = filesystem(location)
     try:
         with fs.open(path, "r", encoding="utf-8") as fh:
@@ -82,12 +83,14 @@ def read_text(location: str) -> str | None:
 
 
 def remove_tree(location: str) -> None:
+    """Remove ``location`` and everything under it (nothing if it is gone)."""
     fs, path = filesystem(location)
     with contextlib.suppress(FileNotFoundError, OSError):
         fs.rm(path, recursive=True)
 
 
 def tree_size(location: str) -> int:
+    """Bytes under ``location`` (0 if it is gone)."""
     fs, path = filesystem(location)
     try:
         return int(fs.du(path, total=True))
@@ -117,6 +120,7 @@ class RunDir:
 
     @property
     def name(self) -> str:
+        """``run-<id>``."""
         return self.location.rstrip("/").rsplit("/", 1)[-1]
 
     @classmethod
@@ -136,6 +140,7 @@ class RunDir:
 
     @classmethod
     def load(cls, location: str) -> RunDir | None:
+        """The run directory at ``location``, None without a readable record."""
         text = read_text(join(location, RECORD))
         if text is None:
             return None
@@ -146,10 +151,12 @@ class RunDir:
         return cls(location, record) if isinstance(record, dict) else None
 
     def save(self) -> None:
+        """Write the record (atomically)."""
         self.record["updated"] = _now()
         write_text(join(self.location, RECORD), json.dumps(self.record, indent=1))
 
     def update(self, **changes: Any) -> None:
+        """Change fields of the record and write it."""
         self.record.update(changes)
         self.save()
 
@@ -170,15 +177,18 @@ class RunDir:
         return recorded is None or abs(start - float(recorded)) < 1.0
 
     def same_reduction(self, inputs: Iterable[str], recipe: str) -> bool:
+        """Whether this run reduced ``inputs`` (resolved paths) with ``recipe``."""
         return self.record.get("inputs") == sorted(inputs) and self.record.get("recipe") == recipe
 
     def describe(self) -> str:
+        """One line naming the run, its process and state, for messages."""
         rec = self.record
         return (f"{self.name} (pid {rec.get('pid')} on {rec.get('host')}, {rec.get('state')}, "
                 f"started {rec.get('started')} UTC)")
 
     # -- outputs -------------------------------------------------------------
     def record_outputs(self, outputs: list[dict[str, Any]]) -> None:
+        """Record the outputs written so far (path, backup, step)."""
         self.update(outputs=outputs)
 
     def rollback_outputs(self, keep: Iterable[str] = (), busy: Iterable[str] = ()) -> list[str]:
@@ -202,6 +212,7 @@ class RunDir:
         return removed
 
     def remove(self) -> None:
+        """Delete the run directory and those of the runs it took over."""
         for adopted in self.record.get("adopted", []):
             remove_tree(adopted)
         remove_tree(self.location)
@@ -250,9 +261,9 @@ def sweep(workdir: str, *, inputs: Iterable[str], recipe: str, exclude: Iterable
             # a run killed while storing its calibrations had written all its outputs: they stay
             removed = [] if run.record.get("state") == "storing" else run.rollback_outputs(busy=busy)
             run.remove()
+            rolled = f"; its output(s) {', '.join(os.path.basename(p) for p in removed)} rolled back" if removed else ""
             log.info("Removed %s left by an earlier run of these inputs that did not finish (%s of checkpoints%s)",
-                     run.describe(), _mb(size),
-                     f"; its output(s) {', '.join(os.path.basename(p) for p in removed)} rolled back" if removed else "")
+                     run.describe(), _mb(size), rolled)
         else:
             log.info("The work directory holds %s of checkpoints of %s, an unfinished reduction of other inputs: "
                      "continue it with its command and --resume, or delete it", _mb(size), run.describe())

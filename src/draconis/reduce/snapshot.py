@@ -27,9 +27,12 @@ PLANE_STORE = "planes.zarr"
 
 @dataclasses.dataclass(frozen=True)
 class PlaneRef:
-    """Where a plane is read from: ``kind`` ``zarr`` (a frame store: extension ``ext``'s plane ``name``),
-    ``fits`` (an input file: the plane whose Dask name is ``name``) or ``copy`` (component ``name`` of a
-    snapshot's zarr group)."""
+    """Where a plane is read from.
+
+    ``kind`` is ``zarr`` (a frame store: extension ``ext``'s plane ``name``),
+    ``fits`` (an input file: the plane whose Dask name is ``name``) or
+    ``copy`` (component ``name`` of a snapshot's zarr group).
+    """
 
     kind: str
     location: str
@@ -201,7 +204,8 @@ def _store_url(store: Any) -> str | None:
 
 def _freeze(path: str, dest: str) -> None:
     """A copy of the output ``path`` as it is now (a hard link when possible: outputs are replaced, never
-    rewritten in place, so the link keeps this content)."""
+    rewritten in place, so the link keeps this content).
+    """
     fs, target = filesystem(dest)
     fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
     if is_url(dest):
