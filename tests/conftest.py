@@ -34,3 +34,21 @@ def small_f2_run(tmp_path_factory):
     from helpers.small_run import make_small_run
 
     return make_small_run(tmp_path_factory.mktemp("small_f2_run"))
+
+
+@pytest.fixture(scope="session")
+def two_dask_workers(tmp_path_factory):
+    """``dask scheduler`` + two single-thread ``dask worker`` processes (with nannies) on 127.0.0.1.
+
+    Started once per session from the installed console scripts, in a
+    directory of their own (not the client's); shared by the cluster tests.
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers.dask_processes import scheduler_process, worker_processes
+
+    cwd = tmp_path_factory.mktemp("workers_cwd")
+    with scheduler_process(cwd) as address, worker_processes(address, cwd, tmp_path_factory.mktemp("scratch"), n=2):
+        yield address

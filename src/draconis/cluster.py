@@ -112,9 +112,11 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     """
     address = scheduler_address(requested)
     if address in LOCAL_SCHEDULERS:
+        from dask import local, threaded
+
         name = "threads" if address in ("threads", "threading") else "synchronous"
         log.info("Dask: the %s scheduler in this process (no cluster)", name)
-        with dask.config.set(scheduler=name):
+        with dask.config.set(scheduler=_counted(threaded.get if name == "threads" else local.get_sync)):
             token = _ACTIVE.set(None)
             try:
                 yield None
@@ -125,10 +127,10 @@ def execution(requested: str | None = None) -> Iterator[Any]:
     distributed_log = logging.getLogger("distributed")
     level = distributed_log.level
     try:
-        with _client(address) as client:
+        with _client(address) as client, watching_workers(client):
             token = _ACTIVE.set(client)
             try:
-                with dask.config.set(scheduler=client.get):
+                with dask.config.set(scheduler=_counted(client.get)):
                     yield client
             except KeyboardInterrupt:
                 # Workers busy in a task are killed on the way out: distributed's warnings about it are
@@ -171,6 +173,103 @@ def _quiet_allexit() -> None:
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _DropAllExit) for f in logger.filters):
         logger.addFilter(_DropAllExit())
+
+
+_computations = 0
+
+
+def computations() -> int:
+    """How many ``dask.compute`` calls the run's scheduler has served (did a step compute something?)."""
+    return _computations
+
+
+def _counted(get: Any) -> Any:
+    def get_counted(*args: Any, **kwargs: Any) -> Any:
+        global _computations
+        _computations += 1
+        return get(*args, **kwargs)
+
+    return get_counted
+
+
+#: scheduler event topics draconis follows during a run
+_TOPICS = ("all", "worker-restart-memory")
+
+
+@contextlib.contextmanager
+def watching_workers(client: Any) -> Iterator[None]:
+    """Log, as it happens, a worker the cluster loses and a worker restarted for exceeding its memory.
+
+    The scheduler reschedules the tasks a lost worker was running and
+    recomputes the results it held; draconis says so, so a run that
+    completes after losing workers does not hide it.
+    """
+    for topic in _TOPICS:
+        client.subscribe_topic(topic, _on_cluster_event)
+    try:
+        yield
+    finally:
+        for topic in _TOPICS:
+            with contextlib.suppress(Exception):  # the scheduler may be gone already
+                client.unsubscribe_topic(topic)
+
+
+def _on_cluster_event(event: tuple[float, dict]) -> None:
+    _, msg = event
+    if not isinstance(msg, dict):
+        return
+    if msg.get("action") == "remove-worker" and not msg.get("expected"):
+        running = len(msg.get("processing-tasks") or ())
+        held = len(msg.get("lost-computed-tasks") or ())
+        log.warning("Dask worker %s was lost (it was running %d task(s) and held %d result(s)); "
+                    "the scheduler runs that work again on the remaining workers", msg.get("worker"), running, held)
+    elif "rss" in msg and "worker" in msg:
+        log.warning("Dask worker %s used %s, more than its memory budget allows: restarted by its nanny",
+                    msg["worker"], _bytes(msg["rss"]))
+
+
+def _bytes(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
+
+
+def explain_killed_worker(err: Exception, step: str | None) -> Exception:
+    """A clear error for ``distributed.KilledWorker`` raised while ``step`` ran (``err`` if it is not one).
+
+    When the workers that died running the task had been restarted by their
+    nanny for exceeding their memory, the message says so, with the budget,
+    instead of Dask's generic "workers died".
+    """
+    try:
+        from distributed import KilledWorker
+    except ImportError:
+        return err
+    if not isinstance(err, KilledWorker):
+        return err
+    from dask.utils import key_split
+
+    from .errors import ClusterError
+
+    worker = err.last_worker
+    where = f"{step}: " if step else ""
+    task = key_split(err.task)
+    limit = getattr(worker, "memory_limit", None)
+    client = active_client()
+    restarted = []
+    if client is not None:
+        with contextlib.suppress(Exception):
+            restarted = [msg for _, msg in client.get_events("worker-restart-memory")]
+    if any(msg.get("worker") == worker.address for msg in restarted):
+        rss = max(msg.get("rss", 0) for msg in restarted if msg.get("worker") == worker.address)
+        budget = _bytes(limit) if limit else "its memory limit"
+        return ClusterError(f"{where}a {task} task needs more memory than a Dask worker's budget of {budget}: "
+                            f"the worker running it reached {_bytes(rss)} and was restarted "
+                            f"{err.allowed_failures + 1} time(s). Give each worker more memory "
+                            f"(draconis.memory_limit, or the workers' --memory-limit) or use fewer rows "
+                            f"per chunk (draconis.chunk_rows)")
+    return ClusterError(f"{where}Dask workers died {err.allowed_failures + 1} time(s) while running a {task} task "
+                        f"(last on {worker.address}); the workers' logs say why")
 
 
 @contextlib.contextmanager
@@ -239,16 +338,18 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
     """
     if client is None:
         return
+    import fsspec
+
     from .errors import ConfigError
 
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".probe-{uuid.uuid4().hex}")
-    with open(probe, "w", encoding="ascii") as fh:
-        fh.write("draconis\n")
+    fs, root = fsspec.core.url_to_fs(workdir)  # a directory, or a URL (s3://bucket/prefix...)
+    fs.makedirs(root, exist_ok=True)
+    probe = f"{workdir.rstrip('/')}/.probe-{uuid.uuid4().hex}"
+    fs.pipe_file(fsspec.core.url_to_fs(probe)[1], b"draconis\n")
     try:
         answers = client.run(_missing_paths, [probe, *inputs])
     finally:
-        os.unlink(probe)
+        fs.rm_file(fsspec.core.url_to_fs(probe)[1])
     for worker, missing in sorted(answers.items()):
         if not missing:
             continue
@@ -259,8 +360,15 @@ def check_workers_see(client: Any, workdir: str, inputs: Sequence[str] = ()) -> 
 
 
 def _missing_paths(paths: Sequence[str]) -> list[str]:
-    """The paths this process does not see (run on every worker)."""
-    return [p for p in paths if not os.path.exists(p)]
+    """The paths (or URLs) this process does not see (run on every worker)."""
+    import fsspec
+
+    missing = []
+    for p in paths:
+        fs, path = fsspec.core.url_to_fs(p)
+        if not fs.exists(path):
+            missing.append(p)
+    return missing
 
 
 #: Loggers of the client side of distributed that report a lost scheduler connection.

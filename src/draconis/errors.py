@@ -62,7 +62,7 @@ class ConfigError(DraconisError):
 
 
 class ClusterError(DraconisError):
-    """The Dask cluster cannot be used, or was lost during the run."""
+    """The Dask cluster cannot be used, was lost, or cannot complete the work (workers dying, memory exhausted)."""
 
 
 class NoWorkFound(DraconisError):

@@ -44,11 +44,11 @@ class Scheduler(str):
 
 
 @contextlib.contextmanager
-def scheduler_process(cwd: Path) -> Iterator[Scheduler]:
-    """A ``dask scheduler`` started in ``cwd``; yields its address (``.proc``: the process)."""
+def scheduler_process(cwd: Path, *, env: dict[str, str] | None = None) -> Iterator[Scheduler]:
+    """A ``dask scheduler`` started in ``cwd`` (``env`` added to the environment); yields its address (``.proc``: the process)."""
     port = free_port()
     proc = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                             "--dashboard-address", ":0"], cwd=cwd,
+                             "--dashboard-address", ":0"], cwd=cwd, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = Scheduler(f"tcp://127.0.0.1:{port}")
     address.proc = proc
@@ -60,22 +60,24 @@ def scheduler_process(cwd: Path) -> Iterator[Scheduler]:
 
 @contextlib.contextmanager
 def worker_processes(address: str, cwd: Path, scratch: Path, *, n: int = 1, prefix: Sequence[str] = (),
+                     args: Sequence[str] = (), env: dict[str, str] | None = None,
                      timeout: float = 120) -> Iterator[list[subprocess.Popen]]:
     """``n`` single-thread ``dask worker`` processes started in ``cwd``, connected to ``address``.
 
-    ``prefix`` is put in front of the command (e.g. a namespace wrapper);
-    ``scratch`` is the workers' local directory (spill files).  Returns when
-    the scheduler sees the workers.
+    ``prefix`` is put in front of the command (e.g. a namespace wrapper),
+    ``args`` after it (e.g. ``--memory-limit``), ``env`` is added to the
+    environment; ``scratch`` is the workers' local directory (spill files).
+    Returns when the scheduler sees the workers.
     """
     from distributed import Client
 
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False", **(env or {})}
     procs = []
     with Client(address, timeout="60s") as client:
         before = len(client.scheduler_info(n_workers=-1)["workers"])
         for _ in range(n):
             procs.append(subprocess.Popen([*prefix, str(DASK), "worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--local-directory", str(scratch)],
+                                           "--no-dashboard", "--local-directory", str(scratch), *args],
                                           cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         try:
             client.wait_for_workers(before + n, timeout=timeout)

@@ -25,7 +25,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("-c", "--config", default=None, help="calibration configuration file (draconisrc)")
     p.add_argument("--scheduler", default=None,
                    help="Dask scheduler address, 'synchronous' or 'threads' (default: a LocalCluster)")
-    p.add_argument("--workdir", default=None, help="directory for checkpoints")
+    p.add_argument("--workdir", default=None,
+                   help="where checkpoints go: a directory, or an fsspec URL (s3://bucket/prefix) every worker reaches "
+                        "(default: draconis.workdir, .draconis)")
+    p.add_argument("--resume", nargs="?", const="strict", default=None, metavar="auto",
+                   help="continue the unfinished run of these inputs in the work directory from its last complete "
+                        "checkpoint; refuses if anything changed, unless --resume=auto (then recomputes from the "
+                        "first step that changed)")
+    p.add_argument("--keep-checkpoints", action="store_true", default=None,
+                   help="keep the checkpoints of a finished run (default: removed)")
     p.add_argument("--qa", action="store_const", const="qa", dest="mode", help="quality-assessment mode")
     p.add_argument("--ql", action="store_const", const="ql", dest="mode", help="quick-look mode")
     p.add_argument("--list", action="store_true", help="show the recipe that applies and its primitives, then stop")
@@ -63,9 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from ..reduce import Reduce, normalize_ucals
 
     logutils.config(mode=args.logmode, file_name=args.logfile)
-    reducer = Reduce(expand_at_files(args.files), recipename=args.recipe, uparms=list(args.param),
+    files, resume = list(args.files), args.resume
+    if resume not in (None, "strict", "auto"):
+        # "--resume FILE ...": the optional value was the first input
+        files, resume = [resume, *files], "strict"
+    reducer = Reduce(expand_at_files(files), recipename=args.recipe, uparms=list(args.param),
                      ucals=normalize_ucals(args.user_cal), mode=args.mode, suffix=args.suffix,
-                     config_file=args.config, scheduler=args.scheduler, workdir=args.workdir)
+                     config_file=args.config, scheduler=args.scheduler, workdir=args.workdir,
+                     resume={"strict": True, "auto": "auto"}.get(resume, False),
+                     keep_checkpoints=args.keep_checkpoints)
     reducer.report = args.report
     reducer.command = shlex.join(["draconis", *getattr(args, "argv", ["reduce", *args.files])])
     if args.list:

@@ -300,9 +300,11 @@ def _open_plane(store: str, component: str) -> da.Array:
 
 
 def open_zarr(store: str | os.PathLike) -> Frame:
-    """Open a frame checkpointed with :func:`write_zarr` (lazily)."""
-    given = str(store)
-    store = os.path.abspath(os.fspath(store))  # the graph reads it on workers that may run in another directory
+    """Open a frame checkpointed with :func:`write_zarr` (lazily); a store on an fsspec URL through zarr."""
+    given = os.fspath(store)
+    if "://" in given:
+        return _open_zarr_url(given)
+    store = os.path.abspath(given)  # the graph reads it on workers that may run in another directory
     try:
         attrs = _read_json(store)["attributes"]
     except (OSError, ValueError, KeyError) as err:
@@ -336,3 +338,56 @@ def attach_summaries(frame: Frame, report: WriteReport) -> None:
     for ext, summary in zip(frame.extensions, report.summaries):
         dq = ext.plane("DQ")
         _SUMMARIES[ext.plane("SCI").name] = (dq.name if dq is not None else None, summary)
+
+
+# ---------------------------------------------------------------- stores on fsspec URLs
+# A work directory on object storage (s3://, gcs://) or fsspec's memory://: the same groups, attributes and
+# planes, written and read through zarr and fsspec (no chunk-file shortcuts, no write summaries).
+def write_zarr_url_delayed(frame: Frame, url: str, *, chunks: tuple[int, int] | None = None) -> Any:
+    """Create the group for ``frame`` at ``url`` (metadata now) and return the lazy write of its planes."""
+    import zarr
+
+    root: Any = zarr.open_group(url, mode="w")
+    root.attrs.update({"draconis_frame": 1, "phu": frame.phu.tostring(), "filename": frame.filename,
+                       "path": frame.path or "",
+                       "tables": {name: _table_to_text(t) for name, t in frame.tables.items()}})
+    sources: list[Any] = []
+    targets: list[Any] = []
+    for i, ext in enumerate(frame.extensions, start=1):
+        group = root.create_group(f"ext{i}")
+        group.attrs["header"] = ext.header.tostring()
+        group.attrs["objcat"] = _table_to_text(ext.objcat) if ext.objcat is not None else None
+        for name in PLANES:
+            arr = ext.plane(name)
+            if arr is None:
+                continue
+            rows = (chunks or default_chunks(arr.shape))[0]
+            targets.append(group.create_array(name, shape=arr.shape, chunks=(rows, arr.shape[1]), dtype=arr.dtype,
+                                              fill_value=0))
+            sources.append(arr.rechunk((rows, -1)))
+    return da.store(sources, targets, lock=False, compute=False) if sources else dask.delayed(None)()
+
+
+def _open_zarr_url(url: str) -> Frame:
+    import zarr
+
+    try:
+        root: Any = zarr.open_group(url, mode="r")
+        attrs: dict[str, Any] = dict(root.attrs)
+    except Exception as err:  # zarr raises several types for a missing/bad store
+        raise InputError(url, f"not a draconis zarr checkpoint ({err})") from err
+    if attrs.get("draconis_frame") != 1:
+        raise InputError(url, "not a draconis zarr checkpoint (no draconis_frame attribute)")
+    extensions = []
+    i = 1
+    while f"ext{i}" in root:
+        group = root[f"ext{i}"]
+        planes = {name: da.from_zarr(url, component=f"ext{i}/{name}") for name in PLANES if name in group}
+        objcat = group.attrs.get("objcat")
+        extensions.append(make_extension(_header_from_text(group.attrs["header"]), planes["SCI"], planes.get("VAR"),
+                                         planes.get("DQ"), planes.get("OBJMASK"),
+                                         _table_from_text(objcat) if objcat else None))
+        i += 1
+    tables = {name: _table_from_text(text) for name, text in attrs.get("tables", {}).items()}
+    return Frame(phu=_header_from_text(attrs["phu"]), extensions=tuple(extensions),
+                 filename=attrs["filename"], path=attrs.get("path") or None, tables=tables)

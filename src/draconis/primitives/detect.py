@@ -68,7 +68,7 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
         exts = []
         for ext in frame.extensions:
             table, packed = next(results)
-            exts.append(_attach(ext, table, packed))
+            exts.append(_attach(ext, _with_world(table, ext), packed))
             if len(frame) > 1:  # the frame's line below says it for a single array
                 ctx.log.debug("detectSources: %s array %d: %d source(s)", frame.filename, len(exts), len(table))
         ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
@@ -78,11 +78,6 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
 
 
 def _detect_kwargs(frame: Frame, index: int, p) -> dict:
-    ext = frame[index]
-    try:
-        wcs = ext.wcs if ext.wcs.has_celestial else None
-    except Exception:  # noqa: BLE001 - no WCS: no world coordinates
-        wcs = None
     saturation = None
     if p.set_saturation:
         value = _safe(frame, "saturation_level")
@@ -90,8 +85,24 @@ def _detect_kwargs(frame: Frame, index: int, p) -> dict:
     return dict(detect_thresh=p.detect_thresh, analysis_thresh=p.analysis_thresh,
                 detect_minarea=p.detect_minarea, deblend_mincont=p.deblend_mincont, back_size=p.back_size,
                 back_filtersize=p.back_filtersize, phot_min_radius=p.phot_min_radius, mask=p.mask,
-                replace_flags=p.replace_flags, saturation=saturation, wcs=wcs,
-                pixel_scale=_safe(frame, "pixel_scale"))
+                replace_flags=p.replace_flags, saturation=saturation, pixel_scale=_safe(frame, "pixel_scale"))
+
+
+def _with_world(table, ext: Extension):
+    """``table`` with X_WORLD/Y_WORLD from the array's WCS, computed here on the client.
+
+    An astropy WCS pickled to a Dask worker comes back rounded in its last
+    digits (its pickle is a FITS header), so world coordinates computed in
+    the detection task would depend on where the task ran.
+    """
+    try:
+        wcs = ext.wcs if ext.wcs.has_celestial else None
+    except Exception:  # noqa: BLE001 - no WCS: no world coordinates
+        wcs = None
+    if wcs is not None and len(table):
+        ra, dec = wcs.all_pix2world(np.asarray(table["X_IMAGE"], float), np.asarray(table["Y_IMAGE"], float), 1)
+        table["X_WORLD"], table["Y_WORLD"] = np.asarray(ra, float), np.asarray(dec, float)
+    return table
 
 
 def _safe(frame: Frame, name: str):

@@ -151,11 +151,15 @@ class RunContext:
 
     # -- parameters ----------------------------------------------------------
     def resolve(self, spec: PrimitiveSpec, arguments: Mapping[str, Any] | None = None, *,
-                by: str = "the recipe") -> Params:
-        """``spec``'s parameters: default < instrument < user < ``arguments`` (given ``by`` a recipe or caller)."""
+                by: str = "the recipe", warn: bool = True) -> Params:
+        """``spec``'s parameters: default < instrument < user < ``arguments`` (given ``by`` a recipe or caller).
+
+        ``warn=False`` for a look ahead (a resumable run's plan): the warning
+        about a user value the caller overrides comes when the step runs.
+        """
         user = self.user.for_primitive(spec)
         arguments = dict(arguments or {})
-        for key in user.keys() & arguments.keys():
+        for key in (user.keys() & arguments.keys()) if warn else ():
             log.warning("%s: %s sets %s=%r; the user value %r is ignored",
                         spec.name, by, key, arguments[key], user[key])
         return spec.resolve(self.instrument, self.kind, user, arguments)

@@ -16,6 +16,8 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 
+import fsspec
+
 from .. import progress
 from ..errors import InputError
 from ..frame import Frame
@@ -127,7 +129,8 @@ class Checkpoints:
     """
 
     def __init__(self, root: str, keep: bool = False):
-        self.root = os.path.abspath(root)  # workers may not share the client's current directory
+        # workers may not share the client's current directory; URLs (s3://, memory://) are absolute
+        self.root = root if _is_url(root) else os.path.abspath(root)
         self.keep = keep
         self.count = 0
         self.records: list[CheckpointRecord] = []
@@ -158,6 +161,8 @@ class Checkpoints:
         start = time.perf_counter()
         self.count += 1
         directory = os.path.join(self.root, f"{self.count:02d}_{label}")
+        if _is_url(self.root):
+            return self._write_url(frames, label, directory, chunks, start)
         os.makedirs(directory, exist_ok=True)
         self._live.append(directory)
         stores = [os.path.join(directory, f"{i:04d}_{os.path.splitext(f.filename)[0]}.zarr")
@@ -177,13 +182,29 @@ class Checkpoints:
                  record.bytes / 1e6, record.bytes / 1e6 / len(frames), record.seconds)
         return reopened
 
+    def _write_url(self, frames: Sequence[Frame], label: str, directory: str, chunks, start: float) -> list[Frame]:
+        """:meth:`write` on an fsspec URL: through zarr, no write summaries (the stack computes its own)."""
+        from ..io.zarr import write_zarr_url_delayed
+
+        stores = [f"{directory}/{i:04d}_{os.path.splitext(f.filename)[0]}.zarr" for i, f in enumerate(frames)]
+        progress.compute([write_zarr_url_delayed(f, s, chunks=chunks) for f, s in zip(frames, stores)],
+                         f"checkpoint {label}")
+        fs, path = fsspec.core.url_to_fs(directory)
+        record = CheckpointRecord(label, directory, len(frames), int(fs.du(path, total=True)),
+                                  time.perf_counter() - start)
+        self.records.append(record)
+        log.info("Checkpointed %d frame(s) to %s (%.1f MB, %.1f s)", len(frames), directory, record.bytes / 1e6,
+                 record.seconds)
+        return [open_zarr(s).replace(filename=f.filename, path=f.path) for f, s in zip(frames, stores)]
+
     def release(self) -> list[str]:
         """Delete the checkpoints nothing can read any more (nothing when keeping them); the deleted directories.
 
         A checkpoint is still needed while any array alive in this process reads one of its stores
         (:func:`draconis.io.zarr.live_stores`): streams, calibrations, frames a primitive holds.
         """
-        if self.keep or not self._live:
+        if self.keep or not self._live or _is_url(self.root):
+            # (on a URL the arrays read stores through zarr, untracked: everything goes at the end)
             return []
         used = {os.path.dirname(store) for store in live_stores()}
         gone = [d for d in self._live if d not in used]
@@ -199,5 +220,14 @@ class Checkpoints:
             if self.count:
                 log.info("Checkpoints kept in %s", self.root)
             return
-        shutil.rmtree(self.root, ignore_errors=True)
+        if _is_url(self.root):
+            fs, path = fsspec.core.url_to_fs(self.root)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
         self._live.clear()
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location

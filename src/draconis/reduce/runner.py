@@ -23,8 +23,10 @@ from ..frame import Frame
 from ..io import open_frame
 from ..primitives.registry import get_primitive
 from ..recipes import Recipe, find_recipe
-from ..recipes.caller import PrimitiveCaller, record
+from ..recipes.caller import record
 from .context import RunContext, frame_kind, instrument_name
+from .resume import Checksums, ResumableContext, ResumePoint, StepCaller, StepPlan, start_run, stopped
+from .rundir import absolute
 from .ucals import open_ucals
 from .uparms import parse_uparms, validate
 
@@ -47,7 +49,15 @@ class Reduce:
     mode, suffix, config_file, scheduler, workdir
         Mode (``sq``), suffix of final outputs, calibration configuration file,
         Dask scheduler (None, ``synchronous``, ``threads`` or an address),
-        checkpoint directory.
+        checkpoint directory (a local path or an fsspec URL such as
+        ``s3://bucket/prefix``; default ``draconis.workdir``).
+    resume : bool or "auto"
+        Continue the unfinished run of the same inputs and recipe in the
+        work directory from its last complete checkpoint; True refuses if
+        anything changed since, ``"auto"`` recomputes from the first step
+        whose inputs changed.
+    keep_checkpoints : bool or None
+        Keep the checkpoints of a finished run (default: ``draconis.keep_checkpoints``).
     output_filenames, processed_filenames : list of str
         After :meth:`runr`: the final outputs and the stored calibrations.
     report : bool or None
@@ -61,7 +71,7 @@ class Reduce:
     def __init__(self, files: Iterable[str] | None = None, *, recipename: str = "_default",
                  uparms: Any = None, ucals: dict[str, Any] | None = None, mode: str = "sq",
                  suffix: str | None = None, config_file: str | None = None, scheduler: str | None = None,
-                 workdir: str | None = None):
+                 workdir: str | None = None, resume: bool | str = False, keep_checkpoints: bool | None = None):
         self.files: list[str] = list(files or [])
         self.recipename = recipename
         self.uparms: Any = list(uparms) if isinstance(uparms, (list, tuple)) else (uparms if uparms else [])
@@ -71,6 +81,8 @@ class Reduce:
         self.config_file = config_file
         self.scheduler = scheduler
         self.workdir = workdir
+        self.resume = resume
+        self.keep_checkpoints = keep_checkpoints
         self.drpkg = "draconis"
         self.upload = None
         self.output_filenames: list[str] = []
@@ -131,11 +143,12 @@ class Reduce:
         ucals = open_ucals(self.ucals)
         log.info("RECIPE: %s (%s) on %d file(s)", recipe.name, recipe.library, len(frames))
         # Resolved here, on the client: the workers of an external cluster run in their own directory.
-        workdir = os.path.abspath(os.path.expanduser(os.fspath(self.workdir or _config.get("workdir", ".draconis"))))
-        ctx = RunContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
-                         use_caldb=True, instrument=instrument, kind=kind,
-                         keep_checkpoints=bool(_config.get("keep_checkpoints", False)),
-                         protected=[f.path for f in frames if f.path])
+        workdir = absolute(os.fspath(self.workdir or _config.get("workdir", ".draconis")))
+        keep = self.keep_checkpoints
+        keep = bool(_config.get("keep_checkpoints", False)) if keep is None else bool(keep)
+        ctx = ResumableContext({"main": frames}, ucals, self.config_file, self.mode, workdir, uparms=user,
+                               use_caldb=True, instrument=instrument, kind=kind, keep_checkpoints=keep,
+                               protected=[f.path for f in frames if f.path], checksums=Checksums())
         # each processed calibration is journaled as soon as it is written (see caldb.journal)
         ctx.pending_calibrations = _JournaledStores(self.config_file)
         from ..cluster import check_workers_see, execution
@@ -143,20 +156,28 @@ class Reduce:
         record = self.summary = runrecord.RunRecord(
             recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
             command=self.command or _api_command(), parameters=_user_items(user))
-        success = False
+        success, finals, plan = False, [], None
         try:
+            plan, point = start_run(ctx, recipe, user, resume=self.resume, command=self.command or "")
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 with runrecord.watching(record, ctx, self.scheduler):
-                    recipe.func(PrimitiveCaller(ctx))
+                    _run_recipe(recipe, ctx, plan, point)
                     with logutils.condensed():
                         finals = self._write_finals(ctx)
+            # from here the run has its outputs: a later run completes the store rather than roll them back
+            if ctx.run_dir is not None:
+                ctx.run_dir.update(state="storing")
             self.processed_filenames = self._store_calibrations(ctx)
             success = True
+        except BaseException as err:
+            stopped(ctx, err, plan)
+            raise
         finally:
             ctx.close(success)
             if not success:  # its outputs are rolled back: nothing left to store
                 ctx.pending_calibrations.discard()
+            ctx.checksums.close()
             _remove_if_empty(workdir)
             record.finish(finals if success else [], success=success)
         self.output_filenames = finals
@@ -270,6 +291,25 @@ def _recover_interrupted_stores() -> None:
     journal.recover()
 
 
+def _run_recipe(recipe: Recipe, ctx: ResumableContext, plan: StepPlan, point: ResumePoint | None) -> None:
+    """The recipe's steps (those after ``point``'s snapshot when resuming); clear errors for dead workers."""
+    from ..cluster import explain_killed_worker
+
+    restore = None
+    if point is not None and point.snapshot is not None:
+        def restore():
+            ctx.restore(point.snapshot)
+
+    caller = StepCaller(ctx, plan, resume_at=point.index if point else 0, restore=restore)
+    try:
+        recipe.func(caller)
+    except Exception as err:
+        clear = explain_killed_worker(err, caller.current)
+        if clear is not err:
+            raise clear from err
+        raise
+
+
 def _check_one_setup(recipe: Recipe, frames: list[Frame]) -> None:
     """A recipe that aligns frames needs one instrument and filter: say so now, not after the sky work."""
     from ..primitives.align import check_same_setup
@@ -297,6 +337,10 @@ def _display(path: str | None) -> str:
 
 
 def _remove_if_empty(directory: str) -> None:
+    from .rundir import is_url
+
+    if is_url(directory):
+        return
     try:
         os.rmdir(directory)
     except OSError:
