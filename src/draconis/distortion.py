@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from scipy.signal import convolve2d
 
 __all__ = [
-    "Poly2D", "PolyMap", "StaticDistortion", "sip_header", "header_polymap", "strip_wcs", "fit_polymap",
-    "grid_points", "DISTORTION_KEYWORD", "RESIDUAL_KEYWORD", "INVERSE_RESIDUAL_KEYWORD",
+    "project", "deproject", "Poly2D", "PolyMap", "StaticDistortion", "sip_header", "header_polymap", "strip_wcs",
+    "fit_polymap", "grid_points", "DISTORTION_KEYWORD", "RESIDUAL_KEYWORD", "INVERSE_RESIDUAL_KEYWORD",
 ]
 
 #: Header keyword naming the static distortion model a WCS includes.
@@ -52,13 +53,39 @@ _WCS_KEYS = ("CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1"
 
 
 # ---------------------------------------------------------------------------
+# the tangent plane
+# ---------------------------------------------------------------------------
+def project(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gnomonic projection about (ra0, dec0), degrees in; (xi east, eta north) in arcsec out."""
+    ra, dec = np.radians(ra), np.radians(dec)
+    a0, d0 = np.radians(ra0), np.radians(dec0)
+    cosc = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
+    xi = np.cos(dec) * np.sin(ra - a0) / cosc
+    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cosc
+    return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
+
+
+def deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`project`: (xi, eta) arcsec about (ra0, dec0) to (ra, dec) degrees."""
+    x, y = np.radians(np.asarray(xi) / 3600.0), np.radians(np.asarray(eta) / 3600.0)
+    a0, d0 = np.radians(ra0), np.radians(dec0)
+    rho = np.hypot(x, y)
+    c = np.arctan(rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dec = np.arcsin(np.cos(c) * np.sin(d0) + np.where(rho > 0, y * np.sin(c) * np.cos(d0) / rho, 0.0))
+    ra = a0 + np.arctan2(x * np.sin(c), rho * np.cos(d0) * np.cos(c) - y * np.sin(d0) * np.sin(c))
+    return np.degrees(ra) % 360.0, np.degrees(dec)
+
+
+
+# ---------------------------------------------------------------------------
 # 2-D polynomials
 # ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, eq=False)
 class Poly2D:
     """``p(x, y) = sum c[i, j] x**i y**j`` with a square coefficient array ``c``."""
 
-    c: np.ndarray
+    c: Any  # array-like in, a square float ndarray after __post_init__
 
     def __post_init__(self) -> None:
         c = np.atleast_2d(np.asarray(self.c, dtype=float))
@@ -69,6 +96,7 @@ class Poly2D:
 
     @classmethod
     def zero(cls) -> Poly2D:
+        """The zero polynomial."""
         return cls(np.zeros((1, 1)))
 
     @classmethod
@@ -89,6 +117,7 @@ class Poly2D:
         return int((i + j).max()) if len(i) else 0
 
     def __call__(self, x, y) -> np.ndarray:
+        """The polynomial's values at points (x, y)."""
         x, y = np.asarray(x, float), np.asarray(y, float)
         out = np.zeros(np.broadcast(x, y).shape)
         # Horner in x over polynomials in y: a few multiply-adds per coefficient.
@@ -114,6 +143,7 @@ class Poly2D:
         return self + other * -1.0
 
     def coefficient(self, i: int, j: int) -> float:
+        """The coefficient of x**i y**j (0 beyond the array)."""
         return float(self.c[i, j]) if i < self.c.shape[0] and j < self.c.shape[1] else 0.0
 
     def truncated(self, degree: int, *, keep_from: int = 0) -> Poly2D:
@@ -179,13 +209,16 @@ class PolyMap:
 
     @classmethod
     def identity(cls) -> PolyMap:
+        """The identity map."""
         return cls.affine(np.eye(2))
 
     @property
     def degree(self) -> int:
+        """The larger degree of the two polynomials."""
         return max(self.px.degree, self.py.degree)
 
     def __call__(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """The map's values (px, py) at points (x, y)."""
         return self.px(x, y), self.py(x, y)
 
     def compose(self, inner: PolyMap) -> PolyMap:
@@ -202,6 +235,7 @@ class PolyMap:
                          [self.py.coefficient(1, 0), self.py.coefficient(0, 1)]])
 
     def constant(self) -> np.ndarray:
+        """The image of the origin."""
         return np.array([self.px.coefficient(0, 0), self.py.coefficient(0, 0)])
 
     def jacobian(self, x, y) -> np.ndarray:
@@ -260,10 +294,10 @@ def fit_polymap(x, y, u, v, order: int, weights=None) -> PolyMap:
 
 
 def grid_points(shape: tuple[int, int], n: int = 21, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """1-based pixel positions (x, y) on an n x n grid over an array of ``shape`` (rows, cols)."""
+    """1-based pixel centres (x, y) on an n x n grid from the first to the last pixel (plus ``margin``)."""
     ny, nx = shape
-    xs = np.linspace(0.5 - margin, nx + 0.5 + margin, n)
-    ys = np.linspace(0.5 - margin, ny + 0.5 + margin, n)
+    xs = np.linspace(1.0 - margin, nx + margin, n)
+    ys = np.linspace(1.0 - margin, ny + margin, n)
     x, y = np.meshgrid(xs, ys)
     return x.ravel(), y.ravel()
 
@@ -284,6 +318,9 @@ class StaticDistortion:
     forward: PolyMap
     backward: PolyMap
 
+    def __repr__(self) -> str:
+        return f"<StaticDistortion {self.name!r} degree {self.forward.degree}>"
+
     def for_section(self, origin: tuple[int, int]) -> StaticDistortion:
         """The same model for a file whose pixel (1, 1) is full-array pixel (1 + ox, 1 + oy)."""
         ox, oy = float(origin[0]), float(origin[1])
@@ -293,9 +330,11 @@ class StaticDistortion:
         return StaticDistortion(self.name, self.forward.shifted(ox, oy), back)
 
     def to_focal(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Focal-plane (u, v) arcsec of 1-based pixels (x, y)."""
         return self.forward(x, y)
 
     def to_pixel(self, u, v) -> tuple[np.ndarray, np.ndarray]:
+        """1-based pixels of focal-plane positions, exactly (Newton steps from the backward polynomials)."""
         return self.forward.inverse(u, v, start=self.backward(u, v))
 
 
@@ -395,6 +434,7 @@ def _write_inverse(h: fits.Header, fx: Poly2D, fy: Poly2D, dx, dy) -> None:
             best = (order, err, inv)
         if err < 1e-4:
             break
+    assert best is not None  # the loop runs at least once
     order, err, inv = best
     for name, poly in (("AP", inv.px), ("BP", inv.py)):
         h[f"{name}_ORDER"] = order
