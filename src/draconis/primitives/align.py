@@ -27,8 +27,14 @@ from ..distortion import deproject, project
 from ..frame import Extension, Frame
 from ..parameters import DEBUG_AID, P, Params, suffix_param
 from ..provenance import utc_timestamp
-from .focal_plane import (attach_static_distortion, fit_focal_transform, frame_distortions, has_distortion,
-                          model_text, with_focal_transform)
+from .focal_plane import (
+    attach_static_distortion,
+    fit_focal_transform,
+    frame_distortions,
+    has_distortion,
+    model_text,
+    with_focal_transform,
+)
 from .registry import Context, primitive
 
 #: Catalogue services DRAGONS can query; draconis works offline and skips them.
@@ -88,7 +94,7 @@ def focal_sources(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     us, vs = [], []
     for ext, dist in zip(frame.extensions, frame_distortions(frame)):
         ok = good_sources(ext.objcat)
-        if not ok.any():
+        if ext.objcat is None or dist is None or not ok.any():
             continue
         cat = ext.objcat[ok]
         u, v = dist.to_focal(*source_pixels(cat))
@@ -113,7 +119,7 @@ def source_sigmas(frame: Frame) -> np.ndarray:
     scale = float(frame.safe_descriptor("pixel_scale", 1.0) or 1.0)
     for ext in frame.extensions:
         ok = good_sources(ext.objcat)
-        if not ok.any():
+        if ext.objcat is None or not ok.any():
             continue
         cat = ext.objcat[ok]
         n = len(cat)
@@ -514,7 +520,9 @@ def determine_astrometric_solution(frames: list[Frame], p: Params, ctx: Context)
 def _fit_to_refcat(frame: Frame, refcat: Table, p, ctx) -> Frame | None:
     """``frame`` calibrated on ``refcat``, or None (warned) when too few sources match."""
     centre = (float(frame[0].header["CRVAL1"]), float(frame[0].header["CRVAL2"]))
-    ra, dec = (np.asarray(refcat[c], float) for c in refcat_columns(refcat))
+    columns = refcat_columns(refcat)
+    assert columns is not None  # checked by the caller
+    ra, dec = (np.asarray(refcat[c], float) for c in columns)
     ref_xy = np.column_stack(project(ra, dec, *centre))
     src_xy = np.column_stack(project(*frame_sources(frame)[:2], *centre))
     t, n, rms = align_catalogues(src_xy, ref_xy, first_pass=p.initial, match_radius=p.final,

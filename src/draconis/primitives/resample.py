@@ -31,11 +31,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from ..distortion import project, strip_wcs
 from ..frame import Extension, Frame, make_extension
 from ..kernels import resample as kres
 from ..parameters import P, Params, suffix_param
 from ..provenance import utc_timestamp
-from ..distortion import project, strip_wcs
 from .align import REFERENCE_KEYWORD, _cd, match
 from .focal_plane import distortion_attached, focal_transform, has_distortion, tangent_point
 from .registry import Context, primitive

@@ -161,7 +161,7 @@ class GSAOI(Instrument):
 
         names = self.descriptor("array_name", phu, ext_headers, tags)
         sections = self.descriptor("array_section", phu, ext_headers, tags)
-        out = []
+        out: list[Any] = []
         for name, section in zip(names, sections):
             try:
                 out.append(array_distortion(str(name)).for_section((section.x1, section.y1)))
