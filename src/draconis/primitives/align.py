@@ -37,6 +37,9 @@ from .focal_plane import (
 )
 from .registry import Context, primitive
 
+# align_focal uses this module's catalogue helpers: imported as a module, the cycle is harmless
+from . import align_focal  # noqa: E402  isort: skip
+
 #: Catalogue services DRAGONS can query; draconis works offline and skips them.
 ONLINE_CATALOGUES = ("2mass", "gmos", "sdss9", "gaia")
 #: PHU keyword naming the alignment reference frame (its raw file stem).
@@ -357,9 +360,7 @@ def adjust_wcs_to_reference(frames: list[Frame], p: Params, ctx: Context) -> lis
     ra0, dec0 = float(ref[0].header["CRVAL1"]), float(ref[0].header["CRVAL2"])
     ref_xy = np.column_stack(project(*frame_sources(ref)[:2], ra0, dec0))
     if all(has_distortion(f) for f in frames):
-        from .align_focal import align_distorted
-
-        aligned, methods = align_distorted(frames, iref, (ra0, dec0), p, ctx.log)
+        aligned, methods = align_focal.align_distorted(frames, iref, (ra0, dec0), p, ctx.log)
     else:
         aligned, methods = [], []
         for k, frame in enumerate(frames):
