@@ -16,6 +16,7 @@ same frame's pixel grid.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -468,7 +469,10 @@ def refcat_in_field(table: Table, frames: Sequence[Frame]) -> np.ndarray:
     for frame in frames:
         for ext in frame.extensions:
             ny, nx = ext.shape
-            x, y = ext.wcs.all_world2pix(ra, dec, 0, quiet=True)
+            with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+                # a catalogue of another field: the inversion of the distortion diverges there, harmlessly
+                warnings.simplefilter("ignore", RuntimeWarning)
+                x, y = ext.wcs.all_world2pix(ra, dec, 0, quiet=True)
             inside |= (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
     return inside
 
