@@ -255,10 +255,17 @@ def test_every_declared_parameter_is_read_or_refused():
 
 
 def test_unsupported_parameter_accepts_the_instrument_default():
-    spec = get_primitive("resampleToCommonFrame")
-    assert spec.resolve("GSAOI", "IMAGE", {"force_affine": False})["force_affine"] is False  # GSAOI's default
-    with pytest.raises(ParameterError, match="force_affine=False is not supported"):
-        spec.resolve("F2", "IMAGE", {"force_affine": False})
+    # no declared parameter is both unsupported and given another default by an instrument today
+    # (resampleToCommonFrame:force_affine was, until it was implemented): a declaration made for the test
+    from draconis.parameters import P, register_overrides
+    from draconis.primitives.registry import PrimitiveSpec
+
+    spec = PrimitiveSpec("testPrimitive", lambda frames, p, ctx: frames,
+                         (P("fast", bool, True, "a shortcut", unsupported="not implemented"),), "")
+    register_overrides("TESTINSTRUMENT", "IMAGE", {"testPrimitive": {"fast": False}})
+    assert spec.resolve("TESTINSTRUMENT", "IMAGE", {"fast": False})["fast"] is False  # the instrument's default
+    with pytest.raises(ParameterError, match="fast=False is not supported"):
+        spec.resolve("F2", "IMAGE", {"fast": False})
 
 
 def test_flush_pixels_force_and_write_outputs_overwrite(run_primitive, tmp_path):

@@ -62,7 +62,11 @@ def test_gsaoi_has_no_dark_and_nostack_stops_after_detection():
     assert "darkCorrect" not in full
     assert full.index("addReferenceCatalog") < full.index("adjustWCSToReference")
     nostack = names("image_gsaoi", "reduce_nostack")
-    assert nostack[-1] == "detectSources" and "stackFrames" not in nostack
+    assert nostack[-2:] == ["detectSources", "writeOutputs"] and "stackFrames" not in nostack
+    # the seed's DRAGONS: reduce writes _flatCorrected and _skyCorrected frames and does not stack
+    import draconis.recipes.image_gsaoi as gsaoi
+
+    assert gsaoi._default is gsaoi.reduce_nostack
 
 
 def test_ultradeep_is_its_three_parts():
@@ -74,7 +78,8 @@ def test_ultradeep_is_its_three_parts():
         assert one[len(names(lib, "ultradeep_part1"))] == "flushPixels"
         assert [n for n in one if n != "flushPixels"] == [n for n in parts if n != "flushPixels"]
         assert ("dilateObjectMask" in one) == dilated
-        assert mod._default is mod.reduce and mod.RECIPES["ultradeep"] is mod.ultradeep
+        assert mod._default is (mod.reduce_nostack if lib == "image_gsaoi" else mod.reduce)
+        assert mod.RECIPES["ultradeep"] is mod.ultradeep
 
 
 def test_ultradeep_part2_requires_on_target_dither():

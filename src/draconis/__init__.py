@@ -8,6 +8,7 @@ Public API::
     draconis.dataselect.select_data(files, ["DARK"], [], draconis.dataselect.expr_parser("exposure_time==5"))
     r = draconis.Reduce(); r.files = files; r.runr()
     draconis.caldb.set_local_database(); draconis.caldb.add_cal("x_dark.fits")
+    draconis.disco(gsaoi_sky_corrected_files, output="my_Kshort_stack.fits")   # GSAOI mosaic
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ _LAZY = {
     "dataselect": ("draconis.dataselect", None),
     "caldb": ("draconis.caldb", None),
     "simulate": ("draconis.simulate", None),
+    "disco": ("draconis.disco_stu.disco", "disco"),
 }
 
 
@@ -41,4 +43,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'draconis' has no attribute {name!r}")
 
 
-__all__ = ["open", "Frame", "Extension", "DraconisError", "Reduce", "dataselect", "caldb", "simulate"]
+__all__ = ["open", "Frame", "Extension", "DraconisError", "Reduce", "dataselect", "caldb", "simulate", "disco"]

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "draconis.commands.showd",
     "draconis.commands.showpars",
     "draconis.commands.reduce",
+    "draconis.commands.disco",
     "draconis.commands.caldb",
     "draconis.commands.display",
 )

@@ -103,3 +103,13 @@ class Instrument(CommonDescriptors):
             except TypeError as err:
                 raise DescriptorError(view.path, f"descriptor {name}: bad options {sorted(kwargs)} ({err})") from err
         return method(self, view, **kwargs)
+
+    # -- geometry -------------------------------------------------------------
+    def static_distortions(self, phu: Header, ext_headers: Sequence[Header],
+                           tags: frozenset[str] | None = None) -> list[Any]:
+        """Each array's static distortion (a :class:`draconis.distortion.StaticDistortion`), or None.
+
+        None means the header WCS is all there is (a linear TAN for F2, NIRI
+        and GNIRS); instruments with a distortion model override this.
+        """
+        return [None] * len(ext_headers)

@@ -14,6 +14,7 @@ noise of interpolated pixels by up to ~2x, and the stack's VAR with it.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -54,10 +55,14 @@ def variance_factor(position: np.ndarray, order: int) -> np.ndarray:
     return np.interp(position - np.floor(position), fractions, sums)
 
 
-def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: int, nx: int) -> np.ndarray:
-    """Linear interpolation of a coarse (ny_c, nx_c) map, sampled at output rows ``gy``, cols ``gx``."""
+def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: int, nx: int,
+             x0: int = 0) -> np.ndarray:
+    """Linear interpolation of a coarse (ny_c, nx_c) map sampled at output rows ``gy``, cols ``gx``.
+
+    Returns the values at output rows ``[y0, y1)`` and columns ``[x0, nx)``.
+    """
     ys = np.interp(np.arange(y0, y1), gy, np.arange(len(gy)))
-    xs = np.interp(np.arange(nx), gx, np.arange(len(gx)))
+    xs = np.interp(np.arange(x0, nx), gx, np.arange(len(gx)))
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     return ndimage.map_coordinates(coarse, [yy, xx], order=1, mode="nearest")
 
@@ -134,3 +139,54 @@ def resample_region(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
     out_var[~covered] = 0.0
     out_dq[~covered] = NO_DATA
     return out_sci, out_var.astype(np.float32), out_dq, covered
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PixelMap:
+    """Where the output pixels of a box fall on one input array, sampled on a coarse grid.
+
+    ``iy``, ``ix`` (0-based input row and column) are given at output rows
+    ``gy`` and columns ``gx`` (increasing, first and last at the box edges);
+    ``jacobian`` (input pixels per output pixel, or None for 1) likewise.
+    ``box`` = (y0, y1, x0, x1), half-open output rows and columns outside
+    which the input contributes nothing.
+    """
+
+    iy: np.ndarray
+    ix: np.ndarray
+    gy: np.ndarray
+    gx: np.ndarray
+    jacobian: np.ndarray | None
+    box: tuple[int, int, int, int]
+
+
+def resample_band(regions: list, maps: list[PixelMap], y0: int, y1: int, nx: int, *, order: int,
+                  dq_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SCI, VAR, DQ of output rows ``[y0, y1)`` (all ``nx`` columns) from the arrays of one frame.
+
+    ``regions`` holds, per array, ``(sci, var, dq, (row0, col0))``: the part
+    of the input this band needs and where it starts in the input; ``maps``
+    the arrays' :class:`PixelMap`.  Each array is interpolated only over its
+    box; where arrays overlap the first one covering a pixel supplies it.
+    Pixels no array covers get DQ :data:`NO_DATA` and SCI = VAR = 0.
+    """
+    shape = (y1 - y0, nx)
+    sci, var = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    dq = np.full(shape, NO_DATA, np.uint16)
+    done = np.zeros(shape, bool)
+    for (rsci, rvar, rdq, origin), m in zip(regions, maps):
+        r0, r1 = max(y0, m.box[0]), min(y1, m.box[1])
+        c0, c1 = m.box[2], m.box[3]
+        if r0 >= r1 or c0 >= c1:
+            continue
+        iy = fine_map(m.iy, m.gy, m.gx, r0, r1, c1, x0=c0) - origin[0]
+        ix = fine_map(m.ix, m.gy, m.gx, r0, r1, c1, x0=c0) - origin[1]
+        jac = None if m.jacobian is None else fine_map(m.jacobian, m.gy, m.gx, r0, r1, c1, x0=c0)
+        s, v, d, covered = resample_region(np.asarray(rsci), None if rvar is None else np.asarray(rvar),
+                                           None if rdq is None else np.asarray(rdq), iy, ix, order=order,
+                                           dq_threshold=dq_threshold, jacobian=jac)
+        sub = (slice(r0 - y0, r1 - y0), slice(c0, c1))
+        take = covered & ~done[sub]
+        sci[sub][take], var[sub][take], dq[sub][take] = s[take], v[take], d[take]
+        done[sub] |= covered
+    return sci, var, dq

@@ -16,6 +16,7 @@ same frame's pixel grid.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,13 +24,23 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
+from ..distortion import deproject, project
 from ..frame import Extension, Frame
 from ..parameters import DEBUG_AID, P, Params, suffix_param
 from ..provenance import utc_timestamp
+from .focal_plane import (
+    attach_static_distortion,
+    fit_focal_transform,
+    frame_distortions,
+    has_distortion,
+    model_text,
+    with_focal_transform,
+)
 from .registry import Context, primitive
 
-#: Why the distortion order parameters are refused: the fitted transform is a shift (plus rotation, scale).
-_NO_DISTORTION_FIT = "no distortion polynomial is fitted: the transform is a shift, optionally rotation and scale"
+# align_focal uses this module's catalogue helpers: imported as a module, the cycle is harmless
+from . import align_focal  # noqa: E402  isort: skip
+
 #: Catalogue services DRAGONS can query; draconis works offline and skips them.
 ONLINE_CATALOGUES = ("2mass", "gmos", "sdss9", "gaia")
 #: PHU keyword naming the alignment reference frame (its raw file stem).
@@ -38,31 +49,6 @@ REFERENCE_KEYWORD = "ALIGNREF"
 METHOD_KEYWORD = "ALIGNMTH"
 #: OBJCAT FLAGS bits that make a source unfit for alignment (saturated, truncated, bad pixels).
 _BAD_SOURCE_FLAGS = 1 | 4 | 8 | 16
-
-
-# ---------------------------------------------------------------------------
-# tangent-plane geometry
-# ---------------------------------------------------------------------------
-def project(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic projection about (ra0, dec0), degrees in; (xi east, eta north) in arcsec out."""
-    ra, dec = np.radians(ra), np.radians(dec)
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    cosc = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
-    xi = np.cos(dec) * np.sin(ra - a0) / cosc
-    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cosc
-    return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
-
-
-def deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`project`: (xi, eta) arcsec about (ra0, dec0) to (ra, dec) degrees."""
-    x, y = np.radians(np.asarray(xi) / 3600.0), np.radians(np.asarray(eta) / 3600.0)
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    rho = np.hypot(x, y)
-    c = np.arctan(rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dec = np.arcsin(np.cos(c) * np.sin(d0) + np.where(rho > 0, y * np.sin(c) * np.cos(d0) / rho, 0.0))
-    ra = a0 + np.arctan2(x * np.sin(c), rho * np.cos(d0) * np.cos(c) - y * np.sin(d0) * np.sin(c))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
 # ---------------------------------------------------------------------------
@@ -80,6 +66,16 @@ def good_sources(table: Table | None) -> np.ndarray:
     return ok
 
 
+def source_pixels(cat: Table) -> tuple[np.ndarray, np.ndarray]:
+    """1-based (x, y) of catalogue rows: windowed centroids (XWIN_IMAGE) where measured, else X_IMAGE."""
+    x, y = np.asarray(cat["X_IMAGE"], float), np.asarray(cat["Y_IMAGE"], float)
+    if "XWIN_IMAGE" in cat.colnames:
+        xw, yw = np.asarray(cat["XWIN_IMAGE"], float), np.asarray(cat["YWIN_IMAGE"], float)
+        ok = np.isfinite(xw) & np.isfinite(yw) & (np.hypot(xw - x, yw - y) < 2.0)
+        x, y = np.where(ok, xw, x), np.where(ok, yw, y)
+    return x, y
+
+
 def frame_sources(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ra, dec, flux) of the good sources of every array, from the arrays' current WCSs."""
     ras, decs, fluxes = [], [], []
@@ -88,13 +84,57 @@ def frame_sources(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if ext.objcat is None or not ok.any():
             continue
         cat = ext.objcat[ok]
-        ra, dec = ext.wcs.all_pix2world(np.asarray(cat["X_IMAGE"], float), np.asarray(cat["Y_IMAGE"], float), 1)
+        ra, dec = ext.wcs.all_pix2world(*source_pixels(cat), 1)
         ras.append(ra)
         decs.append(dec)
         fluxes.append(np.asarray(cat["FLUX_AUTO"], float))
     if not ras:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     return np.concatenate(ras), np.concatenate(decs), np.concatenate(fluxes)
+
+
+def focal_sources(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Focal-plane (u, v) arcsec of the good sources of every array (the order of :func:`frame_sources`)."""
+    us, vs = [], []
+    for ext, dist in zip(frame.extensions, frame_distortions(frame)):
+        ok = good_sources(ext.objcat)
+        if ext.objcat is None or dist is None or not ok.any():
+            continue
+        cat = ext.objcat[ok]
+        u, v = dist.to_focal(*source_pixels(cat))
+        us.append(u)
+        vs.append(v)
+    if not us:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(us), np.concatenate(vs)
+
+
+#: Centroid uncertainty (pixels) of the brightest sources: what the model and sampling leave.
+CENTROID_FLOOR = 0.01
+
+
+def source_sigmas(frame: Frame) -> np.ndarray:
+    """Position uncertainty (arcsec) of the good sources of every array (the order of :func:`frame_sources`).
+
+    About FWHM / (S/N) for a background-limited star, with a floor of
+    :data:`CENTROID_FLOOR` pixel.
+    """
+    out = []
+    scale = float(frame.safe_descriptor("pixel_scale", 1.0) or 1.0)
+    for ext in frame.extensions:
+        ok = good_sources(ext.objcat)
+        if ext.objcat is None or not ok.any():
+            continue
+        cat = ext.objcat[ok]
+        n = len(cat)
+        fwhm = np.asarray(cat["FWHM_IMAGE"], float) if "FWHM_IMAGE" in cat.colnames else np.full(n, 3.0)
+        flux = np.asarray(cat["FLUX_AUTO"], float) if "FLUX_AUTO" in cat.colnames else np.ones(n)
+        err = np.asarray(cat["FLUXERR_AUTO"], float) if "FLUXERR_AUTO" in cat.colnames else np.full(n, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.where(np.isfinite(err) & (err > 0), flux / err, 10.0)
+        fwhm = np.where(np.isfinite(fwhm) & (fwhm > 0), fwhm, np.nanmedian(fwhm) if np.isfinite(fwhm).any() else 3.0)
+        out.append(np.hypot(fwhm / np.maximum(snr, 1.0), CENTROID_FLOOR) * scale)
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def choose_reference(frames: Sequence[Frame]) -> int:
@@ -106,8 +146,12 @@ def choose_reference(frames: Sequence[Frame]) -> int:
 # ---------------------------------------------------------------------------
 # matching and fitting (pure NumPy)
 # ---------------------------------------------------------------------------
-def initial_offset(src: np.ndarray, ref: np.ndarray, *, search: float, tolerance: float) -> np.ndarray | None:
-    """Most common displacement ref - src among pairs closer than ``search`` (a vote, ``tolerance`` wide)."""
+def initial_offset(src: np.ndarray, ref: np.ndarray, *, search: float, tolerance: float,
+                   min_votes: int = 1) -> np.ndarray | None:
+    """Most common displacement ref - src among pairs closer than ``search`` (a vote, ``tolerance`` wide).
+
+    None if no displacement gathers ``min_votes`` pairs (then any answer would be chance).
+    """
     if len(src) == 0 or len(ref) == 0:
         return None
     pairs = cKDTree(src).query_ball_tree(cKDTree(ref), r=search)
@@ -116,6 +160,8 @@ def initial_offset(src: np.ndarray, ref: np.ndarray, *, search: float, tolerance
         return None
     tree = cKDTree(diffs)
     votes = np.array([len(n) for n in tree.query_ball_point(diffs, r=tolerance)])
+    if votes.max() < min_votes:
+        return None
     best = diffs[np.argmax(votes)]
     near = diffs[np.hypot(*(diffs - best).T) <= tolerance]
     return near.mean(axis=0)
@@ -158,13 +204,31 @@ def apply(t: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return xy @ t[:2, :2].T + t[:2, 2]
 
 
+#: Width of the initial-offset vote in pixels (see :func:`align_catalogues`).
+VOTE_PIXELS = 5.0
+
+
+def vote_tolerance(frame: Frame, match_radius: float) -> float:
+    """The initial-offset vote's width (arcsec) for ``frame``: ``match_radius``, at most VOTE_PIXELS pixels."""
+    scale = frame.safe_descriptor("pixel_scale")
+    return match_radius if not scale else min(match_radius, VOTE_PIXELS * float(scale))
+
+
 def align_catalogues(src: np.ndarray, ref: np.ndarray, *, first_pass: float, match_radius: float,
-                     rotate: bool, scale: bool, max_iters: int) -> tuple[np.ndarray | None, int, float]:
+                     rotate: bool, scale: bool, max_iters: int, tolerance: float | None = None,
+                     min_votes: int = 1) -> tuple[np.ndarray | None, int, float]:
     """Fit the transform taking ``src`` onto ``ref`` (tangent-plane arcsec).
+
+    ``tolerance`` is the width of the vote for the initial offset (default
+    ``match_radius``): a few pixels, not the match radius, where pixels are
+    much smaller than it (GSAOI), or a chance gathering of unrelated pairs
+    can outvote the true offset.  ``min_votes``: fewest pairs that must agree
+    on the initial offset (with few common sources a lone pair is chance).
 
     Returns (transform or None, number of matched sources, rms residual in arcsec).
     """
-    shift = initial_offset(src, ref, search=first_pass, tolerance=max(match_radius, 1e-3))
+    shift = initial_offset(src, ref, search=first_pass,
+                           tolerance=max(match_radius if tolerance is None else tolerance, 1e-3), min_votes=min_votes)
     if shift is None:
         return None, 0, np.nan
     t = np.eye(3)
@@ -253,6 +317,14 @@ def telescope_shift(frame: Frame, ref: Frame) -> tuple[float, float] | None:
     return dx, dy
 
 
+def same_position_angle(frame: Frame, ref: Frame, tolerance: float = 0.01) -> bool:
+    """Whether the two frames were taken at the same position angle (degrees; unknown counts as same)."""
+    a, b = frame.safe_descriptor("position_angle"), ref.safe_descriptor("position_angle")
+    if a is None or b is None:
+        return True
+    return abs((float(a) - float(b) + 180.0) % 360.0 - 180.0) <= tolerance
+
+
 # ---------------------------------------------------------------------------
 # the primitive
 # ---------------------------------------------------------------------------
@@ -271,7 +343,9 @@ def telescope_shift(frame: Frame, ref: Frame) -> tuple[float, float] | None:
            P("debug_ignore_wcs", bool, False, "align by cross-correlation ignoring WCS", unsupported=DEBUG_AID),
            P("final", float, 0.5, "final match radius (arcsec)", low=0.0,
              unsupported="match_radius is the final matching radius"),
-           P("order", int, 3, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
+           P("order", int, 3, "polynomial order of distortion fit (frames with a static distortion, GSAOI: the "
+             "highest order of the focal plane -> reference map; others are fitted a shift, rotation, scale)",
+             low=1, high=10),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
            P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
 def adjust_wcs_to_reference(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
@@ -279,22 +353,27 @@ def adjust_wcs_to_reference(frames: list[Frame], p: Params, ctx: Context) -> lis
     if not frames:
         return []
     check_same_setup(frames)
+    frames = [attach_static_distortion(f) for f in frames]
     iref = choose_reference(frames)
     ref = frames[iref]
     ctx.log.info("adjustWCSToReference: reference frame %s (%d well-measured sources; most of the %d frames)",
                  ref.filename, len(frame_sources(ref)[0]), len(frames))
     ra0, dec0 = float(ref[0].header["CRVAL1"]), float(ref[0].header["CRVAL2"])
     ref_xy = np.column_stack(project(*frame_sources(ref)[:2], ra0, dec0))
+    if all(has_distortion(f) for f in frames):
+        aligned, methods = align_focal.align_distorted(frames, iref, (ra0, dec0), p, ctx.log)
+    else:
+        aligned, methods = [], []
+        for k, frame in enumerate(frames):
+            new, how = (frame, "reference") if k == iref else _align_one(frame, ref, ref_xy, (ra0, dec0), p, ctx)
+            aligned.append(new)
+            methods.append(how)
     outputs, fell_back, unaligned = [], [], []
-    for k, frame in enumerate(frames):
-        if k == iref:
-            new, how = frame, "reference"
-        else:
-            new, how = _align_one(frame, ref, ref_xy, (ra0, dec0), p, ctx)
-            if how == "offsets":
-                fell_back.append(frame.filename)
-            elif how == "none":
-                unaligned.append(frame.filename)
+    for frame, new, how in zip(frames, aligned, methods):
+        if how == "offsets":
+            fell_back.append(frame.filename)
+        elif how == "none":
+            unaligned.append(frame.filename)
         new = new.map_extensions(refresh_world).with_phu(
             **{REFERENCE_KEYWORD: (ref.stem, "alignment reference frame"),
                METHOD_KEYWORD: (how, "how the WCS was aligned"),
@@ -340,7 +419,7 @@ def _align_one(frame: Frame, ref: Frame, ref_xy: np.ndarray, centre, p, ctx) -> 
         if p.fallback != "offsets":
             return frame, "none"
     shift = telescope_shift(frame, ref)
-    if shift is None or len(frame) != len(ref):
+    if shift is None or len(frame) != len(ref) or not same_position_angle(frame, ref):
         return frame, "none"
     exts = [offsets_extension(e, r, shift) for e, r in zip(frame.extensions, ref.extensions)]
     return frame.with_extensions(exts), "offsets"
@@ -373,44 +452,99 @@ def add_reference_catalog(frames: list[Frame], p: Params, ctx: Context) -> list[
     return [f.replace(tables={**f.tables, "REFCAT": table}).with_suffix(p.suffix) for f in frames]
 
 
+def refcat_columns(table: Table) -> tuple[str, str] | None:
+    """Names of the RA and Dec columns (degrees) of a reference catalogue, or None."""
+    ra = next((c for c in ("RAJ2000", "RA_ICRS", "RA", "ra") if c in table.colnames), None)
+    dec = next((c for c in ("DEJ2000", "DE_ICRS", "DEC", "Dec", "dec") if c in table.colnames), None)
+    return None if ra is None or dec is None else (ra, dec)
+
+
+def refcat_in_field(table: Table, frames: Sequence[Frame]) -> np.ndarray:
+    """Which catalogue rows fall on some array of some frame (header WCS, distortion included)."""
+    cols = refcat_columns(table)
+    inside = np.zeros(len(table), bool)
+    if cols is None or not len(table):
+        return inside
+    ra, dec = (np.asarray(table[c], float) for c in cols)
+    for frame in frames:
+        for ext in frame.extensions:
+            ny, nx = ext.shape
+            with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+                # a catalogue of another field: the inversion of the distortion diverges there, harmlessly
+                warnings.simplefilter("ignore", RuntimeWarning)
+                x, y = ext.wcs.all_world2pix(ra, dec, 0, quiet=True)
+            inside |= (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
+    return inside
+
+
 @primitive("determineAstrometricSolution",
            suffix_param("_astrometryCorrected"),
            P("initial", float, 5.0, "initial cross-correlation radius (arcsec)", low=1.0),
            P("final", float, 1.0, "final match radius (arcsec)", low=0.0),
            P("rotate", bool, False, "fit rotation"),
            P("scale", bool, False, "fit a scale change"),
-           P("order", int, 2, "polynomial order of distortion fit", low=1, high=10, unsupported=_NO_DISTORTION_FIT),
+           P("order", int, 2, "polynomial order of distortion fit (frames with a static distortion: the "
+             "highest order of the focal plane -> sky map)", low=1, high=10),
            P("max_iters", int, 5, "iteration limit", low=1, high=20),
+           P("min_matches", int, 3, "fewest matches with the catalogue to recalibrate a frame (draconis)", low=3),
            P("debug", bool, False, "write diagnostic plots", unsupported=DEBUG_AID))
 def determine_astrometric_solution(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
-    """Fit each frame's WCS to its REFCAT (columns RAJ2000/DEJ2000 or RA/DEC); skipped without one."""
+    """Fit each frame's WCS to its REFCAT (RA/Dec columns in degrees); skipped without one.
+
+    Frames with a static distortion (GSAOI) get their focal plane -> sky map
+    fitted (affine, then a polynomial up to ``order`` where the matches
+    support it); others a shift (rotation, scale if asked).
+
+    Raises
+    ------
+    InputError
+        The catalogue has no source in the field of any frame.
+    """
+    from ..errors import InputError
+
+    with_refcat = [f for f in frames if f.tables.get("REFCAT") is not None]
+    if not with_refcat:
+        ctx.log.info("determineAstrometricSolution: no REFCAT attached; skipped")
+        return list(frames)
+    refcat = with_refcat[0].tables["REFCAT"]
+    if refcat_columns(refcat) is None:
+        raise InputError(None, f"the reference catalogue (addReferenceCatalog:source) has no RA/Dec columns "
+                               f"(RAJ2000/DEJ2000, RA/DEC or ra/dec); it has {', '.join(refcat.colnames[:8])}")
+    if not refcat_in_field(refcat, with_refcat).any():
+        raise InputError(None, f"none of the {len(refcat)} sources of the reference catalogue "
+                               f"(addReferenceCatalog:source) lies in the field of the {len(with_refcat)} frame(s): "
+                               "a catalogue of another field?")
     outputs = []
     for frame in frames:
-        refcat = frame.tables.get("REFCAT")
-        if refcat is None or len(refcat) == 0:
-            outputs.append(frame)
-            continue
-        ra_col = next((c for c in ("RAJ2000", "RA", "ra") if c in refcat.colnames), None)
-        dec_col = next((c for c in ("DEJ2000", "DEC", "Dec", "dec") if c in refcat.colnames), None)
-        if ra_col is None or dec_col is None:
-            ctx.log.warning("determineAstrometricSolution: REFCAT of %s has no RA/Dec columns; skipped",
-                            frame.filename)
-            outputs.append(frame)
-            continue
-        ra0, dec0 = float(frame[0].header["CRVAL1"]), float(frame[0].header["CRVAL2"])
-        ref_xy = np.column_stack(project(np.asarray(refcat[ra_col], float), np.asarray(refcat[dec_col], float),
-                                         ra0, dec0))
-        src_xy = np.column_stack(project(*frame_sources(frame)[:2], ra0, dec0))
-        t, n, rms = align_catalogues(src_xy, ref_xy, first_pass=p.initial, match_radius=p.final,
-                                     rotate=p.rotate, scale=p.scale, max_iters=p.max_iters)
-        if t is None or n < 3:
-            ctx.log.warning("determineAstrometricSolution: %s: only %d match(es) with REFCAT; WCS unchanged",
-                            frame.filename, n)
-            outputs.append(frame)
-            continue
-        ctx.log.info("determineAstrometricSolution: %s: %d matches, rms %.3f\"", frame.filename, n, rms)
-        moved = frame.with_extensions(refresh_world(transform_extension(e, t, ra0, dec0)) for e in frame.extensions)
-        outputs.append(moved.with_suffix(p.suffix))
-    if not any("REFCAT" in f.tables for f in frames):
-        ctx.log.info("determineAstrometricSolution: no REFCAT attached; skipped")
+        table = frame.tables.get("REFCAT")
+        new = None if table is None else _fit_to_refcat(attach_static_distortion(frame), table, p, ctx)
+        outputs.append(frame if new is None else new.map_extensions(refresh_world).with_suffix(p.suffix))
     return outputs
+
+
+def _fit_to_refcat(frame: Frame, refcat: Table, p, ctx) -> Frame | None:
+    """``frame`` calibrated on ``refcat``, or None (warned) when too few sources match."""
+    centre = (float(frame[0].header["CRVAL1"]), float(frame[0].header["CRVAL2"]))
+    columns = refcat_columns(refcat)
+    assert columns is not None  # checked by the caller
+    ra, dec = (np.asarray(refcat[c], float) for c in columns)
+    ref_xy = np.column_stack(project(ra, dec, *centre))
+    src_xy = np.column_stack(project(*frame_sources(frame)[:2], *centre))
+    t, n, rms = align_catalogues(src_xy, ref_xy, first_pass=p.initial, match_radius=p.final,
+                                 rotate=p.rotate, scale=p.scale, max_iters=p.max_iters,
+                                 tolerance=vote_tolerance(frame, p.final), min_votes=p.min_matches)
+    if t is not None and n >= p.min_matches and has_distortion(frame):
+        uv = np.column_stack(focal_sources(frame))
+        transform, n, rms, used = fit_focal_transform(uv, apply(t, src_xy), ref_xy, match_radius=p.final,
+                                                      order=p.order, max_iters=p.max_iters,
+                                                      sigma=source_sigmas(frame))
+        if transform is not None and n >= p.min_matches:
+            ctx.log.info("determineAstrometricSolution: %s: %d matches with the reference catalogue, %s, "
+                         "rms %.4f\"", frame.filename, n, model_text(used), rms)
+            return with_focal_transform(frame, transform, centre)
+    elif t is not None and n >= p.min_matches:
+        ctx.log.info("determineAstrometricSolution: %s: %d matches, rms %.3f\"", frame.filename, n, rms)
+        return frame.map_extensions(lambda e: transform_extension(e, t, *centre))
+    ctx.log.warning("determineAstrometricSolution: %s: only %d match(es) with the reference catalogue "
+                    "(min_matches=%d); its WCS is left as it was", frame.filename, n, p.min_matches)
+    return None

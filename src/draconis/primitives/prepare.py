@@ -24,6 +24,7 @@ from ..kernels import calib as k
 from ..parameters import P, Params, suffix_param, unsupported
 from ..provenance import utc_timestamp
 from .bookkeeping import wcs_discrepancies
+from .focal_plane import attach_static_distortion
 from .registry import Context, primitive
 
 __all__ = ["stamp", "clip_calibration", "lazy_map", "band_map"]
@@ -140,6 +141,8 @@ def prepare(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     Unless ``bad_wcs='ignore'``, a frame whose WCS centre is more than
     ``debug_consistency_limit`` arcsec from where the telescope offsets put it
     (relative to the first frame of its pointing) stops the reduction.
+    An instrument's static distortion (GSAOI) enters every array's WCS here
+    (focal_plane.attach_static_distortion).
     """
     if p.bad_wcs != "ignore":
         _check_wcs(frames, p)
@@ -150,7 +153,7 @@ def prepare(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
             out.append(frame)
             continue
         _validate(frame, p.require_wcs)
-        out.append(_standardize(frame).with_suffix(p.suffix))
+        out.append(attach_static_distortion(_standardize(frame)).with_suffix(p.suffix))
     return out
 
 

@@ -3,19 +3,27 @@
 The output grid is the reference frame's pixel grid (its first array's
 linear WCS) extended, by whole pixels, to the bounding box of every input
 array (``trim_data=False``), so the reference is not interpolated and the
-stack covers the union of the dithers. Every array of a frame (the four of
-GSAOI) is mapped through its own WCS, distortion included, onto that one grid.
+stack covers the union of the dithers.  Frames with a static distortion
+(GSAOI) have no undistorted pixel grid of their own: theirs is a TAN grid of
+``pixel_scale`` about the reference's tangent point, oriented as its focal
+plane.  Every array of a frame (the four of GSAOI) is mapped through its own
+WCS, distortion included, onto that one grid; pixels no array covers (the
+gaps between GSAOI's arrays) are flagged no_data and filled by the dithers
+in the stack.
 
-Laziness: for each frame the WCS mapping is evaluated on a coarse grid once
-(small), and each output row band is one task that reads only the input
-region it needs (a slice of the input's Dask arrays) and returns SCI, VAR and
-DQ of the band. Output chunks are row bands of the full width, the shape the
-stack reads.
+Laziness: for each frame and array the WCS mapping is evaluated on a coarse
+grid over the box the array covers (small), and each output row band is one
+task (:func:`draconis.kernels.resample.resample_band`) that reads only the
+input regions it needs (slices of the inputs' Dask arrays, so only the input
+chunks that touch the band) and returns SCI, VAR and DQ of the band.  Output
+chunks are row bands of the full width, the shape the stack reads; no task
+holds more than one frame.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from functools import cached_property
 
 import dask
 import dask.array as da
@@ -23,11 +31,13 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from ..distortion import project, strip_wcs
 from ..frame import Extension, Frame, make_extension
 from ..kernels import resample as kres
 from ..parameters import P, Params, suffix_param
 from ..provenance import utc_timestamp
-from .align import REFERENCE_KEYWORD, _cd, match, project
+from .align import REFERENCE_KEYWORD, _cd, match
+from .focal_plane import distortion_attached, focal_transform, has_distortion, tangent_point
 from .registry import Context, primitive
 
 ORDERS = {"nearest": 0, "linear": 1, "poly3": 3, "poly5": 5, "spline3": 3, "spline5": 5}
@@ -46,9 +56,9 @@ class Grid:
     header: fits.Header
     shape: tuple[int, int]
 
-    @property
+    @cached_property
     def wcs(self) -> WCS:
-        """The celestial WCS of the output grid."""
+        """The celestial WCS of the output grid (built once)."""
         return WCS(self.header, naxis=2, relax=True)
 
 
@@ -63,6 +73,24 @@ def _linear_header(header: fits.Header) -> fits.Header:
     return out
 
 
+def _focal_plane_header(reference: Frame, pixel_scale: float) -> fits.Header:
+    """An undistorted TAN grid of ``pixel_scale`` about the reference's tangent point, oriented as its focal plane.
+
+    Output x and y run along the focal plane's u and v (so the mosaic keeps
+    the instrument's orientation, mirror included); the scale is exact.
+    """
+    centre = tangent_point(reference)
+    linear = focal_transform(reference, order=1, centre=centre).linear_matrix()
+    u, _, vt = np.linalg.svd(linear)
+    cd = (u @ vt) * pixel_scale / 3600.0  # the rotation (and mirror) of the focal plane, no shear or scale
+    out = fits.Header()
+    out["CTYPE1"], out["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    out["CRVAL1"], out["CRVAL2"] = centre
+    out["CRPIX1"], out["CRPIX2"] = 0.0, 0.0
+    out["CD1_1"], out["CD1_2"], out["CD2_1"], out["CD2_2"] = (float(v) for v in cd.ravel())
+    return out
+
+
 def _border(shape: tuple[int, int], n: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Points (x, y; 0-based) along the outer edges of an array's pixels."""
     ny, nx = shape
@@ -72,16 +100,30 @@ def _border(shape: tuple[int, int], n: int = 16) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
-def common_grid(frames: Sequence[Frame], reference: Frame, *, trim: bool = False) -> Grid:
-    """The reference's pixel grid extended by whole pixels to cover every array of ``frames``."""
-    header = _linear_header(reference[0].header)
+def _footprint(ext: Extension, out_wcs: WCS, ext_wcs: WCS | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixel positions (0-based) of the outer edges of one input array."""
+    bx, by = _border(ext.shape)
+    ra, dec = (ext.wcs if ext_wcs is None else ext_wcs).all_pix2world(bx, by, 0)
+    return out_wcs.wcs_world2pix(ra, dec, 0)
+
+
+def common_grid(frames: Sequence[Frame], reference: Frame, *, trim: bool = False,
+                pixel_scale: float | None = None) -> Grid:
+    """The reference's grid extended by whole pixels to cover every array of ``frames``.
+
+    For frames without a static distortion the grid is the reference's
+    first array's pixel grid; for frames with one (GSAOI) an undistorted grid
+    of ``pixel_scale`` (:func:`_focal_plane_header`).
+    """
+    if has_distortion(reference) and distortion_attached(reference):
+        header = _focal_plane_header(reference, pixel_scale or float(reference.descriptor("pixel_scale")))
+    else:
+        header = _linear_header(reference[0].header)
     out_wcs = WCS(header, naxis=2, relax=True)
     xs, ys = [], []
     for frame in ([reference] if trim else frames):
         for ext in frame.extensions:
-            bx, by = _border(ext.shape)
-            ra, dec = ext.wcs.all_pix2world(bx, by, 0)
-            ox, oy = out_wcs.wcs_world2pix(ra, dec, 0)
+            ox, oy = _footprint(ext, out_wcs)
             xs.append(ox)
             ys.append(oy)
     x, y = np.concatenate(xs), np.concatenate(ys)
@@ -93,15 +135,39 @@ def common_grid(frames: Sequence[Frame], reference: Frame, *, trim: bool = False
     return Grid(header, (y1 - y0 + 1, x1 - x0 + 1))
 
 
-def coarse_maps(grid: Grid, ext: Extension, step: int = COARSE_STEP):
-    """Input-pixel positions (iy, ix) of output pixels on a coarse grid, and that grid's rows/cols."""
+def pixel_map(grid: Grid, ext: Extension, *, step: int = COARSE_STEP, conserve: bool = True,
+              force_affine: bool = False) -> kres.PixelMap | None:
+    """Where the grid's pixels fall on ``ext``, on a coarse grid over the box the array covers (None: off-grid).
+
+    The box is the array's footprint on the grid plus two coarse steps, so
+    the (interpolated) map is evaluated where it is exact and nowhere near
+    the far extrapolation of a distortion polynomial.
+    """
     ny, nx = grid.shape
-    gy = np.unique(np.append(np.arange(0, ny, step), ny - 1)).astype(float)
-    gx = np.unique(np.append(np.arange(0, nx, step), nx - 1)).astype(float)
+    ext_wcs = ext.wcs  # built once: a SIP WCS takes tens of milliseconds to set up
+    ox, oy = _footprint(ext, grid.wcs, ext_wcs)
+    pad = 2
+    y0, y1 = max(int(np.floor(oy.min())) - pad, 0), min(int(np.ceil(oy.max())) + pad + 1, ny)
+    x0, x1 = max(int(np.floor(ox.min())) - pad, 0), min(int(np.ceil(ox.max())) + pad + 1, nx)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    gy = np.unique(np.append(np.arange(y0, y1, step), y1 - 1)).astype(float)
+    gx = np.unique(np.append(np.arange(x0, x1, step), x1 - 1)).astype(float)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = grid.wcs.wcs_pix2world(xx.ravel(), yy.ravel(), 0)
-    ix, iy = ext.wcs.all_world2pix(ra, dec, 0, tolerance=1e-6, maxiter=50, quiet=True)
-    return iy.reshape(yy.shape), ix.reshape(yy.shape), gy, gx
+    ix, iy = ext_wcs.all_world2pix(ra, dec, 0, tolerance=1e-6, maxiter=50, quiet=True)
+    iy, ix = iy.reshape(yy.shape), ix.reshape(yy.shape)
+    if force_affine:
+        iy, ix = _affine_fit(iy, yy, xx), _affine_fit(ix, yy, xx)
+    jac = _jacobian(iy, ix, gy, gx) if conserve else None
+    return kres.PixelMap(iy, ix, gy, gx, jac, (y0, y1, x0, x1))
+
+
+def _affine_fit(values: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """The best affine function of (y, x) through ``values``, evaluated at the same nodes."""
+    design = np.column_stack([np.ones(yy.size), yy.ravel(), xx.ravel()])
+    coef, *_ = np.linalg.lstsq(design, values.ravel(), rcond=None)
+    return (design @ coef).reshape(values.shape)
 
 
 def _jacobian(cy: np.ndarray, cx: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray | None:
@@ -114,10 +180,12 @@ def _jacobian(cy: np.ndarray, cx: np.ndarray, gy: np.ndarray, gx: np.ndarray) ->
     return None if np.allclose(jac, 1.0, rtol=0, atol=1e-6) else jac
 
 
-def _band_region(cy, cx, gy, y0, y1, shape, margin):
-    """Input box (iy0, iy1, ix0, ix1) needed by output rows [y0, y1), or None if off the input."""
-    rows = np.nonzero((gy >= y0 - COARSE_STEP) & (gy <= y1 + COARSE_STEP))[0]
-    sy, sx = cy[rows], cx[rows]
+def _band_region(m: kres.PixelMap, y0: int, y1: int, shape: tuple[int, int], margin: int):
+    """Input box (iy0, iy1, ix0, ix1) that output rows [y0, y1) need, or None if none."""
+    if y1 <= m.box[0] or y0 >= m.box[1]:
+        return None
+    rows = np.nonzero((m.gy >= y0 - COARSE_STEP) & (m.gy <= y1 + COARSE_STEP))[0]
+    sy, sx = m.iy[rows], m.ix[rows]
     iy0, iy1 = int(np.floor(sy.min())) - margin, int(np.ceil(sy.max())) + margin + 1
     ix0, ix1 = int(np.floor(sx.min())) - margin, int(np.ceil(sx.max())) + margin + 1
     iy0, ix0 = max(iy0, 0), max(ix0, 0)
@@ -125,45 +193,27 @@ def _band_region(cy, cx, gy, y0, y1, shape, margin):
     return None if iy0 >= iy1 or ix0 >= ix1 else (iy0, iy1, ix0, ix1)
 
 
-def _band_task(regions, maps, y0, y1, nx, order, dq_threshold):
-    """SCI, VAR, DQ of output rows [y0, y1) from every array of one frame (first covering array wins)."""
-    shape = (y1 - y0, nx)
-    sci, var = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    dq = np.full(shape, kres.NO_DATA, np.uint16)
-    done = np.zeros(shape, bool)
-    for (rsci, rvar, rdq, box), (cy, cx, gy, gx, jac) in zip(regions, maps):
-        iy = kres.fine_map(cy, gy, gx, y0, y1, nx) - box[0]
-        ix = kres.fine_map(cx, gy, gx, y0, y1, nx) - box[2]
-        j = None if jac is None else kres.fine_map(jac, gy, gx, y0, y1, nx)
-        s, v, d, covered = kres.resample_region(np.asarray(rsci), None if rvar is None else np.asarray(rvar),
-                                                None if rdq is None else np.asarray(rdq), iy, ix, order=order,
-                                                dq_threshold=dq_threshold, jacobian=j)
-        take = covered & ~done
-        sci[take], var[take], dq[take] = s[take], v[take], d[take]
-        done |= covered
-    return sci, var, dq
-
-
 def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float, conserve: bool = True,
-                   band_rows: int = BAND_ROWS) -> Frame:
-    """``frame`` resampled onto ``grid``: one lazy extension with SCI, VAR, DQ in row bands."""
+                   force_affine: bool = False, band_rows: int = BAND_ROWS) -> Frame:
+    """``frame`` resampled onto ``grid``: one lazy extension with SCI, VAR, DQ in row bands.
+
+    Each band is one task (:func:`draconis.kernels.resample.resample_band`)
+    that reads, of each array, only the part its pixels fall on.
+    """
     ny, nx = grid.shape
-    maps = []
-    for ext in frame.extensions:
-        cy, cx, gy, gx = coarse_maps(grid, ext)
-        maps.append((cy, cx, gy, gx, _jacobian(cy, cx, gy, gx) if conserve else None))
+    maps = [pixel_map(grid, ext, conserve=conserve, force_affine=force_affine) for ext in frame.extensions]
     margin = order + 2
     bands: dict[str, list[da.Array]] = {"SCI": [], "VAR": [], "DQ": []}
     for y0 in range(0, ny, band_rows):
         y1 = min(y0 + band_rows, ny)
         regions, used = [], []
         for ext, m in zip(frame.extensions, maps):
-            box = _band_region(m[0], m[1], m[2], y0, y1, ext.shape, margin)
+            box = None if m is None else _band_region(m, y0, y1, ext.shape, margin)
             if box is None:
                 continue
             cut = (slice(box[0], box[1]), slice(box[2], box[3]))
             cuts = [None if (a := ext.plane(n)) is None else a[cut] for n in ("SCI", "VAR", "DQ")]
-            regions.append((*cuts, box))
+            regions.append((*cuts, (box[0], box[2])))
             used.append(m)
         shape = (y1 - y0, nx)
         if not regions:
@@ -171,14 +221,14 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
             bands["VAR"].append(da.zeros(shape, np.float32))
             bands["DQ"].append(da.full(shape, kres.NO_DATA, dtype=np.uint16))
             continue
-        task = dask.delayed(_band_task, pure=True, nout=3)(regions, used, y0, y1, nx, order, dq_threshold)
+        task = dask.delayed(kres.resample_band, pure=True, nout=3)(regions, used, y0, y1, nx, order=order,
+                                                                  dq_threshold=dq_threshold)
         for name, part, dtype in zip(("SCI", "VAR", "DQ"), task, (np.float32, np.float32, np.uint16)):
             bands[name].append(da.from_delayed(part, shape=shape, dtype=dtype))
     stacked = {k: da.concatenate(v, axis=0) for k, v in bands.items()}
-    header = frame[0].header.copy()
-    for key in list(header.keys()):
-        if key in _WCS_DROP or key.startswith(("A_", "B_", "AP_", "BP_")) and key[-1].isdigit():
-            header.remove(key, ignore_missing=True)
+    header = strip_wcs(frame[0].header)
+    for key in _WCS_DROP:
+        header.remove(key, ignore_missing=True)
     header.update(grid.header)
     header["DATASEC"] = f"[1:{nx},1:{ny}]"
     objcat = _moved_catalogue(frame, grid)
@@ -193,7 +243,7 @@ def _moved_catalogue(frame: Frame, grid: Grid):
     cats = [e.objcat for e in frame.extensions if e.objcat is not None and len(e.objcat)]
     if not cats:
         return None
-    cat = vstack(cats) if len(cats) > 1 else cats[0].copy()
+    cat = vstack(cats, metadata_conflicts="silent") if len(cats) > 1 else cats[0].copy()
     if "X_WORLD" in cat.colnames:
         x, y = grid.wcs.wcs_world2pix(np.asarray(cat["X_WORLD"], float), np.asarray(cat["Y_WORLD"], float), 1)
         cat["X_IMAGE"], cat["Y_IMAGE"] = x, y
@@ -219,28 +269,33 @@ def _reference_frame(frames: Sequence[Frame], reference: Frame | None, ctx) -> F
            P("clean_data", bool, False, "replace bad pixels before interpolating (always done for splines)",
              unsupported="not implemented yet"),
            P("conserve", bool, True, "conserve flux when pixel area changes"),
-           P("force_affine", bool, True, "approximate each input->output transform as affine (fast)",
-             unsupported="not implemented yet: the full transform is always used"),
+           P("force_affine", bool, True, "approximate each input->output transform as affine (fast; leaves out a "
+             "static distortion)"),
            P("reference", object, None, "reference image (default: the alignment reference, else the first)",
              optional=True, opens="frame"),
            P("dq_threshold", float, 0.001, "fractional contribution from a flagged pixel that flags the output pixel",
              low=0.0),
-           P("pixel_scale", float, 0.02, "output pixel scale (arcsec) when no reference", low=0.01, high=1.0,
-             unsupported="not implemented yet: the grid is the reference frame's"),
+           P("pixel_scale", float, 0.02, "output pixel scale (arcsec) of the undistorted grid made for frames "
+             "with a static distortion (GSAOI); others keep the reference's pixels", low=0.01, high=1.0),
            P("pa", float, 0.0, "output PA (deg E of N) when no reference", low=-180, high=360,
-             unsupported="not implemented yet: the grid is the reference frame's"))
+             unsupported="not implemented yet: the grid is oriented as the reference frame"))
 def resample_to_common_frame(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Resample every frame onto one grid covering all of them (lazy; one task per frame and row band)."""
     if not frames:
         return []
     ref = _reference_frame(frames, p.reference, ctx)
-    grid = common_grid(frames, ref, trim=p.trim_data)
+    grid = common_grid(frames, ref, trim=p.trim_data, pixel_scale=p.pixel_scale)
     ctx.log.info("resampleToCommonFrame: %d frame(s) onto a %dx%d grid (reference %s, %s)", len(frames),
                  grid.shape[1], grid.shape[0], ref.filename, "trimmed to it" if p.trim_data else "union of inputs")
     order = ORDERS[p.interpolant]
     stamp = {"ALIGN": (utc_timestamp(), "UT time stamp for resampleToCommonFrame")}
-    return [resample_frame(f, grid, order=order, dq_threshold=p.dq_threshold, conserve=p.conserve)
-            .with_phu(**stamp).with_suffix(p.suffix) for f in frames]
+    distorted = [f.filename for f in frames if has_distortion(f)]
+    if p.force_affine and distorted:
+        ctx.log.warning("resampleToCommonFrame: force_affine=True approximates each array's mapping by an affine "
+                        "one, which leaves out the static distortion of %d frame(s) (errors of several pixels "
+                        "on full-size GSAOI arrays)", len(distorted))
+    return [resample_frame(f, grid, order=order, dq_threshold=p.dq_threshold, conserve=p.conserve,
+                           force_affine=p.force_affine).with_phu(**stamp).with_suffix(p.suffix) for f in frames]
 
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,13 @@
 
 GSAOI recipes do not dark-correct, and reference catalogues are only read
 from user files (addReferenceCatalog source=None by default: skipped).
+
+The default is ``reduce_nostack``, as in the DRAGONS version the GSAOI
+tutorial uses: ``reduce`` of the science frames writes the ``_flatCorrected``
+frames and the sky-subtracted ``_skyCorrected`` frames with their source
+catalogues, and does not stack them (``draconis disco`` does).  ``-r reduce``
+goes on to the distortion-corrected ``_image`` stack (the current DRAGONS
+default), and ``alignAndStack`` stacks ``_skyCorrected`` frames.
 """
 from __future__ import annotations
 
@@ -11,14 +18,13 @@ recipe_tags = frozenset({"GSAOI", "IMAGE"})
 
 
 def reduce(p) -> None:
-    """Default: calibrate, two-pass sky subtraction, write ``_skyCorrected``, astrometry, align and stack."""
+    """Calibrate, two-pass sky subtraction, write ``_skyCorrected``, astrometry, align and stack to ``_image``."""
     _sky_corrected(p)
-    p.writeOutputs()
     alignAndStack(p)
 
 
 def reduce_nostack(p) -> None:
-    """Up to the sky-subtracted, source-detected frames (stacking left to another tool)."""
+    """Default: to the ``_flatCorrected`` and the sky-subtracted, source-detected ``_skyCorrected`` frames."""
     _sky_corrected(p)
 
 
@@ -68,12 +74,14 @@ def _calibrate(p) -> None:
 
 def _sky_corrected(p) -> None:
     _calibrate(p)
+    p.writeOutputs()
     p.flushPixels()
     two_pass_sky(p)
     p.detectSources()
+    p.writeOutputs(suffix="_skyCorrected", strip=True)
 
 
-_default = reduce
+_default = reduce_nostack
 RECIPES = {"reduce": reduce, "reduce_nostack": reduce_nostack, "alignAndStack": alignAndStack,
            "ultradeep": ultradeep, "ultradeep_part1": ultradeep_part1, "ultradeep_part2": ultradeep_part2,
            "ultradeep_part3": ultradeep_part3}

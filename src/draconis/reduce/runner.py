@@ -94,11 +94,15 @@ class Reduce:
 
     # -- preparation (no graph yet) --------------------------------------------
     def open_inputs(self) -> list[Frame]:
-        """Open every input (headers only) and check they form one reduction."""
-        files = [self.files] if isinstance(self.files, (str, os.PathLike)) else list(self.files)
+        """Open every input (headers only) and check they form one reduction.
+
+        ``files`` may also hold frames already opened from files (``draconis.open``), which are used as
+        they are.
+        """
+        files = [self.files] if isinstance(self.files, (str, os.PathLike, Frame)) else list(self.files)
         if not files:
             raise InputError(None, "no input files given")
-        frames = [open_frame(os.fspath(f)) for f in files]
+        frames = [f if isinstance(f, Frame) else open_frame(os.fspath(f)) for f in files]
         first = instrument_name(frames[0])
         for frame in frames[1:]:
             inst = instrument_name(frame)

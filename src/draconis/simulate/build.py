@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ def _render_one(args: tuple[int, dict]) -> dict:
     frame = st.frames[index]
     spec, model, eff = st.spec, st.model, st.effects
     rng = np.random.default_rng([st.seed, 1, index])
-    pa = 0.0
+    pa = frame.pa
     is_sky_frame = frame.role in ("science", "sky", "standard")
     centre = spec.standard if frame.role == "standard" and spec.standard is not None else spec.target
     cat = st.std_catalogue if frame.role == "standard" and st.std_catalogue is not None else st.catalogue
@@ -186,7 +187,7 @@ def _render_one(args: tuple[int, dict]) -> dict:
     path = st.outdir / f"{frame.stem}.fits"
     _atomic_write(fits.HDUList(hdus), path)
     return {"file": path.name, "role": frame.role, "group": frame.group, "ut": frame.ut.isoformat(),
-            "exptime": frame.exptime, "object": frame.object, "p": frame.p, "q": frame.q,
+            "exptime": frame.exptime, "object": frame.object, "p": frame.p, "q": frame.q, "pa": frame.pa,
             "sky_e_per_s": cond["sky"], "sky_e": cond["sky"] * frame.exptime, "fwhm_arcsec": cond["fwhm"],
             "pointing_error_east": cond["err"][0], "pointing_error_north": cond["err"][1],
             "ra_pointing": actual[0], "dec_pointing": actual[1], "ra_nominal": nominal[0],
@@ -218,7 +219,9 @@ def _write_niri_bpm(outdir: Path, truths: list[ArrayTruth]) -> Path:
 
 
 def make_dataset(name: str, outdir: str | os.PathLike, *, size: int | None = None, nframes: int | None = None,
-                 seed: int = 0, effects: dict[str, bool] | None = None, progress: bool = False) -> DatasetInfo:
+                 seed: int = 0, effects: dict[str, bool] | None = None, progress: bool = False,
+                 position_angles: Mapping[str, float] | None = None, dither: float | None = None,
+                 roles: Iterable[str] | None = None) -> DatasetInfo:
     """Simulate the raw files of dataset ``name`` in ``outdir``, with the truth in ``outdir/truth``.
 
     Parameters
@@ -238,6 +241,14 @@ def make_dataset(name: str, outdir: str | os.PathLike, *, size: int | None = Non
         Switch effects on/off, e.g. ``{"nonlinearity": False}``; keys in :data:`EFFECTS`.
     progress : bool
         Print one line per file written.
+    position_angles : mapping, optional
+        Position angle (degrees) of some frames, by file stem (default 0 for every frame); the
+        instrument rotates on the sky about the pointing, the offsets keep their instrument frame.
+    dither : float, optional
+        Dither step (arcsec) of gsaoi-galaxy (default 5" x size/2048).
+    roles : iterable of str, optional
+        Write only the files of these roles ('science', 'sky', 'dark', 'flat_on', 'flat_off',
+        'standard'); the others are still drawn (so the written files do not change), not written.
 
     Returns
     -------
@@ -264,14 +275,23 @@ def make_dataset(name: str, outdir: str | os.PathLike, *, size: int | None = Non
     truth_dir = out / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
     model = instrument_model(spec.instrument, size)
-    frames = dataset_frames(name, size, nframes, seed)
+    try:
+        frames = dataset_frames(name, size, nframes, seed, dither=dither)
+    except ValueError as err:
+        raise ParameterError(str(err)) from None
+    unknown_stems = set(position_angles or {}) - {f.stem for f in frames}
+    if unknown_stems:
+        raise ParameterError(f"position_angles names no file of {name}: {sorted(unknown_stems)}")
+    for frame in frames:
+        frame.pa = float((position_angles or {}).get(frame.stem, 0.0))
     rng = np.random.default_rng([seed, 0])
     truths = [make_array_truth(rng, arr.shape, spec.dark_e_per_s, eff, _illumination(spec.instrument, arr.shape))
               for arr in model.arrays]
     cat, std = _catalogues(spec, model, frames, rng)
     conditions = _frame_conditions(spec, frames, seed, eff)
     _STATE = _State(spec, model, frames, truths, cat, std, eff, seed, out, spec.bias_e)
-    jobs = list(enumerate(conditions))
+    wanted = None if roles is None else set(roles)
+    jobs = [(k, c) for k, c in enumerate(conditions) if wanted is None or frames[k].role in wanted]
     npix = sum(a.shape[0] * a.shape[1] for a in model.arrays)
     records: list[dict] = []
     try:

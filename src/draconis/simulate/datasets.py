@@ -29,6 +29,7 @@ class FrameSpec:
     p: float = 0.0  # instrument-frame offsets (arcsec)
     q: float = 0.0
     lamp_e_per_s: float = 0.0  # flat lamp (or dome) signal reaching the array, before the flat pattern
+    pa: float = 0.0  # position angle (degrees east of north)
     phu: dict = field(default_factory=dict)  # extra PHU keywords (lamp, frame, ...)
     roi: tuple[int, int, int, int] | None = None  # (x0, y0, nx, ny) 0-based sub-array of every array
 
@@ -93,7 +94,8 @@ def _dither(n: int, step: float, rng: np.random.Generator) -> list[tuple[float, 
     return out
 
 
-def dataset_frames(name: str, size: int | None, nframes: int | None, seed: int) -> list[FrameSpec]:
+def dataset_frames(name: str, size: int | None, nframes: int | None, seed: int, *,
+                   dither: float | None = None) -> list[FrameSpec]:
     """Every raw file of dataset ``name``, in time order per group.
 
     Parameters
@@ -107,10 +109,18 @@ def dataset_frames(name: str, size: int | None, nframes: int | None, seed: int) 
         (NIRI, GSAOI); default: the seed's count.
     seed : int
         Seed of the dither jitter.
+    dither : float, optional
+        Dither step in arcsec (gsaoi-galaxy only; default 5" scaled with the
+        array size, at least 1.5"; at small sizes too small to fill the gaps
+        between arrays).
     """
     spec = DATASETS[name]
     rng = np.random.default_rng([seed, 999])
-    builder = {"f2-deep": _f2, "niri-extended": _niri, "gnirs-keyhole": _gnirs, "gsaoi-galaxy": _gsaoi}[name]
+    if dither is not None and name != "gsaoi-galaxy":
+        raise ValueError(f"a dither step can only be chosen for gsaoi-galaxy, not {name}")
+    if name == "gsaoi-galaxy":
+        return _gsaoi(spec, size, nframes or spec.default_nframes, rng, dither)
+    builder = {"f2-deep": _f2, "niri-extended": _niri, "gnirs-keyhole": _gnirs}[name]
     return builder(spec, size, nframes or spec.default_nframes, rng)
 
 
@@ -199,10 +209,11 @@ def _gnirs(spec, size, n, rng):
     return frames
 
 
-def _gsaoi(spec, size, n, rng):
+def _gsaoi(spec, size, n, rng, dither=None):
     frames = []
     full = 2048
-    step = 5.0 * (size or full) / full
+    # 5" dithers on the full field, but never under 1.5": GSAOI's associateSky wants skies more than 1" away
+    step = max(5.0 * (size or full) / full, 1.5) if dither is None else float(dither)
     n_on = (9 * n + 15) // 16
     on = _dither(n_on, step, rng)
     sky = [(spec.sky_offset[0] + p, spec.sky_offset[1] + q) for p, q in _dither(n - n_on, step, rng)]

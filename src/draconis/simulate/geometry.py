@@ -10,10 +10,7 @@ headers carry only the best linear approximation, as real raw files do.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 
 import numpy as np
 
@@ -114,11 +111,16 @@ def _eval(terms, x, y):
     return out
 
 
-@lru_cache(maxsize=1)
 def load_gsaoi_distortion() -> dict:
-    """The packaged GSAOI static distortion model (parsed JSON)."""
-    text = resources.files("draconis").joinpath("data/gsaoi_static_distortion.json").read_text()
-    return json.loads(text)
+    """The packaged GSAOI static distortion model (parsed JSON).
+
+    Only the data are shared with the pipeline: the simulator evaluates and
+    inverts the polynomials with its own code, so a mistake in draconis'
+    distortion code cannot hide in the truth.
+    """
+    from ..instruments.gsaoi.distortion import load_model
+
+    return load_model()
 
 
 class DistortedArray:

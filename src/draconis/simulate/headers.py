@@ -62,9 +62,9 @@ def primary_header(spec: DatasetSpec, model: InstrumentModel, frame: FrameSpec, 
             h["RATRACK"] = (0.0, "Differential tracking rate RA")
         h["FRAME"] = (frame.phu.get("FRAME", "FK5"), "Target coordinate system")
     h["UT"] = (_ut(frame.ut), "UT at start of exposure")
-    for key, value in _offsets(inst, frame.p, frame.q, 0.0).items():
+    for key, value in _offsets(inst, frame.p, frame.q, frame.pa).items():
         h[key] = value
-    h["PA"] = (0.0, "Sky Position Angle at start of exposure")
+    h["PA"] = (frame.pa, "Sky Position Angle at start of exposure")
     h["DATE-OBS"] = (frame.ut.strftime("%Y-%m-%d"), "UT date of observation (YYYY-MM-DD)")
     h["TIME-OBS"] = (_ut(frame.ut), "Time of observation")
     h["AIRMASS"] = (round(airmass, 3), "Mean airmass for the observation")

@@ -151,7 +151,36 @@ class GSAOI(Instrument):
         scale = self._wcs_pixel_scale(h)
         return lookup.PIXEL_SCALE if scale is None else scale
 
+    def static_distortions(self, phu: Header, ext_headers: Sequence[Header],
+                           tags: frozenset[str] | None = None) -> list[Any]:
+        """The packaged static distortion of each array (by ARRAYID), moved to its CCDSEC origin.
+
+        An array without a known ARRAYID gets None (its header WCS is kept).
+        """
+        from .distortion import array_distortion
+
+        names = self.descriptor("array_name", phu, ext_headers, tags)
+        sections = self.descriptor("array_section", phu, ext_headers, tags)
+        out: list[Any] = []
+        for name, section in zip(names, sections):
+            try:
+                out.append(array_distortion(str(name)).for_section((section.x1, section.y1)))
+            except KeyError:
+                out.append(None)
+        return out
+
+    @descriptor
+    def detector_x_offset(self, h: HeaderView) -> float:
+        """-POFFSET / pixel scale: where a star moves along x when the telescope offsets by p.
+
+        GSAOI's arrays see the sky mirrored (real headers at PA 0: CD1_1 > 0,
+        RA along +x) and p points east at PA 0 (RAOFFSET = POFFSET), so a
+        star moves by -p along x.  DRAGONS' generic +POFFSET sign would move
+        frames the wrong way in the offsets fallback of the alignment.
+        """
+        return -h.phu_float("POFFSET") / h.d("pixel_scale")
+
     @descriptor
     def detector_y_offset(self, h: HeaderView) -> float:
-        """-QOFFSET / pixel scale (inverted relative to the generic rule)."""
+        """-QOFFSET / pixel scale: where a star moves along y (Dec along +y at PA 0, DECOFFSE = QOFFSET)."""
         return -h.phu_float("QOFFSET") / h.d("pixel_scale")

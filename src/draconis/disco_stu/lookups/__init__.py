@@ -1,0 +1,1 @@
+"""disco's default parameters (:mod:`draconis.disco_stu.lookups.general_parameters`)."""
