@@ -216,8 +216,9 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
         The group directory (created; must not exist or be a previous checkpoint to replace).
     chunks : (rows, width), optional
         Row-band height of the stored chunks (width is always the full row);
-        default ``draconis.chunk_rows``.  Bands already whole multiples of it
-        are written as they come (no rechunk).
+        default ``draconis.chunk_rows``, evened out over the image (zarr pads
+        the last chunk to full size).  Bands already whole multiples of it are
+        written as they come (no rechunk).
     samples : (r0, r1, c0, c1, step), optional
         Also return the strided SCI samples ``SCI[r0:r1:step, c0:c1:step]``
         (normalisation) in the summaries.
@@ -234,8 +235,12 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
             "objcat": _table_to_text(ext.objcat) if ext.objcat is not None else None}))
         names = [n for n in PLANES if n in ext.data]
         sci = ext.plane("SCI")
-        rows = (chunks or default_chunks(sci.shape))[0]
-        rows = max(1, min(rows, sci.shape[0]))
+        ny = sci.shape[0]
+        if chunks:
+            rows = max(1, min(chunks[0], ny))
+        else:  # draconis.chunk_rows, evened out: the last chunk is not mostly padding
+            rows = default_chunks(sci.shape)[0]
+            rows = -(-ny // -(-ny // rows))
         bands = aligned_rows(sci, rows)
         planes, targets = [], []
         for name in names:
