@@ -209,9 +209,11 @@ def _sigclip(vals, lo, hi, lsig, hsig, mclip, max_iters):
     return lo, hi
 
 
-#: Half-width, in standard deviations about the mean, of the window in which :func:`_median_near` looks for
-#: the median first: ~20 % of Gaussian values, and the median of tens of values or more is almost always in it.
-_MEDIAN_WINDOW = 0.25
+#: Half-width of the window about the mean in which :func:`_median_near` looks for the median first, in units of
+#: sigma / sqrt(n): the median of n Gaussian values is within 2.5 sigma/sqrt(n) of their mean 99.9 % of the time
+#: (their difference has a standard deviation of 0.76 sigma/sqrt(n)), and the window holds ~2 sqrt(n) values,
+#: so sorting them costs O(n) whatever n.
+_MEDIAN_WINDOW = 2.5
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -219,12 +221,12 @@ def _median_near(vals, m, mean, std, work):
     """Median of ``vals[:m]`` (unchanged), found among the values near ``mean`` when it lies there.
 
     One branch-free pass counts the values below ``mean - w`` and copies those
-    within ``mean +- w`` (``w = _MEDIAN_WINDOW * std``); when both middle
-    ranks fall among the copied few, they are sorted and the median read off.
+    within ``mean +- w`` (``w = _MEDIAN_WINDOW * std / sqrt(m)``); when both
+    middle ranks fall among the copied few, they are sorted and the median read off.
     Otherwise (skewed values) a quickselect of all of them.  Either way the
     result is exactly the median.
     """
-    w = _MEDIAN_WINDOW * std
+    w = _MEDIAN_WINDOW * std / math.sqrt(m)
     p1 = mean - w
     p2 = mean + w
     below = 0
