@@ -93,12 +93,16 @@ def peak_rss() -> int:
 
 
 def _warm_up() -> float:
-    """Import the stack's kernel and run it once (numba loads its cached machine code): worker start-up."""
+    """Worker start-up: the imports any array task makes (dask.array, which imports xarray and pandas), the
+    checkpoint reader's, and the stack's kernel run once (numba loads its cached machine code)."""
+    t0 = time.perf_counter()
+    import dask.array  # noqa: F401
+    import numcodecs  # noqa: F401
     import numpy as np
 
+    import draconis.io._tasks  # noqa: F401
     from draconis.kernels.stack import combine_tile
 
-    t0 = time.perf_counter()
     cube = np.ones((3, 4, 4), np.float32)
     combine_tile(cube, cube, np.zeros(cube.shape, np.uint16), {"reject_method": "sigclip"})
     return time.perf_counter() - t0
@@ -123,6 +127,7 @@ def draconis_stack(stores: list[str], workdir: str, stack_memory: float, address
     """stackFrames + writeOutputs on the checkpoints, timed; graph figures."""
     from draconis.cluster import execution
     from draconis.io.zarr import open_zarr
+    from draconis.primitives.stack import BYTES_PER_PIXEL_STORED
     from draconis.recipes.caller import PrimitiveCaller
     from draconis.reduce.context import RunContext
 
@@ -137,13 +142,17 @@ def draconis_stack(stores: list[str], workdir: str, stack_memory: float, address
         t1 = time.perf_counter()
         p.stackFrames()
         t2 = time.perf_counter()
-        tasks, nbytes = _graph_figures(ctx.stream("main")[0])
+        stack = ctx.stream("main")[0]
+        tasks, nbytes = _graph_figures(stack)
+        rows = stack[0].plane("SCI").chunks[0][0]
+        ny, nx = stack[0].shape
         t3 = time.perf_counter()
         p.writeOutputs()
         t4 = time.perf_counter()
         ctx.close(True)
     return {"open": t1 - t0, "graph": t2 - t1, "compute": t4 - t3, "total": (t4 - t3) + (t2 - t0),
-            "tasks": tasks, "graph_bytes": nbytes, "checkpoints": ctx.checkpoints.bytes_written}
+            "tasks": tasks, "graph_bytes": nbytes, "checkpoints": ctx.checkpoints.bytes_written, "rows": rows,
+            "task_bytes": len(frames) * rows * nx * BYTES_PER_PIXEL_STORED}
 
 
 def _ccdproc_child(paths, mem: int, out_path: str, queue) -> None:
@@ -207,7 +216,8 @@ def report(size: int, n: int, made: float, d: dict, c: dict | None, args, mem: i
           f"construction {d['graph']:.2f} s, compute + write {d['compute']:.1f} s; graph {d['tasks']} tasks, "
           f"{d['graph_bytes'] / 1e6:.2f} MB pickled; checkpoints written {d['checkpoints'] / 1e6:.0f} MB; "
           f"(untimed: worker start-up, numba's cached kernels loaded, {d['warm_up']:.1f} s)")
-    print("draconis: peak RSS per worker (MiB): " + ", ".join(f"{p / MIB:.0f}" for p in d["peaks"])
+    print(f"draconis: bands of {d['rows']} rows, {d['task_bytes'] / MIB:.0f} MiB planned per band task; "
+          "peak RSS per worker (MiB): " + ", ".join(f"{p / MIB:.0f}" for p in d["peaks"])
           + f"; spilled {d['spilled']}; workers restarted: {d['restarted']}")
     if c:
         print(f"ccdproc.combine (average, sigma clip 3/3 about the median, mem_limit {mem / MIB:.0f} MiB): "
@@ -260,7 +270,10 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="SIZExN, e.g. 2048x100 1024x1000")
     parser.add_argument("--mem", default="2GiB", help="memory limit per worker, and ccdproc's mem_limit")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--stack-memory", type=float, default=1.0, help="stackFrames:memory (GB per combine task)")
+    parser.add_argument("--stack-memory", type=float, default=0.125,
+                        help="stackFrames:memory (GB per band task); the default binds at every default run, so the "
+                             "band tasks hold the same memory at every N (at 1.0 the smaller runs are cut into "
+                             "MIN_BANDS bands below the budget, for parallelism, and use less)")
     parser.add_argument("--no-ccdproc", action="store_true")
     parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where inputs are written")
     parser.add_argument("--profile", default=None, help="cProfile the first run (synchronous scheduler) into this file")
