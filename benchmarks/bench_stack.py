@@ -60,7 +60,7 @@ def write_inputs(n: int, size: int, workdir: str, stack_memory: float, address: 
     import dask
 
     from draconis.cluster import execution
-    from draconis.io.zarr import write_zarr_many
+    from draconis.io.zarr import open_zarr, write_zarr_many
     from draconis.primitives.stack import checkpoint_rows
     from draconis.testing import resampled_sequence
 
@@ -72,8 +72,9 @@ def write_inputs(n: int, size: int, workdir: str, stack_memory: float, address: 
     with execution(address):
         for start in range(0, n, 50):  # in batches: one graph per 50 frames stays small
             write_zarr_many(frames[start:start + 50], stores[start:start + 50], chunks=(rows, size))
+        stored = [open_zarr(s) for s in stores]  # the frames as written: generated once
         dask.compute(*[dask.delayed(_write_ccd)(f[0].plane("SCI"), f[0].plane("DQ"), p)
-                       for f, p in zip(frames, fits_paths)])
+                       for f, p in zip(stored, fits_paths)])
     return stores, fits_paths
 
 
