@@ -6,7 +6,14 @@
 - :func:`sampled_level`: that level over the good pixels of a block.
 - :func:`disc`, :func:`dilate_mask`: binary dilation with a disc.
 - :func:`sky_stack_block`: one row band of a sky stack from the ``k`` sky
-  frames' row bands, through the shared frame-axis combiner.
+  frames' row bands, through the shared frame-axis combiner;
+  :func:`stack_sky_tile`: the same, normalising the skies from their levels
+  as stackSkyFrames does.
+- :func:`sky_match`, :func:`subtract_sky_block`: subtractSky on one tile
+  (the sky matched to the frame's level, subtracted, VAR and DQ propagated).
+
+The sliding-window sky of a whole time-ordered sequence is in
+:mod:`draconis.kernels.sky_window`.
 """
 from __future__ import annotations
 
@@ -155,3 +162,95 @@ def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
     result[1] = 0.0 if out_var is None else out_var
     result[2] = 0 if out_dq is None else out_dq
     return result
+
+
+def sky_normalisation(levels: np.ndarray, mode: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-sky ``(zero, scale)`` that bring every sky to the first sky's level (stackSkyFrames).
+
+    ``mode`` "scale": ``scale = L0 / L`` (a sky whose level is not positive is
+    left as it is, and nothing is scaled when the first level is not
+    positive); "zero": ``zero = L0 - L``; None: neither.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    if mode == "scale" and levels[0] > 0:
+        return None, np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
+    if mode == "zero":
+        return levels[0] - levels, None
+    return None, None
+
+
+def stack_sky_tile(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, levels: np.ndarray, *,
+                   mode: str | None, combine: dict) -> np.ndarray:
+    """One tile of a sky stack, the skies normalised to the first by their levels.
+
+    Parameters
+    ----------
+    sci, var, dq
+        ``(k, rows, width)`` bands of the ``k`` skies (``var`` may be None).
+    levels
+        The ``k`` background levels.
+    mode
+        "scale", "zero" or None (:func:`sky_normalisation`).
+    combine
+        Keyword arguments of :func:`draconis.kernels.combine.combine_block`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, rows, width)``: SCI, VAR, DQ (as :func:`sky_stack_block`).
+    """
+    zero, scale = sky_normalisation(levels, mode)
+    return sky_stack_block(sci, var, dq, zero=zero, scale=scale, combine=combine)
+
+
+def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[float, float]:
+    """``(factor, offset)`` that match a sky of ``sky_level`` to a frame of ``sci_level`` (subtractSky).
+
+    "scale": factor = sci_level / sky_level (1 when the sky level is not
+    positive: it cannot be scaled to); "offset": offset = sci_level -
+    sky_level; None: (1, 0).
+    """
+    sci_level, sky_level = float(sci_level), float(sky_level)
+    if mode == "scale" and sky_level > 0:
+        return sci_level / sky_level, 0.0
+    if mode == "offset":
+        return 1.0, sci_level - sky_level
+    return 1.0, 0.0
+
+
+def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
+                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
+                       reset_level: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
+
+    ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
+    ``VAR + sky_var * factor**2``, ``DQ | sky_dq``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given).
+    """
+    if out is None:
+        out = np.empty((3,) + sci.shape, dtype=np.float32)
+    out[0] = sci - (sky_sci * np.float32(factor) + np.float32(offset))
+    if reset_level is not None:
+        out[0] += np.float32(reset_level)
+    added = sky_var * np.float32(factor * factor) if sky_var is not None else 0.0
+    out[1] = (var if var is not None else 0.0) + added
+    out[2] = (np.asarray(sky_dq).astype(np.uint16) | (dq if dq is not None else 0)).astype(np.float32)
+    return out
+
+
+def subtract_sky_tile(sci: np.ndarray, sky: np.ndarray, sci_level, sky_level, var: np.ndarray | None,
+                      dq: np.ndarray | None, *, mode: str | None, reset: bool, sky_has_var: bool) -> np.ndarray:
+    """subtractSky on one tile: ``sky`` is a float32 ``(3, rows, width)`` SCI/VAR/DQ sky stack tile.
+
+    The sky is matched to the frame (:func:`sky_match` of the two levels),
+    subtracted, and the frame's level added back when ``reset``; returns
+    float32 ``(3, rows, width)`` SCI, VAR, DQ (:func:`subtract_sky_block`).
+    """
+    sci_level = float(sci_level)
+    factor, offset = sky_match(sci_level, float(sky_level), mode)
+    return subtract_sky_block(sci, sky[0], sky[1] if sky_has_var else None, sky[2], var, dq, factor=factor,
+                              offset=offset, reset_level=sci_level if reset else None)

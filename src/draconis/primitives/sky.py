@@ -35,6 +35,7 @@ from ..kernels import sky as ksky
 from ..instruments.sections import parse_section
 from ..parameters import P, suffix_param
 from ..provenance import utc_timestamp
+from . import sky_window
 from .registry import primitive
 from .sky_pointing import (
     config_key, field_centre, field_size_arcsec, frame_time, group_positions, pointing_positions,
@@ -297,17 +298,19 @@ def sky_correct(frames: list[Frame], p, ctx) -> list[Frame]:
     builder = SkyBuilder(p, ctx.log)
     explicit = _as_frames(p.sky) if p.sky else None
     pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
+    lists = [explicit if explicit is not None else _skies_of(frame, pool, ctx.log) for frame in frames]
+    windowed = sky_window.windowed(builder, frames, lists, ctx.log)
     outputs, saved = [], []
-    for frame in frames:
-        skies = explicit if explicit is not None else _skies_of(frame, pool, ctx.log)
+    for i, (frame, skies) in enumerate(zip(frames, lists)):
         if skies is None:
             outputs.append(frame)
             continue
-        out, sky_frame = builder.subtract(frame, skies)
+        out, sky_frame = windowed[i] if i in windowed else builder.subtract(frame, skies)
         outputs.append(out.with_suffix(p.suffix))
         if p.save_sky:
             saved.append(sky_frame)
-    ctx.log.info("skyCorrect: %d frame(s), %d distinct sky stack(s)", len(frames), len(builder.stacks))
+    ctx.log.info("skyCorrect: %d frame(s): %d by the sliding window, %d distinct sky stack(s) combined directly",
+                 len(frames), len(windowed), len(builder.stacks))
     if p.save_sky:
         ctx.set_stream("sky_stacks", saved)
     return outputs
@@ -404,71 +407,68 @@ class SkyBuilder:
         levels = da.stack([q[3] for q in parts])
         mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
         combine = _fit_rejection(self.combine, len(parts), self.log)
-        args = [da.stack(scis), "kyx", da.stack(dqs), "kyx", levels, "k"]
-        if have_var:
-            args[2:2] = [da.stack([q[1].rechunk(sci0.chunks) for q in parts]), "kyx"]
+        var = da.stack([q[1].rechunk(sci0.chunks) for q in parts]) if have_var else None
+        args = [da.stack(scis), "kyx", var, "kyx" if have_var else None, da.stack(dqs), "kyx", levels, "k"]
         token = dask.base.tokenize(*[a for a in args[::2]], mode, combine)
-        out = da.blockwise(_stack_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
-                           name=f"sky-stack-{token}", have_var=have_var, mode=mode, combine=combine)
+        out = da.blockwise(ksky.stack_sky_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True,
+                           dtype=np.float32, name=f"sky-stack-{token}", mode=mode, combine=combine)
         stack_level = levels[0] if mode else _median_level(levels)
         return out, have_var, stack_level
 
+    def fit_rejection(self, k: int) -> tuple[int, int]:
+        """(nlow, nhigh) of min/max rejection for ``k`` skies (0, 0 without min/max rejection)."""
+        c = _fit_rejection(self.combine, k, self.log)
+        return (c["nlow"], c["nhigh"]) if c["reject_method"] == "minmax" else (0, 0)
+
     # -- subtraction ------------------------------------------------------------
     def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
+        """``frame`` minus the direct combine of ``skies``, and that sky as a frame."""
         if any(len(s) != len(frame) for s in skies):
             raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
         stacks = self.stack(skies)
-        exts, sky_exts = [], []
-        for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks):
-            exts.append(self._subtract_ext(frame, ext, cube, have_var, sky_level))
-            sky_exts.append(ext.with_planes(SCI=cube[0], VAR=cube[1] if have_var else None,
-                                            DQ=cube[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
-        tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
-        stamp = utc_timestamp()
-        out = frame.with_extensions(exts).replace(tables=tables).with_phu(
-            SUBSKY=(stamp, "UT time stamp for skyCorrect"))
-        sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
-        return out, sky_frame
+        parts = [(self._subtract_ext(frame, ext, cube, have_var, sky_level), cube, have_var)
+                 for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks)]
+        return self.assemble(frame, parts)
 
-    def _subtract_ext(self, frame, ext, cube, have_var, sky_level):
+    def frame_level(self, frame: Frame, ext) -> da.Array:
+        """The lazy background level subtractSky matches the sky to (0 when neither matched nor reset)."""
+        p = self.p
+        if p.scale_sky or p.offset_sky or p.reset_sky:
+            return lazy_level(ext.plane("SCI"), ext.plane("DQ"), ext.plane("OBJMASK"), step=sample_step(frame),
+                              threshold=p.debug_threshold, section=self.section)
+        return da.zeros((), dtype=np.float64)
+
+    def _subtract_ext(self, frame, ext, cube, have_var, sky_level) -> da.Array:
         """One fused task per tile: match the sky to the frame, subtract, propagate VAR and DQ."""
         p = self.p
         sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
         mode = "scale" if p.scale_sky else ("offset" if p.offset_sky else None)
-        if mode or p.reset_sky:
-            sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
-                                   threshold=p.debug_threshold, section=self.section)
-        else:
-            sci_level = da.zeros((), dtype=np.float64)
-        args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", sci_level, (), sky_level, ()]
-        args += [var, "yx"] if var is not None else []
-        args += [dq, "yx"] if dq is not None else []
-        out = da.blockwise(_subtract_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
-                           mode=mode, reset=p.reset_sky, have_var=(have_var, var is not None),
-                           have_dq=dq is not None)
-        out_var = out[1] if var is not None else None
-        return ext.with_planes(SCI=out[0], VAR=out_var, DQ=out[2].astype(np.uint16))
+        args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", self.frame_level(frame, ext),
+                (), sky_level, (), var, None if var is None else "yx", dq, None if dq is None else "yx"]
+        return da.blockwise(ksky.subtract_sky_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True,
+                            dtype=np.float32, mode=mode, reset=p.reset_sky, sky_has_var=have_var)
 
+    def assemble(self, frame: Frame, parts) -> tuple[Frame, Frame | None]:
+        """The sky-subtracted frame (and its sky) from, per array, ``(planes, sky, sky_has_var)``.
 
-def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var, have_dq) -> np.ndarray:
-    """blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
-    rest = list(rest)
-    var = rest.pop(0) if have_var[1] else None
-    dq = rest.pop(0) if have_dq else None
-    sci_level, sky_level = float(sci_level), float(sky_level)
-    factor, offset = 1.0, 0.0
-    if mode == "scale" and sky_level > 0:  # a non-positive sky level cannot be scaled to
-        factor = sci_level / sky_level
-    elif mode == "offset":
-        offset = sci_level - sky_level
-    out = np.empty((3,) + sci.shape, dtype=np.float32)
-    out[0] = sci - (sky[0] * np.float32(factor) + np.float32(offset))
-    if reset:
-        out[0] += np.float32(sci_level)
-    sky_var = sky[1] * np.float32(factor * factor) if have_var[0] else 0.0
-    out[1] = (var if var is not None else 0.0) + sky_var
-    out[2] = (sky[2].astype(np.uint16) | (dq if dq is not None else 0)).astype(np.float32)
-    return out
+        ``planes`` and ``sky`` are float32 ``(3, y, x)`` SCI/VAR/DQ cubes
+        (``sky`` may be None: no sky frame is made).
+        """
+        exts, sky_exts = [], []
+        for ext, (out, sky, sky_has_var) in zip(frame.extensions, parts):
+            exts.append(ext.with_planes(SCI=out[0], VAR=out[1] if ext.plane("VAR") is not None else None,
+                                        DQ=out[2].astype(np.uint16)))
+            if sky is not None:
+                sky_exts.append(ext.with_planes(SCI=sky[0], VAR=sky[1] if sky_has_var else None,
+                                                DQ=sky[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
+        tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
+        stamp = utc_timestamp()
+        out_frame = frame.with_extensions(exts).replace(tables=tables).with_phu(
+            SUBSKY=(stamp, "UT time stamp for skyCorrect"))
+        if len(sky_exts) != len(exts):
+            return out_frame, None
+        sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
+        return out_frame, sky_frame
 
 
 def _combine_kwargs(p) -> dict[str, Any]:
@@ -494,22 +494,6 @@ def _fit_rejection(combine: dict[str, Any], k: int, log) -> dict[str, Any]:
                 k, nlow, nhigh)
     return {**combine, "nlow": nlow, "nhigh": nhigh,
             "reject_method": combine["reject_method"] if nlow or nhigh else "none"}
-
-
-def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: dict) -> np.ndarray:
-    """blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
-    if have_var:
-        var, dq, levels = rest
-    else:
-        var, (dq, levels) = None, rest
-    levels = np.asarray(levels, dtype=np.float64)
-    zero = scale = None
-    if mode == "scale" and levels[0] > 0:
-        # a sky without a positive level cannot be scaled; it is left as it is
-        scale = np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
-    elif mode == "zero":
-        zero = levels[0] - levels
-    return ksky.sky_stack_block(sci, var, dq, zero=zero, scale=scale, combine=combine)
 
 
 def _median_level(levels: da.Array) -> da.Array:
