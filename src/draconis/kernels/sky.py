@@ -17,6 +17,7 @@ The sliding-window sky of a whole time-ordered sequence is in
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -224,22 +225,50 @@ def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray
     """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
 
     ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
-    ``VAR + sky_var * factor**2``, ``DQ | sky_dq``.
+    ``VAR + sky_var * factor**2``, ``DQ | sky_dq``; ``factor``, ``offset``,
+    ``factor**2`` and ``reset_level`` are rounded to float32 first.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given).
     """
+    sci = np.asarray(sci)
     if out is None:
         out = np.empty((3,) + sci.shape, dtype=np.float32)
-    out[0] = sci - (sky_sci * np.float32(factor) + np.float32(offset))
-    if reset_level is not None:
-        out[0] += np.float32(reset_level)
-    added = sky_var * np.float32(factor * factor) if sky_var is not None else 0.0
-    out[1] = (var if var is not None else 0.0) + added
-    out[2] = (np.asarray(sky_dq).astype(np.uint16) | (dq if dq is not None else 0)).astype(np.float32)
+
+    def flat(a, dtype):
+        return _ABSENT[dtype] if a is None else np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+    planes = [o.reshape(-1) if o.flags.c_contiguous else np.empty(sci.size, np.float32) for o in out]
+    _subtract_rows(flat(sci, np.float32), flat(var, np.float32), flat(dq, np.uint16), flat(sky_sci, np.float32),
+                   flat(sky_var, np.float32), flat(np.asarray(sky_dq).astype(np.uint16), np.uint16),
+                   np.float32(factor), np.float32(offset), np.float32(factor * factor),
+                   np.float32(reset_level if reset_level is not None else 0.0), reset_level is not None, *planes)
+    for o, plane in zip(out, planes):
+        if not o.flags.c_contiguous:  # written to a copy: put it in place
+            o[...] = plane.reshape(o.shape)
     return out
+
+
+_ABSENT = {np.float32: np.zeros(0, np.float32), np.uint16: np.zeros(0, np.uint16)}
+
+
+@numba.njit(nogil=True, cache=True)
+def _subtract_rows(sci, var, dq, sky, sky_var, sky_dq, factor, offset, factor2, level, reset, out_s, out_v, out_d):
+    """The pixels of :func:`subtract_sky_block`, in one pass (absent planes have length 0)."""
+    has_var = var.shape[0] > 0
+    has_dq = dq.shape[0] > 0
+    sky_has_var = sky_var.shape[0] > 0
+    zero = np.float32(0.0)
+    for i in range(sci.shape[0]):
+        value = sci[i] - (sky[i] * factor + offset)
+        if reset:
+            value += level
+        out_s[i] = value
+        added = sky_var[i] * factor2 if sky_has_var else zero
+        out_v[i] = (var[i] if has_var else zero) + added
+        out_d[i] = np.float32(sky_dq[i] | (dq[i] if has_dq else np.uint16(0)))
 
 
 def subtract_sky_tile(sci: np.ndarray, sky: np.ndarray, sci_level, sky_level, var: np.ndarray | None,

@@ -28,6 +28,7 @@ overrides the choice.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,9 @@ SKY_BYTES = 10
 FRAME_BYTES = 22
 #: Smallest band height tried when memory is short.
 MIN_ROWS = 16
+#: Fewest tasks per array wanted (when the image allows), per worker: each has a couple to run, while
+#: every extra task costs a window fill and re-reads of skies.
+TASKS_PER_WORKER = 2
 
 
 def windowed(builder, frames: Sequence[Frame], lists, log) -> dict[int, tuple[Frame, Frame | None]]:
@@ -89,8 +93,8 @@ def windowed(builder, frames: Sequence[Frame], lists, log) -> dict[int, tuple[Fr
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
     frame_bytes = FRAME_BYTES + (12 if p.save_sky else 0)
-    rows, segment = band_and_segment(width, chunk_rows, *first.shape, task_budget(p.memory),
-                                                frame_bytes)
+    rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape, task_budget(p.memory),
+                                     frame_bytes, min_tasks=TASKS_PER_WORKER * _workers())
     if segment == 0:
         log.info("skyCorrect: windows of %d skies do not fit the memory budget of a task: skies combined directly",
                  width)
@@ -196,6 +200,11 @@ def window_is_cheaper(plan: WindowPlan, sky_lists: Sequence[Sequence[Frame] | No
     return TARGET_COST * n + SKY_COST * union < direct
 
 
+def _workers() -> int:
+    """Workers the configuration plans for (``draconis.n_workers``, else one per core)."""
+    return int(dask.config.get("draconis.n_workers", None) or os.cpu_count() or 1)
+
+
 def task_budget(memory_gb: float | None) -> int:
     """Bytes one window task may use: a fraction of the worker budget, at most ``memory`` GB."""
     worker = parse_bytes(str(dask.config.get("draconis.memory_limit", "4GiB")))
@@ -205,31 +214,38 @@ def task_budget(memory_gb: float | None) -> int:
     return int(budget)
 
 
-def band_and_segment(width: int, chunk_rows: int, ny: int, nx: int, budget: int,
-                     frame_bytes: int = FRAME_BYTES) -> tuple[int, int]:
-    """Band height and frames per segment for windows of ``width`` skies within ``budget`` bytes.
+def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: int, budget: int,
+                     frame_bytes: int = FRAME_BYTES, min_tasks: int = 4) -> tuple[int, int]:
+    """Band height and frames per segment for ``n_targets`` frames with windows of ``width`` skies.
 
-    A task holds ``(S + width)`` sky bands and ``S`` frames' bands. Bands
-    follow the input chunks (the chunk height, or a divisor of it, so a
-    chunk is never read by more tasks than needed); among the heights that
-    fit, the one reading each sky band the fewest times, ``(S + width) / S``
-    per segment times ``chunk / rows`` per chunk, is chosen. ``(0, 0)``
-    when not even ``MIN_ROWS`` rows fit.
+    A task holds ``(S + width)`` sky bands and ``S`` frames' bands, within
+    ``budget`` bytes. Bands follow the input chunks (the chunk height or a
+    divisor of it). Among the choices that fit and give at least
+    ``min_tasks`` tasks (when the image allows), the one reading the sky
+    chunks the fewest times is taken: each segment reads its ``S + width``
+    skies, and a chunk is read once per band cut from it. ``(0, 0)`` when
+    not even ``MIN_ROWS`` rows fit.
     """
-    candidates = {min(chunk_rows, ny)}
+    heights = {min(chunk_rows, ny)}
     rows = min(chunk_rows, ny)
     while rows // 2 >= MIN_ROWS:
         rows //= 2
-        candidates.add(rows)
-    best, best_cost = (0, 0), np.inf
-    for rows in sorted(candidates, reverse=True):
+        heights.add(rows)
+    best, best_key = (0, 0), None
+    for rows in sorted(heights, reverse=True):
         pix = rows * nx
-        s = (budget - width * pix * SKY_BYTES) // (pix * (SKY_BYTES + frame_bytes))
-        if s < 1:
+        fit = (budget - width * pix * SKY_BYTES) // (pix * (SKY_BYTES + frame_bytes))
+        if fit < 1:
             continue
-        cost = (s + width) / s * (max(chunk_rows, rows) / rows)
-        if cost < best_cost:
-            best, best_cost = (rows, int(s)), cost
+        bands = -(-ny // rows)
+        segs = -(-n_targets // int(fit))
+        while segs * bands < min_tasks and segs < n_targets:
+            segs += 1
+        size = -(-n_targets // segs)
+        reads = segs * (size + width) * max(chunk_rows, rows) / rows
+        key = (segs * bands < min_tasks, reads)  # enough tasks first, then the fewest reads
+        if best_key is None or key < best_key:
+            best, best_key = (rows, size), key
     return best
 
 
