@@ -263,11 +263,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                         for lev in range(out_level):
                             a += lcnt[lev]
                         c = np.int64(0)
-                        eq = np.int64(0)
                         for j in range(np.uint64(a), np.uint64(a + lcnt[out_level])):
                             c += np.int64(ys[j] < y)
-                            eq += np.int64(ys[j] == y)
-                        if eq:  # ties (rare): the frame order decides, as the direct combine's stable sort
+                        if c < lcnt[out_level] and ys[a + c] == y:
+                            # equal values (rare): the frame order decides, as the direct combine's stable sort
                             for j in range(np.uint64(a), np.uint64(a + lcnt[out_level])):
                                 c += np.int64((ys[j] == y) & (ids[j] < f_out))
                         out_pos = a + c
@@ -278,11 +277,9 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                         for lev in range(in_level):
                             a += lcnt[lev]
                         c = np.int64(0)
-                        eq = np.int64(0)
                         for j in range(np.uint64(a), np.uint64(a + lcnt[in_level])):
                             c += np.int64(ys[j] < y)
-                            eq += np.int64(ys[j] == y)
-                        if eq:
+                        if c < lcnt[in_level] and ys[a + c] == y:
                             for j in range(np.uint64(a), np.uint64(a + lcnt[in_level])):
                                 c += np.int64((ys[j] == y) & (ids[j] < f_in))
                         in_pos = a + c

@@ -47,10 +47,11 @@ from .sky_pointing import frame_time
 
 __all__ = ["WindowPlan", "plan_windows", "window_is_cheaper", "subtract_windowed", "supported_mode", "windowed"]
 
-#: Cost of one frame's query on the window, in units of one sky band combined by the direct path
-#: (measured with the kernels, k = 70: ~0.35 us per pixel against ~23 ns per sky and pixel).
-TARGET_COST = 15.0
-#: Cost of one sky entering a segment's window (read + insert), in the same units.
+#: Cost of one frame's step and query on the window, in units of one sky band read and combined by the
+#: direct path (measured: ~100-150 ns per pixel on simulated F2 frames against ~25 ns per sky and pixel
+#: for the direct combine of 50-70 skies; rounded up, so that close calls stay direct).
+TARGET_COST = 8.0
+#: Cost of one sky entering a segment's window (read + fill), in the same units.
 SKY_COST = 2.0
 #: Fraction of a worker's memory one window task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
