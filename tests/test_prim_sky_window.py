@@ -22,6 +22,7 @@ import pytest
 
 import draconis
 from draconis.frame import Frame
+from draconis.errors import DescriptorError
 from draconis.primitives.sky_window import WindowPlan, plan_windows, window_is_cheaper
 from draconis.reduce.context import RunContext
 
@@ -164,3 +165,18 @@ def test_auto_takes_the_window_for_long_sequences():
     long_plan, short_plan = plan_for(156, 35), plan_for(156, 1)
     assert window_is_cheaper(long_plan, lists(long_plan), segment=30)
     assert not window_is_cheaper(short_plan, lists(short_plan), segment=30)
+
+
+def test_skies_without_a_time_are_combined_directly():
+    class Untimed:
+        """A frame whose ut_datetime cannot be computed."""
+
+        def __init__(self, name):
+            self.filename = name
+
+        def descriptor(self, name, **kwargs):
+            raise DescriptorError(self.filename, f"no {name}")
+
+    a, b = Untimed("a.fits"), Untimed("b.fits")
+    plan = plan_windows([a, b], [[b], [a]])
+    assert plan.direct == [0, 1] and not plan.order

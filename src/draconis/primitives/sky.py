@@ -27,6 +27,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 from astropy.table import Table
 
 from ..errors import ParameterError
@@ -426,8 +427,11 @@ class SkyBuilder:
         if any(len(s) != len(frame) for s in skies):
             raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
         stacks = self.stack(skies)
-        parts = [(self._subtract_ext(frame, ext, cube, have_var, sky_level), cube, have_var)
-                 for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks)]
+        parts = []
+        for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks):
+            out = self._subtract_ext(frame, ext, cube, have_var, sky_level)
+            parts.append(((out[0], out[1], out[2].astype(np.uint16)),
+                          (cube[0], cube[1] if have_var else None, cube[2].astype(np.uint16))))
         return self.assemble(frame, parts)
 
     def frame_level(self, frame: Frame, ext) -> da.Array:
@@ -449,18 +453,18 @@ class SkyBuilder:
                             dtype=np.float32, mode=mode, reset=p.reset_sky, sky_has_var=have_var)
 
     def assemble(self, frame: Frame, parts) -> tuple[Frame, Frame | None]:
-        """The sky-subtracted frame (and its sky) from, per array, ``(planes, sky, sky_has_var)``.
+        """The sky-subtracted frame (and its sky) from, per array, ``(planes, sky)``.
 
-        ``planes`` and ``sky`` are float32 ``(3, y, x)`` SCI/VAR/DQ cubes
-        (``sky`` may be None: no sky frame is made).
+        ``planes`` and ``sky`` are ``(SCI, VAR, DQ)`` lazy planes, DQ as
+        uint16 (``sky`` may be None: no sky frame is made; its VAR may be
+        None). The frame keeps no VAR if it had none.
         """
         exts, sky_exts = [], []
-        for ext, (out, sky, sky_has_var) in zip(frame.extensions, parts):
-            exts.append(ext.with_planes(SCI=out[0], VAR=out[1] if ext.plane("VAR") is not None else None,
-                                        DQ=out[2].astype(np.uint16)))
+        for ext, (planes, sky) in zip(frame.extensions, parts):
+            sci, var, dq = planes
+            exts.append(ext.with_planes(SCI=sci, VAR=var if ext.plane("VAR") is not None else None, DQ=dq))
             if sky is not None:
-                sky_exts.append(ext.with_planes(SCI=sky[0], VAR=sky[1] if sky_has_var else None,
-                                                DQ=sky[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
+                sky_exts.append(ext.with_planes(SCI=sky[0], VAR=sky[1], DQ=sky[2], OBJMASK=None).replace(objcat=None))
         tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
         stamp = utc_timestamp()
         out_frame = frame.with_extensions(exts).replace(tables=tables).with_phu(
@@ -517,14 +521,22 @@ def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, 
     # small arrays: sample more densely, so the level rests on enough pixels
     step = max(1, min(step, size // _MIN_SAMPLES))
 
-    def sample(a):
-        return None if a is None else a[section][:, ::step]
-    value = dask.delayed(_level_array, pure=True)(sample(sci), sample(dq), sample(objmask), threshold)
-    return da.from_delayed(value, shape=(), dtype=np.float64)
+    samples = [None if a is None else a[section][:, ::step].rechunk({1: -1}) for a in (sci, dq, objmask)]
+    present = [a for a in samples if a is not None]
+    name = "sky-level-" + dask.base.tokenize(*present, threshold)
+    # one task over the sample's row blocks, written directly: dask.delayed would finalise (concatenate)
+    # each sample in a task of its own, and took half of the graph construction of a long sequence
+    blocks = [None if a is None else [k[0] for k in a.__dask_keys__()] for a in samples]
+    graph = HighLevelGraph.from_collections(name, {(name,): (_level_array, *blocks, threshold)}, dependencies=present)
+    return da.Array(graph, name, chunks=(), dtype=np.float64)
 
 
 def _level_array(sci, dq, objmask, threshold) -> np.ndarray:
-    return np.asarray(ksky.sampled_level(sci, dq, objmask, threshold=threshold), dtype=np.float64)
+    """Level of the sampled pixels, given as lists of row blocks (or None)."""
+    def whole(blocks):
+        return None if blocks is None else np.concatenate(blocks, axis=0)
+    return np.asarray(ksky.sampled_level(whole(sci), whole(dq), whole(objmask), threshold=threshold),
+                      dtype=np.float64)
 
 
 def dilate_lazy(mask: da.Array, radius: float) -> da.Array:

@@ -38,7 +38,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
-from ..errors import ParameterError
+from ..errors import DescriptorError, ParameterError
 from ..frame import Frame
 from ..kernels.sky_window import (
     WINDOW_OPERATIONS, WINDOW_REJECTIONS, SkySubtractSpec, SkyWindows, window_sky_subtract,
@@ -147,21 +147,35 @@ def plan_windows(frames: Sequence[Frame], sky_lists: Sequence[Sequence[Frame] | 
     """Each frame's skies as a window of the time-ordered union of all skies.
 
     A frame goes to ``direct`` when its list is missing, not in time order,
-    or its skies differ in number of arrays or shape from it.
+    or its skies differ in number of arrays or shape from it; every frame
+    does when a sky has no time (ut_datetime).
     """
     skies: dict[str, Frame] = {}
     for lst in sky_lists:
         for s in lst or ():
             skies.setdefault(s.filename, s)
 
-    def when(f: Frame) -> tuple[dt.datetime, str]:
-        return frame_time(f), f.filename
+    def when(f: Frame) -> tuple[dt.datetime, str] | None:
+        try:
+            t = frame_time(f)
+        except DescriptorError:
+            return None
+        return None if t is None else (t, f.filename)
 
+    if any(when(s) is None for s in skies.values()):  # no time order to walk: every frame direct
+        return WindowPlan([], [], np.zeros(0, np.int64), np.zeros(0, np.int64), [], list(range(len(frames))))
     ordered = sorted(skies.values(), key=when)
     index = {s.filename: i for i, s in enumerate(ordered)}
+    layouts: dict[int, tuple] = {}
+
+    def layout(f: Frame) -> tuple:  # array shapes, looked up once per frame (each lookup goes through xarray)
+        if id(f) not in layouts:
+            layouts[id(f)] = tuple(ext.shape for ext in f.extensions)
+        return layouts[id(f)]
+
     order, lo, hi, excluded, direct = [], [], [], [], []
     for i, (frame, lst) in enumerate(zip(frames, sky_lists)):
-        if not lst or any(not _same_layout(frame, s) for s in lst):
+        if not lst or any(layout(s) != layout(frame) for s in lst):
             direct.append(i)
             continue
         idx = np.array([index[s.filename] for s in lst], dtype=np.int64)
@@ -176,10 +190,6 @@ def plan_windows(frames: Sequence[Frame], sky_lists: Sequence[Sequence[Frame] | 
     walk = sorted(range(len(order)), key=lambda j: (lo[j], hi[j], when(frames[order[j]])))
     return WindowPlan(ordered, [order[j] for j in walk], np.array([lo[j] for j in walk], dtype=np.int64),
                       np.array([hi[j] for j in walk], dtype=np.int64), [excluded[j] for j in walk], direct)
-
-
-def _same_layout(frame: Frame, sky: Frame) -> bool:
-    return len(frame) == len(sky) and all(a.shape == b.shape for a, b in zip(frame.extensions, sky.extensions))
 
 
 def window_is_cheaper(plan: WindowPlan, sky_lists: Sequence[Sequence[Frame] | None], segment: int) -> bool:
@@ -271,66 +281,90 @@ def subtract_windowed(builder, frames: Sequence[Frame], plan: WindowPlan, *, row
     groups = segments(plan, segment)
     parts: dict[int, list] = {i: [] for i in plan.order}
     for e in range(len(plan.skies[0])):
-        cube, sky_has_var = _window_graph(builder, frames, plan, e, groups, rows, spec, fitted)
-        for pos, i in enumerate(plan.order):
-            planes = cube[pos]
-            parts[i].append((planes[:3], planes[3:] if spec.with_sky else None, sky_has_var))
+        for group, (cube, sky_has_var) in zip(groups, _window_graphs(builder, frames, plan, e, groups, rows, spec,
+                                                                     fitted)):
+            for s, i in enumerate(plan.order[group]):
+                planes = tuple(_plane(cube, s, k) for k in range(3))
+                sky = None
+                if spec.with_sky:
+                    sky = (_plane(cube, s, 3), _plane(cube, s, 4) if sky_has_var else None, _plane(cube, s, 5))
+                parts[i].append((planes, sky))
     results = {i: builder.assemble(frames[i], parts[i]) for i in plan.order}
     log.info("skyCorrect: sliding-window sky for %d frame(s) (%.1f skies each on average; %d segment(s) "
              "x %d-row bands per array)", len(plan.order), float(plan.counts.mean()), len(groups), rows)
     return results
 
 
-def _window_graph(builder, frames, plan: WindowPlan, e: int, groups: list[slice], rows: int,
-                  spec: SkySubtractSpec, fitted) -> tuple[da.Array, bool]:
-    """One array's ``(N, 3 or 6, y, x)`` cube of sky-subtracted planes (one task per (segment, band)), and
-    whether every sky has VAR."""
+def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice], rows: int,
+                   spec: SkySubtractSpec, fitted) -> list[tuple[da.Array, bool]]:
+    """Per segment, array ``e``'s ``(S, 3 or 6, y, x)`` cube of sky-subtracted planes (one task per row
+    band), and whether every sky has VAR.
+
+    Each segment's cube depends only on its own skies and frames, so a
+    frame's graph does not grow with the length of the sequence.
+    """
     prepared = [builder.prepared(s, e) for s in plan.skies]
-    sci0 = prepared[0][0]
-    ny, nx = sci0.shape
+    ny, nx = prepared[0][0].shape
     bands = tuple(min(rows, ny - r) for r in range(0, ny, rows))
+    have_var = all(q[1] is not None for q in prepared)
+
+    def banded(a: da.Array | None) -> da.Array | None:
+        return None if a is None else a.rechunk((rows, nx))
 
     def keys(a: da.Array | None) -> list | None:
-        return None if a is None else [k[0] for k in a.rechunk((rows, nx)).__dask_keys__()]
+        return None if a is None else [k[0] for k in a.__dask_keys__()]
 
-    sky_sci = [keys(q[0]) for q in prepared]
-    have_var = all(q[1] is not None for q in prepared)
-    sky_var = [keys(q[1]) for q in prepared] if have_var else None
-    sky_dq = [keys(q[2]) for q in prepared]
-    sky_lev = [q[3].__dask_keys__()[0] for q in prepared]
-    deps = [q[0].rechunk((rows, nx)) for q in prepared] + [q[2].rechunk((rows, nx)) for q in prepared]
-    deps += [q[1].rechunk((rows, nx)) for q in prepared] if have_var else []
-    deps += [q[3] for q in prepared]
-    tgt = []
-    for i in plan.order:
-        ext = frames[i][e]
-        sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
-        level = builder.frame_level(frames[i], ext)
-        tgt.append((keys(sci), keys(var), keys(dq), level.__dask_keys__()[0]))
-        deps += [a.rechunk((rows, nx)) for a in (sci, var, dq) if a is not None] + [level]
-    layer = {}
-    token = dask.base.tokenize([d.name for d in deps], plan.lo, plan.hi, [x.tolist() for x in plan.excluded],
-                               spec, rows, [(g.start, g.stop) for g in groups], list(fitted))
-    name = f"sky-window-{token}"
+    skies = [(banded(q[0]), banded(q[1]) if have_var else None, banded(q[2]), q[3]) for q in prepared]
+    out = []
     for j, group in enumerate(groups):
         a, b = int(plan.lo[group].min()), int(plan.hi[group].max())
-        nlow = np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64)
-        nhigh = np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64)
+        targets = []
+        for i in plan.order[group]:
+            ext = frames[i][e]
+            targets.append((banded(ext.plane("SCI")), banded(ext.plane("VAR")), banded(ext.plane("DQ")),
+                            builder.frame_level(frames[i], ext)))
+        deps = [x for q in skies[a:b] + targets for x in q if x is not None]
         windows = SkyWindows(plan.lo[group] - a, plan.hi[group] - a, tuple(x - a for x in plan.excluded[group]),
-                             nlow, nhigh)
-        targets = tgt[group]
+                             np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64),
+                             np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64))
+        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], windows.lo, windows.hi,
+                                                  [x.tolist() for x in windows.excluded], windows.nlow,
+                                                  windows.nhigh, spec, rows)
+        sky_keys = [[keys(x) for x in q[:3]] + [q[3].__dask_keys__()[0]] for q in skies[a:b]]
+        tgt_keys = [[keys(x) for x in q[:3]] + [q[3].__dask_keys__()[0]] for q in targets]
+        layer = {}
         for r in range(len(bands)):
-            layer[(name, j, 0, r, 0)] = (
+            layer[(name, 0, 0, r, 0)] = (
                 window_sky_subtract,
-                [sky_sci[f][r] for f in range(a, b)],
-                [sky_var[f][r] for f in range(a, b)] if have_var else None,
-                [sky_dq[f][r] for f in range(a, b)],
-                sky_lev[a:b],
-                [t[0][r] for t in targets],
-                [None if t[1] is None else t[1][r] for t in targets],
-                [None if t[2] is None else t[2][r] for t in targets],
-                [t[3] for t in targets],
+                [q[0][r] for q in sky_keys],
+                [q[1][r] for q in sky_keys] if have_var else None,
+                [q[2][r] for q in sky_keys],
+                [q[3] for q in sky_keys],
+                [q[0][r] for q in tgt_keys],
+                [None if q[1] is None else q[1][r] for q in tgt_keys],
+                [None if q[2] is None else q[2][r] for q in tgt_keys],
+                [q[3] for q in tgt_keys],
                 windows, spec)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
-    chunks = (tuple(g.stop - g.start for g in groups), (6 if spec.with_sky else 3,), bands, (nx,))
-    return da.Array(graph, name, chunks=chunks, dtype=np.float32), have_var
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
+        chunks = ((group.stop - group.start,), (6 if spec.with_sky else 3,), bands, (nx,))
+        out.append((da.Array(graph, name, chunks=chunks, dtype=np.float32), have_var))
+    return out
+
+
+def _plane(cube: da.Array, s: int, k: int) -> da.Array:
+    """Plane ``k`` of frame ``s`` of a segment's cube, one task per band (DQ planes, 2 and 5, as uint16).
+
+    Written as its own small layer: slicing through dask (getitem, astype)
+    cost more than the rest of the graph construction of a long sequence.
+    """
+    dtype = np.uint16 if k in (2, 5) else np.float32
+    name = f"{cube.name}-{s}-{k}"
+    bands = [cube.__dask_keys__()[0][0][r][0] for r in range(len(cube.chunks[2]))]
+    layer = {(name, r, 0): (_pick, key, s, k, dtype) for r, key in enumerate(bands)}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[cube])
+    return da.Array(graph, name, chunks=cube.chunks[2:], dtype=dtype)
+
+
+def _pick(block: np.ndarray, s: int, k: int, dtype) -> np.ndarray:
+    # a copy, so the segment's block is freed once every plane is picked, not once every plane is used
+    return np.array(block[s, k], dtype=dtype)
