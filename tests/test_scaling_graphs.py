@@ -78,7 +78,12 @@ def _frames(night, first: int, count: int, *, calibrated: bool) -> list[Frame]:
 
 def _size(collections) -> tuple[int, int]:
     """Tasks and pickled bytes of the optimised graph that computing ``collections`` submits."""
-    graph = dask.base.collections_to_expr(list(collections), optimize_graph=True).__dask_graph__()
+    from dask._expr import FinalizeCompute
+
+    # as dask.compute builds it: the collections' graphs merged, then optimised together (optimising each
+    # collection on its own would fuse a task shared by several collections into a copy in each of them)
+    expr = FinalizeCompute(dask.base.collections_to_expr(list(collections), optimize_graph=True)).optimize()
+    graph = expr.__dask_graph__()
     return len(graph), len(pickle.dumps(dict(graph)))
 
 

@@ -6,10 +6,18 @@
 - :func:`sampled_level`: that level over the good pixels of a block.
 - :func:`disc`, :func:`dilate_mask`: binary dilation with a disc.
 - :func:`sky_stack_block`: one row band of a sky stack from the ``k`` sky
-  frames' row bands, through the shared frame-axis combiner.
+  frames' row bands, through the shared frame-axis combiner;
+  :func:`stack_sky_tile`: the same, normalising the skies from their levels
+  as stackSkyFrames does.
+- :func:`sky_match`, :func:`subtract_sky_block`: subtractSky on one tile
+  (the sky matched to the frame's level, subtracted, VAR and DQ propagated).
+
+The sliding-window sky of a whole time-ordered sequence is in
+:mod:`draconis.kernels.sky_window`.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -154,3 +162,123 @@ def sky_stack_block(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
     result[1] = 0.0 if out_var is None else out_var
     result[2] = 0 if out_dq is None else out_dq
     return result
+
+
+def sky_normalisation(levels: np.ndarray, mode: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-sky ``(zero, scale)`` that bring every sky to the first sky's level (stackSkyFrames).
+
+    ``mode`` "scale": ``scale = L0 / L`` (a sky whose level is not positive is
+    left as it is, and nothing is scaled when the first level is not
+    positive); "zero": ``zero = L0 - L``; None: neither.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    if mode == "scale" and levels[0] > 0:
+        return None, np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
+    if mode == "zero":
+        return levels[0] - levels, None
+    return None, None
+
+
+def stack_sky_tile(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, levels: np.ndarray,
+                   spec: CombineSpec, *, mode: str | None) -> np.ndarray:
+    """One tile of a sky stack, the skies normalised to the first by their levels.
+
+    Parameters
+    ----------
+    sci, var, dq
+        ``(k, rows, width)`` bands of the ``k`` skies (``var`` may be None).
+    levels
+        The ``k`` background levels.
+    spec
+        Rejection and combination (:class:`~draconis.kernels.combine.CombineSpec`), already fitted to ``k``.
+    mode
+        "scale", "zero" or None (:func:`sky_normalisation`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, rows, width)``: SCI, VAR, DQ (as :func:`sky_stack_block`).
+    """
+    zero, scale = sky_normalisation(levels, mode)
+    return sky_stack_block(sci, var, dq, spec, zero=zero, scale=scale)
+
+
+def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[float, float]:
+    """``(factor, offset)`` that match a sky of ``sky_level`` to a frame of ``sci_level`` (subtractSky).
+
+    "scale": factor = sci_level / sky_level (1 when the sky level is not
+    positive: it cannot be scaled to); "offset": offset = sci_level -
+    sky_level; None: (1, 0).
+    """
+    sci_level, sky_level = float(sci_level), float(sky_level)
+    if mode == "scale" and sky_level > 0:
+        return sci_level / sky_level, 0.0
+    if mode == "offset":
+        return 1.0, sci_level - sky_level
+    return 1.0, 0.0
+
+
+def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
+                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
+                       reset_level: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
+
+    ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
+    ``VAR + sky_var * factor**2``, ``DQ | sky_dq``; ``factor``, ``offset``,
+    ``factor**2`` and ``reset_level`` are rounded to float32 first.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given).
+    """
+    sci = np.asarray(sci)
+    if out is None:
+        out = np.empty((3,) + sci.shape, dtype=np.float32)
+
+    def flat(a, dtype):
+        return _ABSENT[dtype] if a is None else np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+    planes = [o.reshape(-1) if o.flags.c_contiguous else np.empty(sci.size, np.float32) for o in out]
+    _subtract_rows(flat(sci, np.float32), flat(var, np.float32), flat(dq, np.uint16), flat(sky_sci, np.float32),
+                   flat(sky_var, np.float32), flat(np.asarray(sky_dq).astype(np.uint16), np.uint16),
+                   np.float32(factor), np.float32(offset), np.float32(factor * factor),
+                   np.float32(reset_level if reset_level is not None else 0.0), reset_level is not None, *planes)
+    for o, plane in zip(out, planes):
+        if not o.flags.c_contiguous:  # written to a copy: put it in place
+            o[...] = plane.reshape(o.shape)
+    return out
+
+
+_ABSENT = {np.float32: np.zeros(0, np.float32), np.uint16: np.zeros(0, np.uint16)}
+
+
+@numba.njit(nogil=True, cache=True)
+def _subtract_rows(sci, var, dq, sky, sky_var, sky_dq, factor, offset, factor2, level, reset, out_s, out_v, out_d):
+    """The pixels of :func:`subtract_sky_block`, in one pass (absent planes have length 0)."""
+    has_var = var.shape[0] > 0
+    has_dq = dq.shape[0] > 0
+    sky_has_var = sky_var.shape[0] > 0
+    zero = np.float32(0.0)
+    for i in range(sci.shape[0]):
+        value = sci[i] - (sky[i] * factor + offset)
+        if reset:
+            value += level
+        out_s[i] = value
+        added = sky_var[i] * factor2 if sky_has_var else zero
+        out_v[i] = (var[i] if has_var else zero) + added
+        out_d[i] = np.float32(sky_dq[i] | (dq[i] if has_dq else np.uint16(0)))
+
+
+def subtract_sky_tile(sci: np.ndarray, sky: np.ndarray, sci_level, sky_level, var: np.ndarray | None,
+                      dq: np.ndarray | None, *, mode: str | None, reset: bool, sky_has_var: bool) -> np.ndarray:
+    """SubtractSky on one tile: ``sky`` is a float32 ``(3, rows, width)`` SCI/VAR/DQ sky stack tile.
+
+    The sky is matched to the frame (:func:`sky_match` of the two levels),
+    subtracted, and the frame's level added back when ``reset``; returns
+    float32 ``(3, rows, width)`` SCI, VAR, DQ (:func:`subtract_sky_block`).
+    """
+    sci_level = float(sci_level)
+    factor, offset = sky_match(sci_level, float(sky_level), mode)
+    return subtract_sky_block(sci, sky[0], sky[1] if sky_has_var else None, sky[2], var, dq, factor=factor,
+                              offset=offset, reset_level=sci_level if reset else None)

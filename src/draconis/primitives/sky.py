@@ -27,6 +27,7 @@ import dask
 import dask.array as da
 import numpy as np
 from astropy.table import Table
+from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import ParameterError
 from ..frame import Frame
@@ -35,6 +36,7 @@ from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
 from ..parameters import P, Params, suffix_param, unsupported
 from ..provenance import utc_timestamp
+from . import sky_window
 from .registry import Context, primitive
 from .sky_pointing import (
     config_key,
@@ -284,17 +286,19 @@ def sky_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     builder = SkyBuilder(p, ctx.log)
     explicit = list(p.sky) if p.sky else None
     pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
+    lists = [explicit if explicit is not None else _skies_of(frame, pool, ctx.log) for frame in frames]
+    windowed = sky_window.windowed(builder, frames, lists, ctx.log)
     outputs, saved = [], []
-    for frame in frames:
-        skies = explicit if explicit is not None else _skies_of(frame, pool, ctx.log)
+    for i, (frame, skies) in enumerate(zip(frames, lists)):
         if skies is None:
             outputs.append(frame)
             continue
-        out, sky_frame = builder.subtract(frame, skies)
+        out, sky_frame = windowed[i] if i in windowed else builder.subtract(frame, skies)
         outputs.append(out.with_suffix(p.suffix))
-        if p.save_sky:
+        if p.save_sky and sky_frame is not None:  # every path makes the sky frame when save_sky asks for it
             saved.append(sky_frame)
-    ctx.log.info("skyCorrect: %d frame(s), %d distinct sky stack(s)", len(frames), len(builder.stacks))
+    ctx.log.info("skyCorrect: %d frame(s): %d by the sliding window, %d distinct sky stack(s) combined directly",
+                 len(frames), len(windowed), len(builder.stacks))
     if p.save_sky:
         ctx.set_stream("sky_stacks", saved)
     return outputs
@@ -393,12 +397,11 @@ class SkyBuilder:
         levels = da.stack([q[3] for q in parts])
         mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
         combine = self._fit_rejection(len(parts))
-        args = [da.stack(scis), "kyx", da.stack(dqs), "kyx", levels, "k"]
-        if have_var:
-            args[2:2] = [da.stack([q[1].rechunk(sci0.chunks) for q in parts]), "kyx"]
+        var = da.stack([q[1].rechunk(sci0.chunks) for q in parts]) if have_var else None
+        args = [da.stack(scis), "kyx", var, "kyx" if have_var else None, da.stack(dqs), "kyx", levels, "k"]
         token = dask.base.tokenize(*[a for a in args[::2]], mode, combine)
-        out = da.blockwise(_stack_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
-                           name=f"sky-stack-{token}", have_var=have_var, mode=mode, combine=combine)
+        out = da.blockwise(ksky.stack_sky_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True,
+                           dtype=np.float32, name=f"sky-stack-{token}", mode=mode, spec=combine)
         stack_level = levels[0] if mode else _median_level(levels)
         return out, have_var, stack_level
 
@@ -410,79 +413,63 @@ class SkyBuilder:
                              k, spec.nlow, spec.nhigh)
         return spec
 
+    def fit_rejection(self, k: int) -> tuple[int, int]:
+        """(nlow, nhigh) of min/max rejection for ``k`` skies (0, 0 without min/max rejection)."""
+        spec = self._fit_rejection(k)
+        return (spec.nlow, spec.nhigh) if spec.reject_method == "minmax" else (0, 0)
+
     # -- subtraction ------------------------------------------------------------
-    def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame]:
-        """``frame`` minus its sky stack, and that sky as a frame of its own."""
+    def subtract(self, frame: Frame, skies: Sequence[Frame]) -> tuple[Frame, Frame | None]:
+        """``frame`` minus the direct combine of ``skies``, and that sky as a frame."""
         if any(len(s) != len(frame) for s in skies):
             raise ParameterError(f"skyCorrect: sky frames of {frame.filename} have a different number of arrays")
         stacks = self.stack(skies)
-        exts, sky_exts = [], []
+        parts = []
         for ext, (cube, have_var, sky_level) in zip(frame.extensions, stacks):
-            exts.append(self._subtract_ext(frame, ext, cube, have_var, sky_level))
-            sky_exts.append(ext.with_planes(SCI=cube[0], VAR=cube[1] if have_var else None,
-                                            DQ=cube[2].astype(np.uint16), OBJMASK=None).replace(objcat=None))
-        tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
-        stamp = utc_timestamp()
-        out = frame.with_extensions(exts).replace(tables=tables).with_phu(
-            SUBSKY=(stamp, "UT time stamp for skyCorrect"))
-        sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
-        return out, sky_frame
+            out = self._subtract_ext(frame, ext, cube, have_var, sky_level)
+            parts.append(((out[0], out[1], out[2].astype(np.uint16)),
+                          (cube[0], cube[1] if have_var else None, cube[2].astype(np.uint16))))
+        return self.assemble(frame, parts)
 
-    def _subtract_ext(self, frame, ext, cube, have_var, sky_level):
+    def frame_level(self, frame: Frame, ext) -> da.Array:
+        """The lazy background level subtractSky matches the sky to (0 when neither matched nor reset)."""
+        p = self.p
+        if p.scale_sky or p.offset_sky or p.reset_sky:
+            return lazy_level(ext.plane("SCI"), ext.plane("DQ"), ext.plane("OBJMASK"), step=sample_step(frame),
+                              threshold=p.debug_threshold, section=self.section)
+        return da.zeros((), dtype=np.float64)
+
+    def _subtract_ext(self, frame, ext, cube, have_var, sky_level) -> da.Array:
         """One fused task per tile: match the sky to the frame, subtract, propagate VAR and DQ."""
         p = self.p
         sci, var, dq = ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ")
         mode = "scale" if p.scale_sky else ("offset" if p.offset_sky else None)
-        if mode or p.reset_sky:
-            sci_level = lazy_level(sci, dq, ext.plane("OBJMASK"), step=sample_step(frame),
-                                   threshold=p.debug_threshold, section=self.section)
-        else:
-            sci_level = da.zeros((), dtype=np.float64)
-        args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", sci_level, (), sky_level, ()]
-        args += [var, "yx"] if var is not None else []
-        args += [dq, "yx"] if dq is not None else []
-        out = da.blockwise(_subtract_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True, dtype=np.float32,
-                           mode=mode, reset=p.reset_sky, have_var=(have_var, var is not None),
-                           have_dq=dq is not None)
-        out_var = out[1] if var is not None else None
-        return ext.with_planes(SCI=out[0], VAR=out_var, DQ=out[2].astype(np.uint16))
+        args = [sci, "yx", cube.rechunk({1: sci.chunks[0], 2: sci.chunks[1]}), "pyx", self.frame_level(frame, ext),
+                (), sky_level, (), var, None if var is None else "yx", dq, None if dq is None else "yx"]
+        return da.blockwise(ksky.subtract_sky_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True,
+                            dtype=np.float32, mode=mode, reset=p.reset_sky, sky_has_var=have_var)
 
+    def assemble(self, frame: Frame, parts) -> tuple[Frame, Frame | None]:
+        """The sky-subtracted frame (and its sky) from, per array, ``(planes, sky)``.
 
-def _subtract_tile(sci, sky, sci_level, sky_level, *rest, mode, reset, have_var, have_dq) -> np.ndarray:
-    """Blockwise body of subtractSky: (3, rows, width) SCI/VAR/DQ of frame − matched sky."""
-    extra = list(rest)
-    var = extra.pop(0) if have_var[1] else None
-    dq = extra.pop(0) if have_dq else None
-    sci_level, sky_level = float(sci_level), float(sky_level)
-    factor, offset = 1.0, 0.0
-    if mode == "scale" and sky_level > 0:  # a non-positive sky level cannot be scaled to
-        factor = sci_level / sky_level
-    elif mode == "offset":
-        offset = sci_level - sky_level
-    out = np.empty((3,) + sci.shape, dtype=np.float32)
-    out[0] = sci - (sky[0] * np.float32(factor) + np.float32(offset))
-    if reset:
-        out[0] += np.float32(sci_level)
-    sky_var = sky[1] * np.float32(factor * factor) if have_var[0] else 0.0
-    out[1] = (var if var is not None else 0.0) + sky_var
-    out[2] = (sky[2].astype(np.uint16) | (dq if dq is not None else 0)).astype(np.float32)
-    return out
-
-
-def _stack_tile(sci, *rest, have_var: bool, mode: str | None, combine: CombineSpec) -> np.ndarray:
-    """Blockwise body: (k, rows, width) bands of the skies -> (3, rows, width) SCI/VAR/DQ."""
-    if have_var:
-        var, dq, levels = rest
-    else:
-        var, (dq, levels) = None, rest
-    levels = np.asarray(levels, dtype=np.float64)
-    zero = scale = None
-    if mode == "scale" and levels[0] > 0:
-        # a sky without a positive level cannot be scaled; it is left as it is
-        scale = np.where(levels > 0, levels[0] / np.where(levels > 0, levels, 1.0), 1.0)
-    elif mode == "zero":
-        zero = levels[0] - levels
-    return ksky.sky_stack_block(sci, var, dq, combine, zero=zero, scale=scale)
+        ``planes`` and ``sky`` are ``(SCI, VAR, DQ)`` lazy planes, DQ as
+        uint16 (``sky`` may be None: no sky frame is made; its VAR may be
+        None). The frame keeps no VAR if it had none.
+        """
+        exts, sky_exts = [], []
+        for ext, (planes, sky) in zip(frame.extensions, parts):
+            sci, var, dq = planes
+            exts.append(ext.with_planes(SCI=sci, VAR=var if ext.plane("VAR") is not None else None, DQ=dq))
+            if sky is not None:
+                sky_exts.append(ext.with_planes(SCI=sky[0], VAR=sky[1], DQ=sky[2], OBJMASK=None).replace(objcat=None))
+        tables = {k: v for k, v in frame.tables.items() if k != "SKYTABLE"}
+        stamp = utc_timestamp()
+        out_frame = frame.with_extensions(exts).replace(tables=tables).with_phu(
+            SUBSKY=(stamp, "UT time stamp for skyCorrect"))
+        if len(sky_exts) != len(exts):
+            return out_frame, None
+        sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
+        return out_frame, sky_frame
 
 
 def _median_level(levels: da.Array) -> da.Array:
@@ -506,14 +493,22 @@ def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, 
     # small arrays: sample more densely, so the level rests on enough pixels
     step = max(1, min(step, size // _MIN_SAMPLES))
 
-    def sample(a):
-        return None if a is None else a[section][:, ::step]
-    value = dask.delayed(_level_array, pure=True)(sample(sci), sample(dq), sample(objmask), threshold)
-    return da.from_delayed(value, shape=(), dtype=np.float64)
+    samples = [None if a is None else a[section][:, ::step].rechunk({1: -1}) for a in (sci, dq, objmask)]
+    present = [a for a in samples if a is not None]
+    name = "sky-level-" + dask.base.tokenize(*present, threshold)
+    # one task over the sample's row blocks, written directly: dask.delayed would finalise (concatenate)
+    # each sample in a task of its own, and took half of the graph construction of a long sequence
+    blocks = [None if a is None else [k[0] for k in a.__dask_keys__()] for a in samples]
+    graph = HighLevelGraph.from_collections(name, {(name,): (_level_array, *blocks, threshold)}, dependencies=present)
+    return da.Array(graph, name, chunks=(), dtype=np.float64)
 
 
 def _level_array(sci, dq, objmask, threshold) -> np.ndarray:
-    return np.asarray(ksky.sampled_level(sci, dq, objmask, threshold=threshold), dtype=np.float64)
+    """Level of the sampled pixels, given as lists of row blocks (or None)."""
+    def whole(blocks):
+        return None if blocks is None else np.concatenate(blocks, axis=0)
+    return np.asarray(ksky.sampled_level(whole(sci), whole(dq), whole(objmask), threshold=threshold),
+                      dtype=np.float64)
 
 
 def dilate_lazy(mask: da.Array, radius: float) -> da.Array:

@@ -1,0 +1,221 @@
+"""Benchmark: skyCorrect's sliding-window sky against the direct combine, on the same simulated F2 frames.
+
+The F2 deep field is simulated (``draconis.simulate.make_dataset('f2-deep')``,
+default 156 full-size frames, the seed's sequence), calibrated far enough to
+carry DQ (with the F2 illumination mask) and VAR, and checkpointed to zarr —
+all untimed. Then the sky step of the F2 default recipe runs twice on a
+fresh LocalCluster each time, once per combine path
+(``draconis.sky_combine`` = "window", then "direct"):
+
+1. pass 1: associateSky on the sky stream, skyCorrect without object masks,
+   its output written to a zarr checkpoint (timed);
+2. detectSources on the pass-1 output, checkpointed, and the OBJMASKs
+   attached to the skies (untimed; done once, on the window run, and reused
+   by the direct run so both second passes use the same masks);
+3. pass 2: associateSky, skyCorrect with object masks, flushPixels (timed).
+
+It prints, per path and pass: wall time, frames per second, CPU time (client
+and workers: on a shared machine the fairer comparison), the number of tasks
+in the pass's graph and the time to build it, and the peak RSS of every
+worker; then the ratios direct / window. ``--passes 1`` times the
+first pass only.
+
+Usage::
+
+    python benchmarks/bench_sky.py [--frames 156] [--size 2048] [--mem 2GiB] [--workers 2] [--passes 2]
+    python benchmarks/bench_sky.py --frames 40 --size 512 --mem 1GiB     # a quick check that it runs
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+MIB = 2 ** 20
+
+
+def calibrated(raw_dir: str, workdir: str):
+    """The simulated science frames with DQ and VAR, checkpointed to zarr; the context holding them."""
+    import draconis
+    from draconis.reduce.context import RunContext
+
+    paths = sorted(glob.glob(os.path.join(raw_dir, "*.fits")))
+    frames = [draconis.open(p) for p in paths]
+    science = [f for f in frames if "IMAGE" in f.tags and not (f.tags & {"FLAT", "DARK", "CAL"})]
+    ctx = RunContext({"main": science}, workdir=workdir, outdir=workdir, instrument="F2", kind="IMAGE",
+                     keep_checkpoints=True)
+    ctx.run("prepare")
+    ctx.run("addDQ", static_bpm=None)
+    ctx.run("ADUToElectrons")
+    ctx.run("addVAR", read_noise=True, poisson_noise=True)
+    ctx.run("flushPixels")
+    return ctx
+
+
+def _tasks(frames) -> int:
+    import dask
+
+    graphs = [ext.plane(n).__dask_graph__() for f in frames for ext in f.extensions for n in ("SCI", "VAR", "DQ")
+              if ext.plane(n) is not None]
+    keys = set()
+    for g in graphs:
+        keys.update(g.keys())
+    return len(keys)
+
+
+def _cpu(client) -> float:
+    """CPU seconds used so far by the client process and every worker."""
+    def used():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    return used() + sum(client.run(used).values())
+
+
+def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None) -> dict:
+    """The two sky passes of the F2 recipe with ``draconis.sky_combine = mode``; timings and the pass-1 output."""
+    import dask
+
+    from draconis.reduce.context import RunContext
+
+    out = {}
+    with dask.config.set({"draconis.sky_combine": mode}):
+        ctx = RunContext({"main": list(frames)}, workdir=workdir, outdir=workdir, instrument="F2", kind="IMAGE")
+        ctx.run("separateSky")
+        t0, c0 = time.perf_counter(), _cpu(client)
+        ctx.run("associateSky", stream="sky")
+        ctx.run("skyCorrect", instream="sky", outstream="skysub", mask_objects=False)
+        t1 = time.perf_counter()
+        out["tasks1"] = _tasks(ctx.stream("skysub"))
+        skysub = ctx.checkpoint(ctx.stream("skysub"), "skysub")
+        out["pass1"], out["build1"], out["cpu1"] = time.perf_counter() - t0, t1 - t0, _cpu(client) - c0
+        out["skysub"] = skysub
+        if passes > 1:
+            if masks is None:
+                ctx.set_stream("skysub", skysub)
+                ctx.run("detectSources", stream="skysub")
+                # read back from a checkpoint, so pass 2 does not redo the detection; skyCorrect and
+                # detectSources keep the order of the sky stream
+                detected = ctx.checkpoint(ctx.stream("skysub"), "masks")
+                masks = [[e.plane("OBJMASK") for e in f.extensions] for f in detected]
+            skies = [f.with_extensions([e.with_planes(OBJMASK=m) for e, m in zip(f.extensions, fm)])
+                     for f, fm in zip(ctx.stream("sky"), masks)]
+            ctx.set_stream("sky", skies)
+            t0, c0 = time.perf_counter(), _cpu(client)
+            ctx.run("associateSky")
+            ctx.run("skyCorrect", mask_objects=True)
+            t1 = time.perf_counter()
+            out["tasks2"] = _tasks(ctx.stream("main"))
+            ctx.run("flushPixels")
+            out["pass2"], out["build2"], out["cpu2"] = time.perf_counter() - t0, t1 - t0, _cpu(client) - c0
+        out["masks"] = masks
+        out["ctx"] = ctx
+    return out
+
+
+def run_mode(frames, workdir, mode, args, mem, masks=None):
+    """One path on a fresh LocalCluster: timings and worker peaks."""
+    import dask
+    import distributed
+
+    from draconis.cluster import execution
+
+    with dask.config.set({"draconis.memory_limit": args.mem}), \
+            distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
+                                     processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client, execution(cluster.scheduler_address):
+        pids = client.run(os.getpid)
+        report = (distributed.performance_report(os.path.join(args.report, f"sky_{mode}.html"))
+                  if args.report else _null())
+        with report:
+            result = sky_passes(frames, os.path.join(workdir, mode), mode, args.passes, client, masks)
+        result["peaks"] = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        result["restarted"] = client.run(os.getpid) != pids
+    return result
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv=None) -> None:
+    from dask.utils import parse_bytes
+
+    from draconis.cluster import execution
+    from draconis.simulate import make_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=156)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--mem", default="2GiB", help="memory limit per worker (and draconis.memory_limit)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--passes", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--report", help="directory for dask performance reports (one HTML file per path)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    mem = int(parse_bytes(args.mem))
+    workdir = tempfile.mkdtemp(prefix=f"bench_sky_{args.frames}_")
+    try:
+        t0 = time.perf_counter()
+        make_dataset("f2-deep", os.path.join(workdir, "raw"), size=args.size, nframes=args.frames, seed=1)
+        with execution("threads"):
+            setup = calibrated(os.path.join(workdir, "raw"), os.path.join(workdir, "calibrated"))
+        frames = setup.stream("main")
+        print(f"\n== sky step, F2 deep field, {args.frames} frames of {args.size}x{args.size} (simulated and "
+              f"calibrated in {time.perf_counter() - t0:.0f} s); {args.workers} workers x {mem / MIB:.0f} MiB; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        results = {}
+        masks = None
+        for mode in ("window", "direct"):
+            r = run_mode(frames, workdir, mode, args, mem, masks)
+            masks = r["masks"]
+            results[mode] = r
+            n = args.frames
+            line = (f"{mode:>6}: pass 1 {r['pass1']:.1f} s ({n / r['pass1']:.2f} frames/s, {r['cpu1']:.0f} CPU s, "
+                    f"{r['tasks1']} tasks, graph built in {r['build1']:.1f} s)")
+            if args.passes > 1:
+                line += (f"; pass 2 {r['pass2']:.1f} s ({n / r['pass2']:.2f} frames/s, {r['cpu2']:.0f} CPU s, "
+                         f"{r['tasks2']} tasks, graph built in {r['build2']:.1f} s)")
+            print(line)
+            print(f"{mode:>6}: peak RSS per worker (MiB): "
+                  + ", ".join(f"{v / MIB:.0f}" for v in r["peaks"].values())
+                  + f"; workers restarted: {r['restarted']}")
+        w, d = results["window"], results["direct"]
+        total_w = w["pass1"] + w.get("pass2", 0.0)
+        total_d = d["pass1"] + d.get("pass2", 0.0)
+        cpu_w = w["cpu1"] + w.get("cpu2", 0.0)
+        cpu_d = d["cpu1"] + d.get("cpu2", 0.0)
+        print(f"ratios direct/window: pass 1 {d['pass1'] / w['pass1']:.1f}x"
+              + (f", pass 2 {d['pass2'] / w['pass2']:.1f}x" if args.passes > 1 else "")
+              + f", sky step {total_d / total_w:.1f}x faster with the window ({cpu_d / cpu_w:.1f}x less CPU time); "
+              f"largest worker peak {max(w['peaks'].values()) / max(d['peaks'].values()):.2f} of the direct path's")
+        _compare(w["skysub"], d["skysub"])
+        for r in results.values():
+            r["ctx"].close(True)
+        setup.close(True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _compare(window, direct) -> None:
+    """Largest difference between the two paths' pass-1 outputs (a check that they computed the same)."""
+    import numpy as np
+
+    worst = 0.0
+    for a, b in zip(window[:3], direct[:3]):
+        x, y = np.asarray(a[0].plane("SCI")), np.asarray(b[0].plane("SCI"))
+        scale = np.nanmax(np.abs(y)) + 1.0
+        worst = max(worst, float(np.nanmax(np.abs(x - y)) / scale))
+    print(f"pass-1 SCI of the first 3 frames, window vs direct: largest difference {worst:.1e} of the largest value")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""skyCorrect's sliding-window path: every frame's sky from one walk along the time-ordered skies.
+
+The direct path (:class:`draconis.primitives.sky.SkyBuilder`) combines, for
+every frame, the ``k`` sky frames of its SKYTABLE: with associateSky's 600 s
+window an F2 frame of a long sequence has ~70 skies, so a pass reads and
+combines ~70 bands per frame. Here the skies of all frames are put in time
+order; each frame's skies are a window of that order less a few excluded
+frames (itself, skies closer than ``distance``), and
+:func:`draconis.kernels.sky_window.window_sky_subtract` walks the frames of
+a *segment* keeping each pixel's window sorted, so a frame costs a few
+insertions per pixel and each sky band is read once per segment.
+
+Graph: per detector array, one task per (segment, row band). A task reads
+the band of the skies of the union of its frames' windows (~S + k frames)
+and returns its S frames' sky-subtracted SCI/VAR/DQ bands (the sky itself
+is never materialised per frame unless ``save_sky``). S and the band height
+come from the worker memory budget (``draconis.memory_limit``, else the
+machine's plan: :mod:`draconis.cluster_plan`; at most :data:`TASK_MEMORY_CAP`):
+memory per task does not grow with the sequence, and tasks per pass are
+~(N / S) x bands.
+
+The direct path remains: for modes the window does not compute
+(wtmean, sigclip/varclip rejection), for frames whose SKYTABLE is not a
+window of the time order, and where the direct path is cheaper (few
+distinct sky lists, or few skies per frame: :func:`window_is_cheaper`).
+The dask setting ``draconis.sky_combine`` ("auto", "window", "direct")
+overrides the choice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+from dask.typing import Key
+
+from ..cluster_plan import machine_plan
+from ..errors import DescriptorError, ParameterError
+from ..frame import Frame
+from ..kernels.combine import CombineSpec
+from ..kernels.sky_window import (
+    WINDOW_OPERATIONS,
+    WINDOW_REJECTIONS,
+    SkySubtractSpec,
+    SkyWindows,
+    window_sky_subtract,
+)
+from .sky_pointing import frame_time
+
+__all__ = ["WindowPlan", "plan_windows", "window_is_cheaper", "subtract_windowed", "supported_mode", "windowed"]
+
+#: Cost of one frame's step and query on the window, in units of one sky band read and combined by the
+#: direct path (measured: ~100-150 ns per pixel on simulated F2 frames against ~25 ns per sky and pixel
+#: for the direct combine of 50-70 skies; rounded up, so that close calls stay direct).
+TARGET_COST = 8.0
+#: Cost of one sky entering a segment's window (read + fill), in the same units.
+SKY_COST = 2.0
+#: Fraction of a worker's memory one window task may plan for (inputs, outputs and work buffers).
+TASK_MEMORY_FRACTION = 0.3
+#: Most bytes one window task plans for, whatever the worker budget (skyCorrect's ``memory`` parameter is
+#: declared unsupported: the direct path combines in the row bands of its inputs).
+TASK_MEMORY_CAP = 1024 ** 3
+#: Bytes per pixel held per sky of a task (SCI, VAR, DQ) and per frame (its planes, outputs).
+SKY_BYTES = 10
+FRAME_BYTES = 22
+#: Smallest band height tried when memory is short.
+MIN_ROWS = 16
+#: Fewest tasks per array wanted (when the image allows), per worker: each has a couple to run, while
+#: every extra task costs a window fill and re-reads of skies.
+TASKS_PER_WORKER = 2
+
+
+def windowed(builder, frames: Sequence[Frame], lists, log) -> dict[int, tuple[Frame, Frame | None]]:
+    """The frames the sliding window sky-subtracts: ``{index: (frame, sky frame or None)}``.
+
+    ``builder`` is skyCorrect's :class:`~draconis.primitives.sky.SkyBuilder`
+    (parameters, per-sky preparation, frame assembly); ``lists`` the sky
+    frames of each frame (None: no skies).
+
+    Empty when the setting ``draconis.sky_combine`` is "direct", the
+    parameters ask for a combine the window does not do, or (setting
+    "auto") the direct combine is cheaper.
+    """
+    p = builder.p
+    choice = str(dask.config.get("draconis.sky_combine", "auto"))
+    if choice not in ("auto", "window", "direct"):
+        raise ParameterError(f"skyCorrect: setting draconis.sky_combine={choice!r} is not auto, window or direct")
+    if choice == "direct" or not any(lists):
+        return {}
+    reason = supported_mode(builder.combine)
+    if reason:
+        log.info("skyCorrect: %s: skies combined directly (the sliding window does %s with %s rejection)", reason,
+                 "/".join(WINDOW_OPERATIONS), "/".join(WINDOW_REJECTIONS))
+        return {}
+    plan = plan_windows(frames, lists)
+    if not plan.order:
+        return {}
+    first = frames[plan.order[0]][0]
+    chunk_rows = first.plane("SCI").chunks[0][0]
+    width = int((plan.hi - plan.lo).max())
+    frame_bytes = FRAME_BYTES + (12 if p.save_sky else 0)
+    # the workers the run plans for: draconis.n_workers / memory_limit when set (an external cluster's),
+    # else the machine's default LocalCluster
+    cluster = machine_plan()
+    rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape,
+                                     task_budget(cluster.memory_limit), frame_bytes,
+                                     min_tasks=TASKS_PER_WORKER * cluster.n_workers)
+    if segment == 0:
+        log.info("skyCorrect: windows of %d skies do not fit the memory budget of a task: skies combined directly",
+                 width)
+        return {}
+    if choice == "auto" and not window_is_cheaper(plan, lists, segment):
+        log.debug("skyCorrect: the direct combine is cheaper for these sky lists")
+        return {}
+    fitted = {k: builder.fit_rejection(k) for k in sorted(set(plan.counts.tolist()))}
+    if plan.direct:
+        log.info("skyCorrect: %d frame(s) combined directly (their skies are not a window of the time order): %s",
+                 len(plan.direct), ", ".join(frames[i].filename for i in plan.direct[:5]))
+    return subtract_windowed(builder, frames, plan, rows=rows, segment=segment,
+                                        fitted=[fitted[k] for k in plan.counts.tolist()], log=log)
+
+
+def supported_mode(combine: CombineSpec) -> str | None:
+    """Why the sliding window cannot compute this combine (None: it can)."""
+    if combine.operation not in WINDOW_OPERATIONS:
+        return f"operation={combine.operation}"
+    if combine.reject_method not in WINDOW_REJECTIONS:
+        return f"reject_method={combine.reject_method}"
+    return None
+
+
+@dataclass
+class WindowPlan:
+    """Frames whose skies are windows of the time-ordered skies.
+
+    ``skies`` are in time order; ``order`` lists indices of the planned
+    frames (into the frame list given to :func:`plan_windows`) in walk
+    order, with, aligned, their windows ``lo``/``hi`` over ``skies`` and
+    their ``excluded`` frames. ``direct`` are the other frames' indices.
+    """
+
+    skies: list[Frame]
+    order: list[int]
+    lo: np.ndarray
+    hi: np.ndarray
+    excluded: list[np.ndarray]
+    direct: list[int]
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Number of skies of each planned frame."""
+        return self.hi - self.lo - np.array([e.size for e in self.excluded], dtype=np.int64)
+
+
+def plan_windows(frames: Sequence[Frame], sky_lists: Sequence[Sequence[Frame] | None]) -> WindowPlan:
+    """Each frame's skies as a window of the time-ordered union of all skies.
+
+    A frame goes to ``direct`` when its list is missing, not in time order,
+    or its skies differ in number of arrays or shape from it; every frame
+    does when a sky has no time (ut_datetime).
+    """
+    skies: dict[str, Frame] = {}
+    for lst in sky_lists:
+        for s in lst or ():
+            skies.setdefault(s.filename, s)
+
+    def when(f: Frame) -> tuple[dt.datetime, str] | None:
+        try:
+            t = frame_time(f)
+        except DescriptorError:
+            return None
+        return None if t is None else (t, f.filename)
+
+    times: dict[str, tuple[dt.datetime, str]] = {}
+    for name, sky in skies.items():
+        t = when(sky)
+        if t is None:  # no time order to walk: every frame direct
+            return WindowPlan([], [], np.zeros(0, np.int64), np.zeros(0, np.int64), [], list(range(len(frames))))
+        times[name] = t
+    ordered = sorted(skies.values(), key=lambda f: times[f.filename])
+    index = {s.filename: i for i, s in enumerate(ordered)}
+    layouts: dict[int, tuple] = {}
+
+    def layout(f: Frame) -> tuple:  # array shapes, looked up once per frame (each lookup goes through xarray)
+        if id(f) not in layouts:
+            layouts[id(f)] = tuple(ext.shape for ext in f.extensions)
+        return layouts[id(f)]
+
+    order, lo, hi, excluded, direct = [], [], [], [], []
+    for i, (frame, lst) in enumerate(zip(frames, sky_lists)):
+        if not lst or any(layout(s) != layout(frame) for s in lst):
+            direct.append(i)
+            continue
+        idx = np.array([index[s.filename] for s in lst], dtype=np.int64)
+        if np.any(np.diff(idx) <= 0):
+            direct.append(i)
+            continue
+        window = np.arange(idx[0], idx[-1] + 1)
+        order.append(i)
+        lo.append(idx[0])
+        hi.append(idx[-1] + 1)
+        excluded.append(window[~np.isin(window, idx)])
+    walk = sorted(range(len(order)), key=lambda j: (lo[j], hi[j], when(frames[order[j]])))
+    return WindowPlan(ordered, [order[j] for j in walk], np.array([lo[j] for j in walk], dtype=np.int64),
+                      np.array([hi[j] for j in walk], dtype=np.int64), [excluded[j] for j in walk], direct)
+
+
+def window_is_cheaper(plan: WindowPlan, sky_lists: Sequence[Sequence[Frame] | None], segment: int) -> bool:
+    """Whether walking the planned frames costs less than the direct combine of their distinct sky lists.
+
+    Direct: one band combine per sky of each distinct list (identical lists
+    share one stack). Window: a query per frame, plus the skies entering
+    each segment of ``segment`` frames.
+    """
+    if not plan.order:
+        return False
+    distinct = {tuple(s.filename for s in sky_lists[i] or ()) for i in plan.order}
+    direct = sum(len(key) for key in distinct)
+    n = len(plan.order)
+    union = 0
+    for a in range(0, n, max(1, segment)):
+        b = min(n, a + max(1, segment))
+        union += int(plan.hi[a:b].max() - plan.lo[a:b].min())
+    return TARGET_COST * n + SKY_COST * union < direct
+
+
+def task_budget(worker_memory: int) -> int:
+    """Bytes one window task may use: a fraction of a worker's ``worker_memory``, at most :data:`TASK_MEMORY_CAP`."""
+    return int(min(TASK_MEMORY_FRACTION * worker_memory, TASK_MEMORY_CAP))
+
+
+def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: int, budget: int,
+                     frame_bytes: int = FRAME_BYTES, min_tasks: int = 4) -> tuple[int, int]:
+    """Band height and frames per segment for ``n_targets`` frames with windows of ``width`` skies.
+
+    A task holds ``(S + width)`` sky bands and ``S`` frames' bands, within
+    ``budget`` bytes. Bands follow the input chunks (the chunk height or a
+    divisor of it). Among the choices that fit and give at least
+    ``min_tasks`` tasks (when the image allows), the one reading the sky
+    chunks the fewest times is taken: each segment reads its ``S + width``
+    skies, and a chunk is read once per band cut from it. ``(0, 0)`` when
+    not even ``MIN_ROWS`` rows fit.
+    """
+    heights = {min(chunk_rows, ny)}
+    rows = min(chunk_rows, ny)
+    while rows // 2 >= MIN_ROWS:
+        rows //= 2
+        heights.add(rows)
+    best, best_key = (0, 0), None
+    for rows in sorted(heights, reverse=True):
+        pix = rows * nx
+        fit = (budget - width * pix * SKY_BYTES) // (pix * (SKY_BYTES + frame_bytes))
+        if fit < 1:
+            continue
+        bands = -(-ny // rows)
+        segs = -(-n_targets // int(fit))
+        while segs * bands < min_tasks and segs < n_targets:
+            segs += 1
+        size = -(-n_targets // segs)
+        reads = segs * (size + width) * max(chunk_rows, rows) / rows
+        key = (segs * bands < min_tasks, reads)  # enough tasks first, then the fewest reads
+        if best_key is None or key < best_key:
+            best, best_key = (rows, size), key
+    return best
+
+
+def segments(plan: WindowPlan, size: int) -> list[slice]:
+    """Consecutive groups of at most ``size`` planned frames, in walk order."""
+    n = len(plan.order)
+    return [slice(a, min(n, a + size)) for a in range(0, n, max(1, size))]
+
+
+def subtract_windowed(builder, frames: Sequence[Frame], plan: WindowPlan, *, rows: int, segment: int,
+                      fitted: Sequence[tuple[int, int]], log) -> dict[int, tuple[Frame, Frame | None]]:
+    """The planned frames sky-subtracted through the window kernel: ``{index: (frame, sky frame or None)}``.
+
+    ``fitted`` are the (nlow, nhigh) of each planned frame, in walk order.
+    """
+    p, combine = builder.p, builder.combine
+    spec = SkySubtractSpec(
+        operation=combine.operation, reject_method=combine.reject_method, apply_dq=combine.apply_dq,
+        normalise="scale" if p.scale else ("zero" if p.zero else None),
+        match="scale" if p.scale_sky else ("offset" if p.offset_sky else None),
+        reset=p.reset_sky, with_sky=p.save_sky)
+    groups = segments(plan, segment)
+    parts: dict[int, list] = {i: [] for i in plan.order}
+    for e in range(len(plan.skies[0])):
+        for group, (cube, sky_has_var) in zip(groups, _window_graphs(builder, frames, plan, e, groups, rows, spec,
+                                                                     fitted)):
+            for s, i in enumerate(plan.order[group]):
+                planes = tuple(_plane(cube, s, k) for k in range(3))
+                sky = None
+                if spec.with_sky:
+                    sky = (_plane(cube, s, 3), _plane(cube, s, 4) if sky_has_var else None, _plane(cube, s, 5))
+                parts[i].append((planes, sky))
+    results = {i: builder.assemble(frames[i], parts[i]) for i in plan.order}
+    log.info("skyCorrect: sliding-window sky for %d frame(s) (%.1f skies each on average; %d segment(s) "
+             "x %d-row bands per array)", len(plan.order), float(plan.counts.mean()), len(groups), rows)
+    return results
+
+
+def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice], rows: int,
+                   spec: SkySubtractSpec, fitted) -> list[tuple[da.Array, bool]]:
+    """Per segment, array ``e``'s ``(S, 3 or 6, y, x)`` cube of sky-subtracted planes, and whether every sky has VAR.
+
+    The cube has one task per row band.
+
+    Each segment's cube depends only on its own skies and frames, so a
+    frame's graph does not grow with the length of the sequence.
+    """
+    prepared = [builder.prepared(s, e) for s in plan.skies]
+    ny, nx = prepared[0][0].shape
+    bands = tuple(min(rows, ny - r) for r in range(0, ny, rows))
+    have_var = all(q[1] is not None for q in prepared)
+
+    def banded(a: da.Array | None) -> da.Array | None:
+        return None if a is None else a.rechunk((rows, nx))
+
+    def key(a: da.Array | None, r: int) -> Key | None:  # row band r of a banded plane
+        return None if a is None else (a.name, r, 0)
+
+    skies = [(banded(q[0]), banded(q[1]) if have_var else None, banded(q[2]), q[3]) for q in prepared]
+    out = []
+    for group in groups:
+        a, b = int(plan.lo[group].min()), int(plan.hi[group].max())
+        targets = []
+        for i in plan.order[group]:
+            ext = frames[i][e]
+            targets.append((banded(ext.plane("SCI")), banded(ext.plane("VAR")), banded(ext.plane("DQ")),
+                            builder.frame_level(frames[i], ext)))
+        deps = [x for q in skies[a:b] + targets for x in q if x is not None]
+        windows = SkyWindows(plan.lo[group] - a, plan.hi[group] - a, tuple(x - a for x in plan.excluded[group]),
+                             np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64),
+                             np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64))
+        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], windows.lo, windows.hi,
+                                                  [x.tolist() for x in windows.excluded], windows.nlow,
+                                                  windows.nhigh, spec, rows)
+        window_skies = skies[a:b]
+        sky_levels = [(q[3].name,) for q in window_skies]  # the levels are 0-d arrays: one key each
+        tgt_levels = [(q[3].name,) for q in targets]
+        layer: dict[Key, Any] = {}
+        for r in range(len(bands)):
+            layer[(name, 0, 0, r, 0)] = (
+                window_sky_subtract,
+                [key(q[0], r) for q in window_skies],
+                [key(q[1], r) for q in window_skies] if have_var else None,
+                [key(q[2], r) for q in window_skies],
+                sky_levels,
+                [key(q[0], r) for q in targets],
+                [key(q[1], r) for q in targets],
+                [key(q[2], r) for q in targets],
+                tgt_levels,
+                windows, spec)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)  # type: ignore[arg-type]
+        chunks = ((group.stop - group.start,), (6 if spec.with_sky else 3,), bands, (nx,))
+        out.append((da.Array(graph, name, chunks=chunks, dtype=np.float32), have_var))
+    return out
+
+
+def _plane(cube: da.Array, s: int, k: int) -> da.Array:
+    """Plane ``k`` of frame ``s`` of a segment's cube, one task per band (DQ planes, 2 and 5, as uint16).
+
+    Written as its own small layer: slicing through dask (getitem, astype)
+    cost more than the rest of the graph construction of a long sequence.
+    """
+    dtype = np.uint16 if k in (2, 5) else np.float32
+    name = f"{cube.name}-{s}-{k}"
+    layer: dict[Key, Any] = {(name, r, 0): (_pick, (cube.name, 0, 0, r, 0), s, k, dtype)
+                             for r in range(len(cube.chunks[2]))}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[cube])  # type: ignore[list-item]
+    return da.Array(graph, name, chunks=cube.chunks[2:], dtype=dtype)
+
+
+def _pick(block: np.ndarray, s: int, k: int, dtype) -> np.ndarray:
+    # a copy, so the segment's block is freed once every plane is picked, not once every plane is used
+    return np.array(block[s, k], dtype=dtype)

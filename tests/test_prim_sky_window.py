@@ -1,0 +1,181 @@
+"""skyCorrect's sliding-window path equals its direct path on a simulated F2 sequence.
+
+20 simulated F2 frames (96 px) calibrated by the real primitives (DQ with
+the F2 illumination mask, saturation and non-linearity flags; VAR), a few
+pixels NaN, associated with a 150 s window so windows slide along the
+sequence and skies closer than 3" (the frame itself, frames at the same
+dither position) are excluded. The two-pass block runs with object masks
+from the first pass; then single passes cover the other modes: mean,
+lmedian, asymmetric and reduced min/max rejection, zero/offset/reset
+normalisations, apply_dq=False, max_skies/min_skies, frames with one or two
+skies, save_sky.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import draconis
+from draconis.frame import Frame
+from draconis.errors import DescriptorError
+from draconis.primitives.sky_window import WindowPlan, plan_windows, window_is_cheaper
+
+NFRAMES, SIZE = 20, 96
+
+
+def _in_memory(frame: Frame, rng) -> Frame:
+    """The frame's planes computed once, chunked in 32-row bands, a few SCI pixels made NaN."""
+    def plane(ext, name):
+        a = ext.plane(name)
+        return None if a is None else np.asarray(a)
+    exts = []
+    for ext in frame.extensions:
+        sci = plane(ext, "SCI").astype(np.float32)
+        sci[rng.integers(0, SIZE, 3), rng.integers(0, SIZE, 3)] = np.nan
+        planes = {"SCI": sci, "VAR": plane(ext, "VAR"), "DQ": plane(ext, "DQ")}
+        exts.append(ext.with_planes(**{k: da.from_array(v, chunks=(32, SIZE)) for k, v in planes.items()}))
+    return frame.with_extensions(exts)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory, module_run_primitive):
+    from draconis.simulate import make_dataset
+
+    work = tmp_path_factory.mktemp("skywindow")
+    make_dataset("f2-deep", work / "raw", size=SIZE, nframes=NFRAMES, seed=3)
+    raw = [draconis.open(p) for p in sorted(glob.glob(str(work / "raw" / "*.fits")))]
+    science = [f for f in raw if "IMAGE" in f.tags and not (f.tags & {"FLAT", "DARK", "CAL"})]
+    ctx = module_run_primitive.context(streams={"main": science})
+    with dask.config.set(scheduler="synchronous"):
+        ctx.run("prepare")
+        ctx.run("addDQ", static_bpm=None)
+        ctx.run("ADUToElectrons")
+        ctx.run("addVAR", read_noise=True, poisson_noise=True)
+        rng = np.random.default_rng(11)
+        calibrated = [_in_memory(f, rng) for f in ctx.stream("main")]
+    return calibrated
+
+
+@pytest.fixture(scope="module")
+def with_masks(frames, module_run_primitive):
+    """Skies with OBJMASKs from a first, direct pass (so both paths of the second pass use the same masks)."""
+    ctx = module_run_primitive.context(streams={"main": frames})
+    ctx.run("separateSky")
+    ctx.run("associateSky", stream="sky", time=150.0)
+    with dask.config.set({"draconis.sky_combine": "direct", "scheduler": "synchronous"}):
+        ctx.run("skyCorrect", instream="sky", outstream="skysub", mask_objects=False)
+        ctx.run("detectSources", stream="skysub", detect_minarea=5)
+    masked = [f.with_extensions([e.with_planes(OBJMASK=d[0].plane("OBJMASK").persist()) for e in f.extensions])
+              for f, d in zip(ctx.stream("sky"), ctx.stream("skysub"))]
+    return ctx.stream("main"), masked
+
+
+def sky_correct(runner, mode, main, skies, associate=None, **params):
+    """associateSky + skyCorrect of ``main`` against ``skies`` with the given combine path; computed planes."""
+    ctx = runner.context(streams={"main": main, "sky": skies})
+    targets = ctx.run("associateSky", **{"time": 150.0, **(associate or {})})
+    with dask.config.set({"draconis.sky_combine": mode, "scheduler": "synchronous"}):
+        out = ctx.run("skyCorrect", **params)
+        layers = set().union(*(f[0].plane("SCI").dask.layers for f in out))
+        planes = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+        saved = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ"))
+                             for f in ctx.stream("sky_stacks")])
+    return targets, planes, saved, any(name.startswith("sky-window") for name in layers)
+
+
+def assert_same(window, direct):
+    for (s1, v1, d1), (s2, v2, d2) in zip(window, direct):
+        scale = np.nanmax(np.abs(s2)) + 1.0
+        np.testing.assert_allclose(s1, s2, rtol=0, atol=2e-6 * scale)  # float32 rounding of the sky
+        np.testing.assert_allclose(v1, v2, rtol=2e-6, atol=0)
+        np.testing.assert_array_equal(d1, d2)
+
+
+def test_second_pass_with_object_masks_equals_the_direct_path(run_primitive, with_masks):
+    main, skies = with_masks
+    targets, window, _, used = sky_correct(run_primitive, "window", main, skies, mask_objects=True)
+    _, direct, _, used_direct = sky_correct(run_primitive, "direct", main, skies, mask_objects=True)
+    assert used and not used_direct
+    plan = plan_windows(targets, [[{s.filename: s for s in skies}[n] for n in t.tables["SKYTABLE"]["SKYNAME"]]
+                                  for t in targets])
+    assert not plan.direct and len(set(plan.lo.tolist())) > 5  # windows slide along the sequence
+    extra = [e.size - 1 for e in plan.excluded]  # beyond the frame itself: skies closer than 3"
+    assert max(extra) >= 1 and plan.counts.min() >= 5
+    dq = np.array([d for _, _, d in window]).astype(int)
+    assert (dq & 64).any()  # the unilluminated corners, flagged in every sky, are compared too
+    assert_same(window, direct)
+
+
+@pytest.mark.parametrize("params,associate", [
+    ({"operation": "mean", "nlow": 2, "nhigh": 0}, {"max_skies": 4}),
+    ({"operation": "lmedian", "scale": False, "zero": True, "scale_sky": False, "offset_sky": True}, None),
+    # 2-3 skies a frame (min/max 3/3 reduced to what they allow), no DQ, the sky level added back, skies saved
+    ({"nlow": 3, "nhigh": 3, "scale_sky": False, "reset_sky": True, "apply_dq": False, "save_sky": True},
+     {"time": 20.0, "min_skies": 2, "max_skies": 3}),
+    ({"operation": "mean"}, {"time": 0.0, "min_skies": 1}),  # one sky a frame
+])
+def test_other_modes_equal_the_direct_path(run_primitive, with_masks, params, associate):
+    main, skies = with_masks
+    _, window, saved_w, used = sky_correct(run_primitive, "window", main, skies, associate, mask_objects=True,
+                                           **params)
+    _, direct, saved_d, _ = sky_correct(run_primitive, "direct", main, skies, associate, mask_objects=True,
+                                        **params)
+    assert used
+    assert_same(window, direct)
+    assert len(saved_w) == len(saved_d) == (NFRAMES if params.get("save_sky") else 0)
+    assert_same(saved_w, saved_d)
+
+
+def test_first_pass_without_masks_and_the_auto_choice(run_primitive, frames, caplog):
+    ctx = run_primitive.context(streams={"main": frames})
+    skies = ctx.run("separateSky")
+    _, window, _, used = sky_correct(run_primitive, "window", skies, skies, mask_objects=False)
+    _, direct, _, _ = sky_correct(run_primitive, "direct", skies, skies, mask_objects=False)
+    assert used
+    assert_same(window, direct)
+    # "auto" with 3 skies a frame: the direct combine is cheaper; sigclip: the window cannot do it
+    with caplog.at_level(logging.INFO):
+        assert not sky_correct(run_primitive, "auto", skies, skies, {"max_skies": 3}, mask_objects=False)[3]
+        assert not sky_correct(run_primitive, "window", skies, skies, mask_objects=False,
+                               reject_method="sigclip")[3]
+    assert "reject_method=sigclip: skies combined directly" in caplog.text
+
+
+def test_auto_takes_the_window_for_long_sequences():
+    """156 frames with ~70 skies each (the seed's F2 sequence): the window; 3 skies each: the direct combine."""
+    def plan_for(n, half):
+        lo = np.array([max(0, i - half) for i in range(n)])
+        hi = np.array([min(n, i + half + 1) for i in range(n)])
+        excluded = [np.array([i]) for i in range(n)]
+        return WindowPlan([], list(range(n)), lo, hi, excluded, [])
+
+    class Named:
+        def __init__(self, name):
+            self.filename = name
+
+    def lists(plan):
+        return [[Named(str(f)) for f in range(a, b) if f != i] for i, a, b in zip(plan.order, plan.lo, plan.hi)]
+
+    long_plan, short_plan = plan_for(156, 35), plan_for(156, 1)
+    assert window_is_cheaper(long_plan, lists(long_plan), segment=30)
+    assert not window_is_cheaper(short_plan, lists(short_plan), segment=30)
+
+
+def test_skies_without_a_time_are_combined_directly():
+    class Untimed:
+        """A frame whose ut_datetime cannot be computed."""
+
+        def __init__(self, name):
+            self.filename = name
+
+        def descriptor(self, name, **kwargs):
+            raise DescriptorError(self.filename, f"no {name}")
+
+    a, b = Untimed("a.fits"), Untimed("b.fits")
+    plan = plan_windows([a, b], [[b], [a]])
+    assert plan.direct == [0, 1] and not plan.order
