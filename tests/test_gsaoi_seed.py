@@ -119,15 +119,21 @@ def test_the_tutorials_disco_script(reduced, monkeypatch):
 
 
 def test_disco_command_with_dataselect_default_output(reduced, monkeypatch, capsys):
-    work, outputs, _ = reduced
+    work, outputs, info = reduced
     monkeypatch.chdir(work)
     assert cli(["dataselect", *sorted(str(p) for p in work.glob("*_skyCorrected.fits")), "--expr",
                 'observation_class=="science"']) == 0
     selected = capsys.readouterr().out.split()
     assert sorted(os.path.basename(s) for s in selected) == sorted(os.path.basename(o) for o in outputs)
     before = {s: _md5(s) for s in selected}
+    # the science reduction's report is named after the first frame, as disco's first input is
+    science_report = work / f"{Path(info.files['science'][0]).stem}_report.html"
+    science_report_md5 = _md5(science_report)
     assert cli(["disco", *selected, "--scheduler", "threads"]) == 0
     assert (work / "disco_stack.fits").is_file()
+    # disco's report is named after its stack and leaves the reduction's report alone
+    assert (work / "disco_stack_report.html").is_file() and (work / "disco_stack_report" / "stack.png").is_file()
+    assert _md5(science_report) == science_report_md5
     assert {s: _md5(s) for s in selected} == before
     assert not (work / ".draconis").exists() or not any((work / ".draconis").iterdir())
 

@@ -89,7 +89,8 @@ def disco(infiles: Iterable[str] | str, output_identifier: str | None = None, ob
         More ``("primitive:parameter", value)`` overrides, as ``Reduce.uparms``.
     scheduler, workdir, report
         As :class:`draconis.reduce.Reduce` (the HTML report of the run is
-        written beside the output unless ``report=False``).
+        written beside the output, as ``<output stem>_report.html``, unless
+        ``report=False``).
 
     Raises
     ------
@@ -122,8 +123,20 @@ def disco(infiles: Iterable[str] | str, output_identifier: str | None = None, ob
     reducer = Reduce(frames, recipename=f"{__name__}.disco_recipe", uparms=params + list(uparms or []),
                      scheduler=scheduler, workdir=workdir)
     reducer.report = report
+    # named after the stack, not its first input: that name is the report of the reduction that made the
+    # _skyCorrected frames, which a report named after them would overwrite
+    reducer.report_stem = report_stem(out)
     reducer.runr()
     return out
+
+
+def report_stem(output: str) -> str:
+    """The stem of disco's report, ``<stem>_report.html``: the output's file name without its extension."""
+    name = os.path.basename(os.fspath(output))
+    for ext in (".fits.gz", ".fits", ".fit"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    return name
 
 
 def _parameters(frames, objmatch, refmatch, pixel_scale, refcat, combine, reject, scale, out) -> list:

@@ -62,6 +62,8 @@ class Reduce:
         After :meth:`runr`: the final outputs and the stored calibrations.
     report : bool or None
         Write the HTML report beside the outputs (None: for science recipes only).
+    report_stem : str or None
+        Name the report ``<report_stem>_report.html`` (None: after the first input).
     summary : draconis.runrecord.RunRecord or None
         After :meth:`runr`: time per primitive and stage, memory, checkpoint bytes, per-frame facts.
     report_filename : str or None
@@ -88,6 +90,7 @@ class Reduce:
         self.output_filenames: list[str] = []
         self.processed_filenames: list[str] = []
         self.report: bool | None = None
+        self.report_stem: str | None = None
         self.report_filename: str | None = None
         self.command: str | None = None
         self.summary: runrecord.RunRecord | None = None
@@ -205,7 +208,7 @@ class Reduce:
         try:
             from ..report import write_report
 
-            path = write_report(record, outdir, stem=first.stem)
+            path = write_report(record, outdir, stem=self.report_stem or first.stem)
         except Exception as err:  # noqa: BLE001 - the reduction succeeded; say why its report is missing
             log.warning("The report could not be written: %s: %s", type(err).__name__, err)
             log.debug("report failure", exc_info=True)
