@@ -153,8 +153,7 @@ def _stack_graph(n: int, where) -> tuple[int, int, float]:
     start = time.process_time()
     with testing.raise_if_dask_computes(), warnings.catch_warnings():
         warnings.simplefilter("ignore", VerifyWarning)  # IMCMB1000... are HIERARCH cards
-        stack = stack_frames_core(stored, {"operation": "mean", "reject_method": "sigclip", "memory": 0.01},
-                                     logging.getLogger("test"))
+        stack = stack_frames_core(stored, testing.stack_params(memory=0.01), logging.getLogger("test"))
     built = time.process_time() - start
     graph = dict(HighLevelGraph.merge(*[stack[0].plane(p).__dask_graph__() for p in ("SCI", "VAR", "DQ")]))
     return len(graph), len(pickle.dumps(graph)), built

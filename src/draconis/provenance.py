@@ -25,6 +25,8 @@ from typing import Any
 
 from astropy.io import fits
 
+from .frame import header_text
+
 __all__ = ["utc_timestamp", "timestamp_keyword", "md5sum", "combined_cards", "history_value", "Provenance"]
 
 #: Time-stamp keywords of the primitives whose DRAGONS keyword is not their name cut to 8 characters.
@@ -135,7 +137,7 @@ class Provenance:
         out["GEM-TLM"] = (when, "UT last modification with draconis")
         out["DRACONIS"] = (self.version, "draconis version")
         for text in self.cards(stem):
-            out.add_history(text)
+            out.add_history(header_text(text))  # FITS headers are ASCII: file names may not be
         return out
 
 

@@ -182,6 +182,13 @@ class Checkpoints:
                  record.bytes / 1e6, record.bytes / 1e6 / len(frames), record.seconds)
         return reopened
 
+    def note(self, label: str, directory: str, frames: int, nbytes: int, seconds: float) -> None:
+        """Count a write made outside :meth:`write` (a resumable run's snapshot) in the run's checkpoint figures.
+
+        The directory is not managed here: its owner deletes it.
+        """
+        self.records.append(CheckpointRecord(label, directory, frames, int(nbytes), seconds))
+
     def _write_url(self, frames: Sequence[Frame], label: str, directory: str, chunks, start: float) -> list[Frame]:
         """:meth:`write` on an fsspec URL: through zarr, no write summaries (the stack computes its own)."""
         from ..io.zarr import write_zarr_url_delayed

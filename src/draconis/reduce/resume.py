@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -65,6 +66,7 @@ from .snapshot import (
     plane_ref,
     record_streams,
     restore_streams,
+    snapshot_bytes,
 )
 
 log = logging.getLogger("draconis")
@@ -304,14 +306,15 @@ class ResumableContext(RunContext):
 
     def snapshot(self, plan: StepPlan, index: int) -> None:
         """Snapshot every stream after step ``index``."""
+        start = time.perf_counter()
         location = join(self.run_location, f"step-{index:03d}")
         fs, path = filesystem(location)
         fs.makedirs(path, exist_ok=True)
         streams = {name: self.stream(name) for name in self.stream_names}
         disk = {(name, i): self.path_of(f) for name, frames in streams.items() for i, f in enumerate(frames)
                 if self.is_on_disk(f)}
-        records = record_streams(streams, location, self.input_paths,
-                                 f"checkpoint after {plan.steps[index - 1]['name']}")
+        label = f"checkpoint after {plan.steps[index - 1]['name']}"
+        records = record_streams(streams, location, self.input_paths, label)
         _dump(join(location, STREAMS), {"streams": records, "pending": list(self.pending_calibrations),
                                          "on_disk": disk})
         manifest = self._manifest(plan, index)
@@ -320,6 +323,8 @@ class ResumableContext(RunContext):
         # the run goes on from what a resumed run would restore (same stores, same arrays)
         self._adopt_streams(restore_streams(records), disk)
         self.snapshots_taken += 1
+        self.checkpoints.note(label, location, sum(len(f) for f in streams.values()), snapshot_bytes(location),
+                              time.perf_counter() - start)
         log.info("Snapshot after step %d/%d (%s) in %s", index, len(plan.steps), plan.steps[index - 1]["name"],
                  location)
 

@@ -207,6 +207,20 @@ def _store_url(store: Any) -> str | None:
     return root if protocol in ("file", "local") else f"{protocol}://{root.lstrip('/')}"
 
 
+def snapshot_bytes(location: str) -> int:
+    """Bytes a snapshot added under ``location``: its files, less outputs frozen as hard links (no new bytes)."""
+    if is_url(location):
+        fs, path = filesystem(location)
+        return int(fs.du(path, total=True)) if fs.exists(path) else 0
+    total = 0
+    for folder, _dirs, files in os.walk(location):
+        for name in files:
+            st = os.stat(os.path.join(folder, name))
+            if not (st.st_nlink > 1 and os.path.basename(folder) == "outputs"):
+                total += st.st_size
+    return total
+
+
 def _freeze(path: str, dest: str) -> None:
     """A copy of the output ``path`` as it is now.
 
