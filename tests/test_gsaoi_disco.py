@@ -114,6 +114,7 @@ def stack(sky_corrected):
     Table({"RAJ2000": stars["ra"][pick], "DEJ2000": stars["dec"][pick]}).write(refcat, overwrite=True)
     out = draconis.disco(paths, output=str(work / "stack.fits"), refcat=str(refcat), scheduler="threads",
                          workdir=str(work / "disco_work"))
+    assert (work / "stack_report.html").is_file()  # the report beside the stack, wherever that is
     # the frames as disco aligned them (the same catalogue steps, which compute no pixels), for their footprints
     ctx = RunContext({"main": [draconis.open(p) for p in paths]}, workdir=work / "aligned_work")
     ctx.run("addReferenceCatalog", source=str(refcat))

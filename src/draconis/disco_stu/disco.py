@@ -125,7 +125,7 @@ def disco(infiles: Iterable[str] | str, output_identifier: str | None = None, ob
     reducer.report = report
     # named after the stack, not its first input: that name is the report of the reduction that made the
     # _skyCorrected frames, which a report named after them would overwrite
-    reducer.report_stem = report_stem(out)
+    reducer.report_stem = os.path.join(os.path.dirname(out), report_stem(out))  # beside the stack
     reducer.runr()
     return out
 

@@ -63,7 +63,8 @@ class Reduce:
     report : bool or None
         Write the HTML report beside the outputs (None: for science recipes only).
     report_stem : str or None
-        Name the report ``<report_stem>_report.html`` (None: after the first input).
+        Name the report ``<report_stem>_report.html`` (None: after the first input); with a
+        directory part, the report goes there instead of beside the outputs.
     summary : draconis.runrecord.RunRecord or None
         After :meth:`runr`: time per primitive and stage, memory, checkpoint bytes, per-frame facts.
     report_filename : str or None
@@ -208,7 +209,8 @@ class Reduce:
         try:
             from ..report import write_report
 
-            path = write_report(record, outdir, stem=self.report_stem or first.stem)
+            stem = self.report_stem or first.stem
+            path = write_report(record, os.path.join(outdir, os.path.dirname(stem)), stem=os.path.basename(stem))
         except Exception as err:  # noqa: BLE001 - the reduction succeeded; say why its report is missing
             log.warning("The report could not be written: %s: %s", type(err).__name__, err)
             log.debug("report failure", exc_info=True)
