@@ -254,14 +254,16 @@ def test_every_declared_parameter_is_read_or_refused():
     assert not unread, f"declared parameters no code reads (implement, remove or declare unsupported): {unread}"
 
 
-def test_unsupported_parameter_accepts_the_instrument_default():
+def test_unsupported_parameter_accepts_the_instrument_default(monkeypatch):
     # no declared parameter is both unsupported and given another default by an instrument today
     # (resampleToCommonFrame:force_affine was, until it was implemented): a declaration made for the test
+    from draconis import parameters
     from draconis.parameters import P, register_overrides
     from draconis.primitives.registry import PrimitiveSpec
 
     spec = PrimitiveSpec("testPrimitive", lambda frames, p, ctx: frames,
                          (P("fast", bool, True, "a shortcut", unsupported="not implemented"),), "")
+    monkeypatch.setattr(parameters, "_OVERRIDES", dict(parameters._OVERRIDES))  # the test's instrument goes after it
     register_overrides("TESTINSTRUMENT", "IMAGE", {"testPrimitive": {"fast": False}})
     assert spec.resolve("TESTINSTRUMENT", "IMAGE", {"fast": False})["fast"] is False  # the instrument's default
     with pytest.raises(ParameterError, match="fast=False is not supported"):

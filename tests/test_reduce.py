@@ -63,7 +63,8 @@ def darks(tmp_path, monkeypatch):
 
 
 def _listing(directory: Path) -> set[str]:
-    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+    # (Python's own byte-code caches of a user's recipe module are not the run's files)
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
 def test_reduce_api_makes_processed_dark(darks, tmp_path):
