@@ -102,10 +102,11 @@ def _warm_up() -> float:
     import numpy as np
 
     import draconis.io._tasks  # noqa: F401
+    from draconis.kernels.combine import CombineSpec
     from draconis.kernels.stack import combine_tile
 
     cube = np.ones((3, 4, 4), np.float32)
-    combine_tile(cube, cube, np.zeros(cube.shape, np.uint16), {"reject_method": "sigclip"})
+    combine_tile(cube, cube, np.zeros(cube.shape, np.uint16), {"spec": CombineSpec(reject_method="sigclip")})
     return time.perf_counter() - t0
 
 
