@@ -36,6 +36,26 @@ def small_f2_run(tmp_path_factory):
     return make_small_run(tmp_path_factory.mktemp("small_f2_run"))
 
 
+def _science(name, tmp_path_factory):
+    from helpers.science_runs import dataset, reference
+
+    base = tmp_path_factory.getbasetemp()
+    ds = dataset(name, base)
+    return ds, reference(ds, base)
+
+
+@pytest.fixture(scope="session")
+def f2_science(tmp_path_factory):
+    """The cluster tests' F2 dataset (tests/helpers/science_runs.py) and its synchronous reference products."""
+    return _science("f2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def niri_science(tmp_path_factory):
+    """The cluster tests' NIRI offset-sky dataset and its synchronous reference products."""
+    return _science("niri", tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def two_dask_workers(tmp_path_factory):
     """``dask scheduler`` + two single-thread ``dask worker`` processes (with nannies) on 127.0.0.1.

@@ -34,13 +34,6 @@ LAUNCHER = Path(__file__).parent / "helpers" / "reduce_until.py"
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres.sh"
 
 
-@pytest.fixture(scope="module")
-def f2(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    ds = dataset("f2", base)
-    return ds, reference(ds, base)
-
-
 def _start(args: list[str], cwd: Path, log: str, *point: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, str(LAUNCHER), *point, "--", *args, "--logfile", log,
@@ -59,8 +52,8 @@ def _finish(procs: list[subprocess.Popen]) -> list[str]:
     return errs
 
 
-def test_two_runs_of_the_same_inputs_at_once_in_one_directory(f2, tmp_path):
-    ds, expected = f2
+def test_two_runs_of_the_same_inputs_at_once_in_one_directory(f2_science, tmp_path):
+    ds, expected = f2_science
     work, barrier = tmp_path / "run", tmp_path / "barrier"
     barrier.mkdir()
     point = ("--step", "flushPixels#2", "--barrier", f"{barrier}:2")
@@ -84,8 +77,8 @@ def shared_db(request, tmp_path):
         pytest.skip(f"WARNING: no PostgreSQL server: {err}")
 
 
-def test_two_directories_share_one_calibration_database(f2, shared_db, tmp_path):
-    ds, _ = f2
+def test_two_directories_share_one_calibration_database(f2_science, shared_db, tmp_path):
+    ds, _ = f2_science
     raw = sorted(str(p) for p in (ds.work / "raw").glob("*.fits"))
     darks = [p for p in raw if "DARK" in draconis.open(p).tags]
     by_time: dict[float, list[str]] = {}

@@ -30,19 +30,10 @@ from helpers.dask_processes import scheduler_process, worker_processes
 from helpers.faults import SignalOnTask, during_step, plugin_on_workers
 from helpers.science_runs import (
     assert_same_products,
-    dataset,
     products,
     reduce_api,
     reduce_cli,
-    reference,
 )
-
-
-@pytest.fixture(scope="module")
-def f2(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    ds = dataset("f2", base)
-    return ds, reference(ds, base)
 
 
 class _Collect(logging.Handler):
@@ -63,9 +54,9 @@ def draconis_log():
     logger.removeHandler(handler)
 
 
-def test_workers_killed_during_the_sky_and_the_stack_cost_nothing(f2, two_dask_workers, tmp_path, monkeypatch,
+def test_workers_killed_during_the_sky_and_the_stack_cost_nothing(f2_science, two_dask_workers, tmp_path, monkeypatch,
                                                                   draconis_log):
-    ds, expected = f2
+    ds, expected = f2_science
     sky, stack = str(tmp_path / "killed-in-sky"), str(tmp_path / "killed-in-stack")
     during_step(monkeypatch, "flushPixels", 2, lambda: plugin_on_workers(SignalOnTask(sky, nth=3), "kill-in-sky"))
     during_step(monkeypatch, "writeOutputs", 1, lambda: plugin_on_workers(SignalOnTask(stack, nth=3), "kill-in-stack"))
@@ -77,8 +68,8 @@ def test_workers_killed_during_the_sky_and_the_stack_cost_nothing(f2, two_dask_w
     assert all(int(re.search(r"was running (\d+) task", m).group(1)) >= 1 for m in lost), lost
 
 
-def test_a_worker_over_its_memory_budget_is_named_as_such(f2, tmp_path, capsys):
-    ds, _ = f2
+def test_a_worker_over_its_memory_budget_is_named_as_such(f2_science, tmp_path, capsys):
+    ds, _ = f2_science
     cwd = tmp_path / "workers_cwd"
     cwd.mkdir()
     no_spill = {"DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False", "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",

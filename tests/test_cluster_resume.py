@@ -53,13 +53,6 @@ LAUNCHER = Path(__file__).parent / "helpers" / "reduce_until.py"
 STEPS = 24  # steps of the F2 default recipe
 
 
-@pytest.fixture(scope="module")
-def f2(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    ds = dataset("f2", base)
-    return ds, reference(ds, base)
-
-
 def _reduce(ds, directory: Path, log: str, *point: str, args: list[str] | None = None, scheduler="synchronous",
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``draconis reduce`` of ``ds`` in ``directory`` as a child process, signalled at ``point``."""
@@ -97,8 +90,8 @@ KILLS = [  # where, how the child finds the point, the snapshot the next run con
 ]
 
 
-def test_killed_six_times_then_resumed_gives_the_uninterrupted_outputs(f2, tmp_path):
-    ds, expected = f2
+def test_killed_six_times_then_resumed_gives_the_uninterrupted_outputs(f2_science, tmp_path):
+    ds, expected = f2_science
     work = tmp_path / "run"
     for i, (where, point, _) in enumerate(KILLS):
         proc = _reduce(ds, work, f"reduce-{i}.log", *point, args=ds.cli_args() + (["--resume"] if i else []))
@@ -128,8 +121,8 @@ def _alive(pids: list[int]) -> list[int]:
     return out
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(f2, tmp_path):
-    ds, expected = f2
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(f2_science, tmp_path):
+    ds, expected = f2_science
     work, pids = tmp_path / "run", tmp_path / "pids"
     pids.mkdir()
     local = {"DASK_DRACONIS__N_WORKERS": "2", "DASK_DRACONIS__THREADS_PER_WORKER": "1",
@@ -166,8 +159,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(f2, tmp_path):
     assert_same_products(products(work), expected, "F2 resumed after two Ctrl-C")
 
 
-def test_resume_refuses_what_changed_and_auto_recomputes_from_it(f2, tmp_path):
-    ds, _ = f2
+def test_resume_refuses_what_changed_and_auto_recomputes_from_it(f2_science, tmp_path):
+    ds, _ = f2_science
     work = tmp_path / "run"
     work.mkdir()
     science = []
@@ -198,9 +191,9 @@ def test_resume_refuses_what_changed_and_auto_recomputes_from_it(f2, tmp_path):
     assert _resumed_from(proc.log) == 0 and "the input" in proc.log
 
 
-def test_a_later_run_removes_what_a_killed_run_left(f2, tmp_path):
+def test_a_later_run_removes_what_a_killed_run_left(f2_science, tmp_path):
     """Issue 12 item 0: SIGKILL left checkpoints no later run removed, and a dark outside calibrations/."""
-    ds, _ = f2
+    ds, _ = f2_science
     work = tmp_path / "run"
     raw = sorted(str(p) for p in (ds.work / "raw").glob("*.fits"))
     darks = [p for p in raw if "DARK" in draconis.open(p).tags]

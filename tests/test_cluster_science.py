@@ -23,29 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers.dask_processes import scheduler_process, worker_processes
 from helpers.science_runs import (
     assert_same_products,
-    dataset,
     products,
     reduce_api,
     reduce_cli,
-    reference,
 )
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp()
-
-
-@pytest.fixture(scope="module")
-def f2(base):
-    ds = dataset("f2", base)
-    return ds, reference(ds, base)
-
-
-@pytest.fixture(scope="module")
-def niri(base):
-    ds = dataset("niri", base)
-    return ds, reference(ds, base)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +41,8 @@ def _one_line_per_worker_count(address: str) -> int:
         return len(client.scheduler_info(n_workers=-1)["workers"])
 
 
-def test_f2_default_recipe_on_two_workers_and_a_local_cluster(f2, two_workers, tmp_path):
-    ds, expected = f2
+def test_f2_default_recipe_on_two_workers_and_a_local_cluster(f2_science, two_workers, tmp_path):
+    ds, expected = f2_science
     assert any(name.endswith("_image.fits") for name in expected)
     assert sum(name.endswith("_sourcesDetected.fits") for name in expected) == len(ds.science)
     assert reduce_cli(ds, tmp_path / "cli", two_workers, "--logmode", "quiet") == 0
@@ -71,8 +52,8 @@ def test_f2_default_recipe_on_two_workers_and_a_local_cluster(f2, two_workers, t
     assert_same_products(products(tmp_path / "local"), expected, "F2, Reduce on draconis' LocalCluster")
 
 
-def test_niri_offset_sky_on_two_workers_and_a_local_cluster(niri, two_workers, tmp_path):
-    ds, expected = niri
+def test_niri_offset_sky_on_two_workers_and_a_local_cluster(niri_science, two_workers, tmp_path):
+    ds, expected = niri_science
     stack = next(hdus for name, hdus in expected.items() if name.endswith("_image.fits"))
     assert 2 <= dict(stack[0][2].items()).get(next(k for k in stack[0][2] if k.endswith(":NCOMBINE"))) < len(ds.science)
     reduce_api(ds, tmp_path / "api", two_workers)
@@ -82,15 +63,15 @@ def test_niri_offset_sky_on_two_workers_and_a_local_cluster(niri, two_workers, t
     assert_same_products(products(tmp_path / "local"), expected, "NIRI, draconis reduce on draconis' LocalCluster")
 
 
-def test_six_single_thread_workers_on_two_cores(f2, niri, tmp_path):
+def test_six_single_thread_workers_on_two_cores(f2_science, niri_science, tmp_path):
     """More workers than cores: tasks move between workers (work stealing) and the answer does not change."""
     cwd = tmp_path / "workers_cwd"
     cwd.mkdir()
     with scheduler_process(cwd) as address, worker_processes(address, cwd, tmp_path / "scratch", n=6):
         assert _one_line_per_worker_count(address) == 6
-        (ds, expected) = f2
+        (ds, expected) = f2_science
         reduce_api(ds, tmp_path / "f2", address)
         assert_same_products(products(tmp_path / "f2"), expected, "F2, Reduce on 6 workers")
-        (ds, expected) = niri
+        (ds, expected) = niri_science
         assert reduce_cli(ds, tmp_path / "niri", address, "--logmode", "quiet") == 0
         assert_same_products(products(tmp_path / "niri"), expected, "NIRI, draconis reduce on 6 workers")

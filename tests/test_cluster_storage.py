@@ -20,22 +20,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers.science_runs import (
     assert_same_products,
-    dataset,
     products,
     reduce_cli,
-    reference,
 )
 
 
-@pytest.fixture(scope="module")
-def f2(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    ds = dataset("f2", base)
-    return ds, reference(ds, base)
-
-
-def test_checkpoints_in_memory_kept_on_request(f2, tmp_path):
-    ds, expected = f2
+def test_checkpoints_in_memory_kept_on_request(f2_science, tmp_path):
+    ds, expected = f2_science
     memory = fsspec.filesystem("memory")
     url = f"memory://draconis-tests/{tmp_path.name}"
     assert reduce_cli(ds, tmp_path / "run", "synchronous", "--workdir", url, "--keep-checkpoints",
@@ -50,8 +41,8 @@ def test_checkpoints_in_memory_kept_on_request(f2, tmp_path):
     memory.rm(f"/draconis-tests/{tmp_path.name}", recursive=True)
 
 
-def test_checkpoints_on_another_local_path_removed_when_done(f2, tmp_path):
-    ds, expected = f2
+def test_checkpoints_on_another_local_path_removed_when_done(f2_science, tmp_path):
+    ds, expected = f2_science
     other = tmp_path / "scratch-disk" / "draconis-work"
     assert reduce_cli(ds, tmp_path / "run", "synchronous", "--workdir", str(other), "--logmode", "quiet") == 0
     assert_same_products(products(tmp_path / "run"), expected, "F2 with checkpoints on another path")
@@ -59,8 +50,8 @@ def test_checkpoints_on_another_local_path_removed_when_done(f2, tmp_path):
     assert not (tmp_path / "run" / ".draconis").exists()
 
 
-def test_memory_workdir_on_worker_processes_is_refused(f2, two_dask_workers, tmp_path, capsys):
-    ds, _ = f2
+def test_memory_workdir_on_worker_processes_is_refused(f2_science, two_dask_workers, tmp_path, capsys):
+    ds, _ = f2_science
     status = reduce_cli(ds, tmp_path / "run", two_dask_workers, "--workdir", "memory://draconis-tests/cluster")
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1, err

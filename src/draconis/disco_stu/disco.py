@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import InputError, ParameterError
+from ..recipes.image_gsaoi import align_and_stack
 from .lookups import general_parameters as defaults
 
 __all__ = ["MatchInfo", "disco", "disco_recipe", "check_inputs", "output_name"]
@@ -29,14 +30,9 @@ REJECT = ("none", "minmax", "sigclip", "varclip")
 
 
 def disco_recipe(p) -> None:
-    """Reference catalogue, astrometry, alignment, resampling through the distortion, stack, write."""
+    """Sources, then alignAndStack's steps (reference catalogue ... stack), then the write."""
     p.detectSources()
-    p.addReferenceCatalog()
-    p.determineAstrometricSolution()
-    p.adjustWCSToReference()
-    p.resampleToCommonFrame()
-    p.scaleCountsToReference()
-    p.stackFrames()
+    align_and_stack(p)
     p.writeOutputs()
 
 

@@ -30,13 +30,18 @@ def reduce_nostack(p) -> None:
 
 def alignAndStack(p) -> None:  # noqa: N802 - DRAGONS recipe name
     """Reference catalogue, astrometry, alignment, resampling through the distortion model, stack."""
+    align_and_stack(p)
+    p.storeProcessedScience(suffix="_image")
+
+
+def align_and_stack(p) -> None:
+    """The steps alignAndStack and disco share: catalogue alignment through the distortion, resampling, stack."""
     p.addReferenceCatalog()
     p.determineAstrometricSolution()
     p.adjustWCSToReference()
     p.resampleToCommonFrame()
     p.scaleCountsToReference()
     p.stackFrames()
-    p.storeProcessedScience(suffix="_image")
 
 
 def ultradeep(p) -> None:
