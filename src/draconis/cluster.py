@@ -214,24 +214,6 @@ def watching_workers(client: Any) -> Iterator[None]:
                 client.unsubscribe_topic(topic)
 
 
-def scatter_to_every_worker(client: Any, values: Sequence[Any]) -> list[Any]:
-    """``values`` sent once to every worker of ``client``'s cluster; their futures.
-
-    Every worker holds a copy, so losing one loses none.  The scheduler
-    reports a broadcast to the "all" event topic with objects it cannot
-    serialise, which would drop a client subscribed to that topic
-    (:func:`watching_workers`): the subscription is paused meanwhile.
-    """
-    watching = "all" in getattr(client, "_event_handlers", {})
-    if watching:
-        client.unsubscribe_topic("all")
-    try:
-        return client.scatter(list(values), broadcast=True, hash=False)
-    finally:
-        if watching:
-            client.subscribe_topic("all", _on_cluster_event)
-
-
 def _on_cluster_event(event: tuple[float, dict]) -> None:
     _, msg = event
     if not isinstance(msg, dict):

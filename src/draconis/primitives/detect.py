@@ -62,9 +62,7 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     tasks = [dask.delayed(_detect_packed)(ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ"),
                                           **_detect_kwargs(frame, i, p))
              for frame in frames for i, ext in enumerate(frame.extensions)]
-    computed = progress.compute(tasks, "detect sources")
-    # the packed masks (1 bit per pixel) are held by the runner: later graphs refer to them, not carry them
-    results = iter(zip([t for t, _ in computed], ctx.hold([m for _, m in computed])))
+    results = iter(progress.compute(tasks, "detect sources"))
     outputs = []
     for frame in frames:
         exts = []
@@ -119,11 +117,11 @@ def _detect_packed(sci, var, dq, **kwargs):
     return table, np.packbits(segmentation, axis=1)
 
 
-def _attach(ext: Extension, table, packed: da.Array) -> Extension:
+def _attach(ext: Extension, table, packed: np.ndarray) -> Extension:
     sci = ext.plane("SCI")
     width = sci.shape[1]
     rows = sci.chunks[0]
-    lazy = packed.rechunk((rows, packed.shape[1]))
+    lazy = da.from_array(packed, chunks=(rows, packed.shape[1]), name=False)
     objmask = lazy.map_blocks(np.unpackbits, axis=1, count=width, dtype=np.uint8, chunks=(rows, (width,)))
     if objmask.chunks != sci.chunks:
         objmask = objmask.rechunk(sci.chunks)

@@ -25,15 +25,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..errors import DraconisError, ParameterError
 from ..frame import Frame
 from ..parameters import UNIVERSAL, Param, Params, overrides_for, suggest
-
-if TYPE_CHECKING:
-    import dask.array as da
-    import numpy as np
 
 PrimitiveFunc = Callable[[list[Frame], Params, "Context"], list[Frame]]
 
@@ -63,10 +59,6 @@ class Context(Protocol):
 
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
         """``frames`` persisted to a zarr checkpoint and reopened lazily (flushPixels)."""
-
-    def hold(self, arrays: Sequence[np.ndarray]) -> list[da.Array]:
-        """Arrays computed on the client as lazy arrays that later graphs refer to without carrying them."""
-        ...
 
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
                       overwrite: bool = True) -> list[Frame]:

@@ -22,10 +22,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dask
-import dask.array as da
-import numpy as np
-
 from .. import runrecord
 from ..errors import DraconisError, InputError, ParameterError
 from ..frame import Frame
@@ -377,24 +373,6 @@ class RunContext:
         """
         return self.checkpoints.write(list(frames), label, **options)
 
-    def hold(self, arrays: Sequence[np.ndarray]) -> list[da.Array]:
-        """Arrays computed on the client (e.g. detection's object masks) as single-chunk lazy arrays.
-
-        On a distributed cluster each array is sent once to every worker and
-        the lazy array refers to it by key, so the graphs that use it stay
-        small (156 packed 2048² masks embedded in a sky pass made an 80 MB
-        graph); every worker holds a copy, so losing one worker loses none.
-        In this process (synchronous or threads), the arrays are used as they are.
-        """
-        from ..cluster import active_client, scatter_to_every_worker
-
-        client = active_client()
-        if client is None or not arrays:
-            return [da.from_array(a, chunks=a.shape, name=False) for a in arrays]
-        futures = scatter_to_every_worker(client, arrays)
-        return [da.from_delayed(dask.delayed(_identity)(f), shape=a.shape, dtype=a.dtype)
-                for f, a in zip(futures, arrays)]
-
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
                       overwrite: bool = True) -> list[Frame]:
         """Write ``frames`` as FITS (atomically, in one computation); return them reopened from disk.
@@ -440,8 +418,3 @@ class RunContext:
         else:
             self.ledger.rollback()
         self.checkpoints.cleanup()
-
-
-def _identity(value: Any) -> Any:
-    """A held array as a task's result (the task depends on the scattered data's key)."""
-    return value
