@@ -69,6 +69,7 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
     from draconis.recipes import image_f2
     from draconis.recipes.caller import PrimitiveCaller
     from draconis.recipes.image_common import two_pass_sky
+    from draconis import runrecord
     from draconis.reduce.context import RunContext
 
     frames = [draconis.open(p) for p in _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})]
@@ -76,7 +77,9 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
                      outdir=workdir, instrument="F2", kind="IMAGE", keep_checkpoints=True)
     p = PrimitiveCaller(ctx)
     times = {}
-    with execution(address):
+    record = runrecord.RunRecord(recipe="bench_f2_reduce (F2 default recipe)", instrument="F2",
+                                 inputs=[f.path for f in frames])
+    with runrecord.recording(record), execution(address):
         # the steps of image_f2.reduce, timed in phases
         t0 = time.perf_counter()
         image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
@@ -94,7 +97,8 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
         p.writeOutputs()
         t3 = time.perf_counter()
     times.update(calibrate_sky=t1 - t0, align_resample=t2 - t1, stack=t3 - t2, total=t3 - t0)
-    return {"times": times, "scaled": scaled, "ctx": ctx, "shape": scaled[0][0].shape}
+    record.seconds = t3 - t0
+    return {"times": times, "scaled": scaled, "ctx": ctx, "shape": scaled[0][0].shape, "record": record}
 
 
 def ccdproc_stack(scaled, workdir: str, mem: int) -> dict:
@@ -159,6 +163,8 @@ def main(argv=None) -> None:
                   + f"; all workers {sum(peaks.values()) / MIB:.0f} MiB; client "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; workers restarted: "
                   f"{restarted}")
+            print("draconis: time per primitive and compute stage (the end-of-run table of a reduce):")
+            print(result["record"].summary_table())
             if not args.no_ccdproc:
                 c = ccdproc_stack(result["scaled"], workdir, mem)
                 print(f"ccdproc.combine (average, sigma clip 3/3, mem_limit {mem / MIB:.0f} MiB): {c['stack']:.1f} s "
