@@ -224,3 +224,46 @@ def test_detection_kernel_is_thread_safe():
     for i, cat in enumerate(threaded):
         np.testing.assert_array_equal(cat["X_IMAGE"], serial[i % 2]["X_IMAGE"])
         np.testing.assert_array_equal(cat["FLUX_AUTO"], serial[i % 2]["FLUX_AUTO"])
+
+
+def test_object_masks_are_kept_on_disk_not_carried_in_graphs(two_dask_workers, run_primitive):
+    # A sky pass over a long sequence refers to every frame's mask: embedded in its graph, the 156 packed
+    # 2048^2 masks of the seed made an 81 MB graph. The runner stores them; graphs read them back.
+    import gc
+    import os
+    import pickle
+
+    from dask.highlevelgraph import HighLevelGraph
+
+    from draconis.cluster import execution
+    from draconis.kernels.detect import detect_array
+
+    stars = [(x + 128 * i, y + 128 * j, f) for x, y, f in STARS for i in range(8) for j in range(8)]
+    sci, var = render(stars, shape=(1024, 1024), seed=11)
+    frame = make_frame(sci, var, chunks=(256, -1))
+    ctx = run_primitive.context()
+    with execution(two_dask_workers):  # detected on the workers, stored by the client, read by the workers
+        (found,) = run_primitive("detectSources", [frame], ctx)
+        objmask = found[0].plane("OBJMASK")
+        graph = dict(HighLevelGraph.merge(objmask.__dask_graph__()))
+        assert len(pickle.dumps(graph)) < 1024 * 1024 // 8 // 4  # well under the packed mask itself (128 KiB)
+        assert objmask.chunks == found[0].plane("SCI").chunks
+        on_cluster = np.asarray(objmask)
+        planes = [None if a is None else np.asarray(a) for a in map(found[0].plane, ("SCI", "VAR", "DQ"))]
+    # the detection kernel's segmentation with the step's parameters, every bright star's core in it
+    from draconis.primitives.detect import _detect_kwargs
+    from draconis.primitives.registry import get_primitive
+
+    params = ctx.resolve(get_primitive("detectSources"), warn=False)
+    _, segmentation = detect_array(*planes, **_detect_kwargs(found, 0, params))
+    np.testing.assert_array_equal(on_cluster, segmentation.astype(np.uint8))
+    assert all(on_cluster[int(round(y)), int(round(x))] for x, y, f in stars if f >= 12000)
+    # the masks are a checkpoint of the run: kept while a frame reads them, deleted once none does
+    (masks,) = [r.directory for r in ctx.checkpoints.records if r.label == "detectSources_masks"]
+    assert masks not in ctx.checkpoints.release()
+    assert os.path.isdir(masks)
+    ctx.set_stream("main", [])
+    del found, objmask, graph
+    gc.collect()
+    assert masks in ctx.checkpoints.release()
+    assert not os.path.exists(masks)

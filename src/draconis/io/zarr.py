@@ -36,7 +36,7 @@ from astropy.io import fits
 
 from ..errors import InputError
 from ..frame import PLANES, Extension, Frame, make_extension
-from ._tasks import RAW, ZSTD, ZSTD_LEVEL, StoredPlane, write_band_block
+from ._tasks import RAW, ZSTD, ZSTD_LEVEL, StoredPlane, write_band_block, write_chunk
 from .fits import default_chunks
 
 #: How each plane is stored (see the module notes for why).
@@ -282,6 +282,47 @@ def finish_all(pending: Sequence[PendingWrite], computed: Sequence[np.ndarray]) 
         reports.append(p.finish(computed[k:k + len(p.records)]))
         k += len(p.records)
     return reports
+
+
+def write_planes_now(store: str | os.PathLike, planes: Sequence[dict[str, np.ndarray]],
+                     rows: Sequence[int]) -> int:
+    """Write planes already computed (in this process) as a new group at ``store``; the bytes written.
+
+    For results a primitive gathered anyway (detectSources' object masks):
+    on disk they leave the graphs that use them, which then read them back
+    like any checkpoint plane (:func:`open_stored_plane`) instead of carrying
+    them.  ``planes`` holds one ``{name: array}`` per extension, ``rows`` the
+    stored chunk height of each extension.  Layout and codecs are those of a
+    frame checkpoint (the group has no frame attributes: it is not a frame).
+    """
+    store = os.path.abspath(os.fspath(store))
+    written = _write_json(store, _group({"draconis_planes": 1}))
+    for i, (named, height) in enumerate(zip(planes, rows), start=1):
+        group = os.path.join(store, f"ext{i}")
+        written += _write_json(group, _group({}))
+        for name, value in named.items():
+            directory = os.path.join(group, name)
+            codec = CODECS.get(name, RAW)
+            height = max(1, min(int(height), value.shape[0]))
+            written += _write_json(directory, _array(value.shape, height, value.dtype, codec))
+            for k, y in enumerate(range(0, value.shape[0], height)):
+                written += write_chunk(directory, codec, k, value[y:y + height], height)
+    return written
+
+
+def is_frame_store(store: str) -> bool:
+    """Whether ``store`` is a frame checkpoint (False for a group of planes only, or a URL: those are frames)."""
+    if "://" in store:
+        return True
+    try:
+        return _read_json(store)["attributes"].get("draconis_frame") == 1
+    except (OSError, ValueError, KeyError):
+        return True  # let open_zarr say what is wrong with it
+
+
+def open_stored_plane(store: str | os.PathLike, index: int, name: str) -> da.Array:
+    """Plane ``name`` of extension ``index`` (0-based) of a local store, lazily (one stored chunk per block)."""
+    return _open_plane(os.path.abspath(os.fspath(store)), f"ext{index + 1}/{name}")
 
 
 # ---------------------------------------------------------------- reading

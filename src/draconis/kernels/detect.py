@@ -86,8 +86,10 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
     data = np.array(sci, dtype=np.float64)
     bad = ~np.isfinite(data)
     flagged = np.zeros(data.shape, bool) if dq is None else (dq & replace_flags) != 0
-    fill = np.median(data[~(bad | flagged)]) if np.any(~(bad | flagged)) else 0.0
-    data[(flagged & mask) | bad] = fill
+    replace = (flagged & mask) | bad
+    if replace.any():  # (the median of 4 M pixels costs ~0.1 s: only when something is replaced)
+        good = ~(bad | flagged)
+        data[replace] = np.median(data[good]) if good.any() else 0.0
     background, rms = estimate_background(data, bad | flagged, back_size=back_size,
                                           back_filtersize=back_filtersize)
     rms = np.where(rms > 0, rms, np.max(rms) if np.max(rms) > 0 else 1.0)
@@ -155,9 +157,10 @@ def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, satur
     table["FWHM_WORLD"] = fwhm * (pixel_scale or np.nan) / 3600.0
     table["ELLIPTICITY"] = np.where(a > 0, 1.0 - b / np.where(a > 0, a, 1.0), 0.0)
     table["CLASS_STAR"] = class_star(fwhm, flux, fluxerr)
-    table["FLAGS"] = _flags(cat, segm, parents, dq, saturation, data).astype(np.int16)
-    above = (residual > analysis_thresh * rms).astype(np.int32)
-    table["ISOAREA_IMAGE"] = np.asarray(ndimage.sum(above, segm.data, labels), dtype=np.int32)
+    pixels = _SourcePixels(segm.data)
+    table["FLAGS"] = _flags(cat, segm, pixels, parents, dq, saturation, data).astype(np.int16)
+    above = pixels.take(residual) > analysis_thresh * pixels.take(rms)
+    table["ISOAREA_IMAGE"] = pixels.count(above)[labels].astype(np.int32)
     table["A_IMAGE"], table["B_IMAGE"], table["THETA_IMAGE"] = a, b, theta
     table["BACKGROUND"] = _col(cat.background_centroid)
     table.meta["APERRAD"] = radius  # FLUX_APER radius (px); 8 characters: a plain FITS card when written
@@ -203,17 +206,47 @@ def class_star(fwhm: np.ndarray, flux: np.ndarray, fluxerr: np.ndarray) -> np.nd
     return np.clip(1.0 - (fwhm / psf - 1.0) / 0.5, 0.0, 1.0)
 
 
-def _flags(cat, segm, parents, dq, saturation, data) -> np.ndarray:
+class _SourcePixels:
+    """The pixels of a segmentation map that belong to a source, for per-label reductions.
+
+    ``scipy.ndimage`` reductions by label visit every pixel of the image
+    (0.15 s each at 2048²); sources cover a few per cent of it, so reducing
+    over their pixels alone is ~10x cheaper and gives the same numbers.
+    """
+
+    def __init__(self, segmentation: np.ndarray):
+        flat = segmentation.ravel()
+        self.index = np.flatnonzero(flat)
+        self.label = flat[self.index]
+        self.size = int(flat.max(initial=0)) + 1
+
+    def take(self, image: np.ndarray) -> np.ndarray:
+        """``image`` at the source pixels."""
+        return image.ravel()[self.index]
+
+    def count(self, condition: np.ndarray) -> np.ndarray:
+        """Per label (index = label), how many of its pixels meet ``condition`` (given at the source pixels)."""
+        return np.bincount(self.label[condition], minlength=self.size)
+
+    def maximum(self, values: np.ndarray) -> np.ndarray:
+        """Per label, the largest of ``values`` (given at the source pixels); 0 for labels without pixels."""
+        out = np.zeros(self.size, dtype=np.result_type(values.dtype, np.int64))
+        np.maximum.at(out, self.label, values)
+        return out
+
+
+def _flags(cat, segm, pixels: _SourcePixels, parents, dq, saturation, data) -> np.ndarray:
     """SExtractor-like FLAGS: 1 bad pixels in the object, 2 deblended, 4 saturated, 8 touches the edge."""
     labels = np.asarray(segm.labels)
     flags = np.zeros(len(labels), dtype=np.int64)
     if dq is not None:
-        flags |= 1 * (np.asarray(ndimage.maximum((dq & _BAD_BITS) != 0, segm.data, labels)) > 0)
-        flags |= 4 * (np.asarray(ndimage.maximum((dq & _SATURATED) != 0, segm.data, labels)) > 0)
+        dq_at = pixels.take(dq)
+        flags |= 1 * (pixels.count((dq_at & _BAD_BITS) != 0)[labels] > 0)
+        flags |= 4 * (pixels.count((dq_at & _SATURATED) != 0)[labels] > 0)
     if saturation is not None:
-        flags |= 4 * (np.asarray(ndimage.maximum(data >= saturation, segm.data, labels)) > 0)
+        flags |= 4 * (pixels.count(pixels.take(data) >= saturation)[labels] > 0)
     # A source is deblended when its parent segment holds more than one source.
-    parent_of = np.asarray(ndimage.maximum(parents, segm.data, labels)).astype(int)
+    parent_of = pixels.maximum(pixels.take(parents))[labels].astype(int)
     counts = np.bincount(parent_of, minlength=parent_of.max(initial=0) + 1)
     flags |= 2 * (counts[parent_of] > 1)
     ny, nx = segm.data.shape

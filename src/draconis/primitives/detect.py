@@ -62,13 +62,24 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     tasks = [dask.delayed(_detect_packed)(ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ"),
                                           **_detect_kwargs(frame, i, p))
              for frame in frames for i, ext in enumerate(frame.extensions)]
-    results = iter(progress.compute(tasks, "detect sources"))
-    outputs = []
+    results = progress.compute(tasks, "detect sources")
+    by_frame, k = [], 0
     for frame in frames:
+        by_frame.append(results[k:k + len(frame)])
+        k += len(frame)
+    # The masks go to disk (the runner keeps them), not into the graphs: every later sky graph would
+    # otherwise carry all of them (81 MB for the seed's 156 frames).
+    unpacked = ([np.unpackbits(packed, axis=1, count=ext.plane("SCI").shape[1])
+                 for ext, (_, packed) in zip(frame.extensions, found)] for frame, found in zip(frames, by_frame))
+    kept = ctx.keep_computed(frames, "OBJMASK", unpacked, "detectSources_masks")
+    outputs = []
+    for f, (frame, found) in enumerate(zip(frames, by_frame)):
         exts = []
-        for ext in frame.extensions:
-            table, packed = next(results)
-            exts.append(_attach(ext, _with_world(table, ext), packed))
+        for j, (ext, (table, packed)) in enumerate(zip(frame.extensions, found)):
+            objmask = kept[f][j] if kept is not None else _unpack_lazily(ext, packed)
+            if objmask.chunks != ext.plane("SCI").chunks:
+                objmask = objmask.rechunk(ext.plane("SCI").chunks)
+            exts.append(ext.with_planes(OBJMASK=objmask).replace(objcat=_with_world(table, ext)))
             if len(frame) > 1:  # the frame's line below says it for a single array
                 ctx.log.debug("detectSources: %s array %d: %d source(s)", frame.filename, len(exts), len(table))
         ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
@@ -117,15 +128,13 @@ def _detect_packed(sci, var, dq, **kwargs):
     return table, np.packbits(segmentation, axis=1)
 
 
-def _attach(ext: Extension, table, packed: np.ndarray) -> Extension:
+def _unpack_lazily(ext: Extension, packed: np.ndarray) -> da.Array:
+    """The bit-packed mask in the graph, unpacked per row band (when the runner cannot keep it on disk)."""
     sci = ext.plane("SCI")
     width = sci.shape[1]
     rows = sci.chunks[0]
     lazy = da.from_array(packed, chunks=(rows, packed.shape[1]), name=False)
-    objmask = lazy.map_blocks(np.unpackbits, axis=1, count=width, dtype=np.uint8, chunks=(rows, (width,)))
-    if objmask.chunks != sci.chunks:
-        objmask = objmask.rechunk(sci.chunks)
-    return ext.with_planes(OBJMASK=objmask).replace(objcat=table)
+    return lazy.map_blocks(np.unpackbits, axis=1, count=width, dtype=np.uint8, chunks=(rows, (width,)))
 
 
 # ---------------------------------------------------------------------------

@@ -60,6 +60,15 @@ class Context(Protocol):
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels") -> list[Frame]:
         """``frames`` persisted to a zarr checkpoint and reopened lazily (flushPixels)."""
 
+    def keep_computed(self, frames: Sequence[Frame], plane: str, values: Iterable[Sequence[Any]],
+                      label: str) -> list[list[Any]] | None:
+        """Computed planes kept by the runner out of the graphs; lazy arrays reading them back, or None.
+
+        ``values[frame][array]`` is plane ``plane`` of each frame's arrays
+        (on disk under the work directory; None: the runner cannot, the
+        caller keeps them in its graphs).
+        """
+
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
                       overwrite: bool = True) -> list[Frame]:
         """``frames`` written as FITS files (atomically) and reopened from them (writeOutputs)."""

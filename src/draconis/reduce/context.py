@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import runrecord
@@ -372,6 +372,15 @@ class RunContext:
         deleted once no stream reads it any more (after the recipe step that moved past it).
         """
         return self.checkpoints.write(list(frames), label, **options)
+
+    def keep_computed(self, frames: Sequence[Frame], plane: str, values: Iterable[Sequence[Any]],
+                      label: str) -> list[list[Any]] | None:
+        """Plane ``plane`` of ``frames``' arrays, computed already, stored under the work directory.
+
+        Lazy arrays reading it back, or None when checkpoints are on an fsspec URL
+        (:meth:`Checkpoints.write_computed`).
+        """
+        return self.checkpoints.write_computed(list(frames), plane, values, label)
 
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,
                       overwrite: bool = True) -> list[Frame]:

@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import fsspec
 
@@ -22,7 +23,15 @@ from .. import progress
 from ..errors import InputError
 from ..frame import Frame
 from ..io.fits import discard_partial, open_fits, write_fits_delayed
-from ..io.zarr import attach_summaries, finish_all, live_stores, open_zarr, prepare_zarr
+from ..io.zarr import (
+    attach_summaries,
+    finish_all,
+    live_stores,
+    open_stored_plane,
+    open_zarr,
+    prepare_zarr,
+    write_planes_now,
+)
 
 log = logging.getLogger("draconis")
 
@@ -181,6 +190,34 @@ class Checkpoints:
         log.info("Checkpointed %d frame(s) to %s (%.1f MB, %.1f MB per frame, %.1f s)", len(frames), directory,
                  record.bytes / 1e6, record.bytes / 1e6 / len(frames), record.seconds)
         return reopened
+
+    def write_computed(self, frames: Sequence[Frame], name: str, values: Iterable[Sequence[Any]],
+                       label: str) -> list[list[Any]] | None:
+        """Store plane ``name`` of each frame's arrays, already computed here (``values[frame][array]``).
+
+        Returns the planes reopened lazily (chunked like each array's SCI
+        rows), or None where checkpoints live on an fsspec URL (the caller
+        then keeps the values in its graphs).  Like :meth:`write`, the
+        directory is released once no live array reads it.
+        """
+        if not frames or _is_url(self.root):
+            return None
+        start = time.perf_counter()
+        self.count += 1
+        directory = os.path.join(self.root, f"{self.count:02d}_{label}")
+        os.makedirs(directory, exist_ok=True)
+        self._live.append(directory)
+        written, out = 0, []
+        for i, (frame, arrays) in enumerate(zip(frames, values)):
+            store = os.path.join(directory, f"{i:04d}_{os.path.splitext(frame.filename)[0]}.zarr")
+            rows = [ext.plane("SCI").chunks[0][0] for ext in frame.extensions]
+            written += write_planes_now(store, [{name: v} for v in arrays], rows)
+            out.append([open_stored_plane(store, j, name) for j in range(len(arrays))])
+        record = CheckpointRecord(label, directory, len(frames), written, time.perf_counter() - start)
+        self.records.append(record)
+        log.info("Stored %s of %d frame(s) in %s (%.1f MB, %.1f s)", name, len(frames), directory,
+                 written / 1e6, record.seconds)
+        return out
 
     def note(self, label: str, directory: str, frames: int, nbytes: int, seconds: float) -> None:
         """Count a write made outside :meth:`write` (a resumable run's snapshot) in the run's checkpoint figures.

@@ -161,7 +161,10 @@ def _open(ref: PlaneRef, opened: dict) -> Any:
         return da.from_zarr(ref.location, component=ref.name)
     if key not in opened:
         from ..io import open_fits, open_zarr
+        from ..io.zarr import is_frame_store, open_stored_plane
 
+        if ref.kind == "zarr" and not is_frame_store(ref.location):  # planes kept apart (object masks)
+            return open_stored_plane(ref.location, ref.ext, ref.name)
         opened[key] = open_zarr(ref.location) if ref.kind == "zarr" else open_fits(ref.location)
     frame = opened[key]
     if ref.kind == "zarr":
