@@ -20,7 +20,7 @@ ccdproc does) and for the whole draconis reduction.
 
 Usage::
 
-    python benchmarks/bench_f2_reduce.py [--frames 20 156] [--size 2048] [--mem 2GiB] [--workers 2]
+    python benchmarks/bench_f2_reduce.py [--frames 20 156] [--size 2048] [--mem 2GiB] [--workers 2] [--recipe ultradeep]
 """
 from __future__ import annotations
 
@@ -62,13 +62,19 @@ def calibrations(files, address: str, workdir: str) -> tuple[str, str, float]:
     return dark, flat, time.perf_counter() - t0
 
 
-def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
-    """The F2 default recipe, phase by phase; timings, the stack's path and the frames before stacking."""
+def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str = "reduce") -> dict:
+    """The F2 default (or ultradeep) recipe, phase by phase; timings, the stack's path and the frames before stacking.
+
+    The phases of ``ultradeep`` (parts 1-3 in one run) are reported as: calibration, the first two-pass
+    sky subtraction, the deep stack and the transfer of its object mask ("calibrate + sky"); the masked
+    sky subtraction, detection, alignment, resampling and scaling ("detect + align + resample + scale");
+    the final stack and its write.
+    """
     import draconis
     from draconis.cluster import execution
     from draconis.recipes import image_f2
     from draconis.recipes.caller import PrimitiveCaller
-    from draconis.recipes.image_common import two_pass_sky
+    from draconis.recipes.image_common import part2_mask_transfer, two_pass_sky
     from draconis import runrecord
     from draconis.reduce.context import RunContext
 
@@ -77,15 +83,23 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
                      outdir=workdir, instrument="F2", kind="IMAGE", keep_checkpoints=True)
     p = PrimitiveCaller(ctx)
     times = {}
-    record = runrecord.RunRecord(recipe="bench_f2_reduce (F2 default recipe)", instrument="F2",
+    record = runrecord.RunRecord(recipe=f"bench_f2_reduce (F2 {recipe} recipe)", instrument="F2",
                                  inputs=[f.path for f in frames])
     with runrecord.recording(record), execution(address):
         # the steps of image_f2.reduce, timed in phases
         t0 = time.perf_counter()
         image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
-        p.flushPixels()
-        two_pass_sky(p, flush=True)
-        t1 = time.perf_counter()
+        if recipe == "ultradeep":  # image_f2.ultradeep without its storeProcessedScience (no database here)
+            p.flushPixels(outstream="flat_corrected")
+            part2_mask_transfer(p, dilate=False)
+            t1 = time.perf_counter()
+            p.separateSky()
+            p.associateSky()
+            p.skyCorrect(mask_objects=True)
+        else:
+            p.flushPixels()
+            two_pass_sky(p, flush=True)
+            t1 = time.perf_counter()
         p.detectSources()
         p.adjustWCSToReference()
         p.resampleToCommonFrame()
@@ -98,6 +112,7 @@ def science(files, dark: str, flat: str, address: str, workdir: str) -> dict:
         t3 = time.perf_counter()
     times.update(calibrate_sky=t1 - t0, align_resample=t2 - t1, stack=t3 - t2, total=t3 - t0)
     record.seconds = t3 - t0
+    record.checkpoint_bytes = ctx.checkpoints.bytes_written
     return {"times": times, "scaled": scaled, "ctx": ctx, "shape": scaled[0][0].shape, "record": record}
 
 
@@ -130,6 +145,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--mem", default="2GiB", help="memory limit per worker, and ccdproc's mem_limit")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--recipe", choices=("reduce", "ultradeep"), default="reduce",
+                        help="the F2 default recipe (reduce) or ultradeep (parts 1-3 in one run)")
     parser.add_argument("--no-ccdproc", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
@@ -148,12 +165,13 @@ def main(argv=None) -> None:
                     distributed.Client(cluster) as client:
                 pids = client.run(os.getpid)
                 dark, flat, t_cal = calibrations(files, cluster.scheduler_address, workdir)
-                result = science(files, dark, flat, cluster.scheduler_address, workdir)
+                result = science(files, dark, flat, cluster.scheduler_address, workdir, args.recipe)
                 peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
                 restarted = client.run(os.getpid) != pids
             t = result["times"]
             ny, nx = result["shape"]
-            print(f"\n== F2 deep field, {n} science frames of {args.size}x{args.size} (simulated in {made:.0f} s); "
+            print(f"\n== F2 deep field, recipe {args.recipe}, {n} science frames of {args.size}x{args.size} "
+                  f"(simulated in {made:.0f} s); "
                   f"{args.workers} workers x {mem / MIB:.0f} MiB")
             print(f"draconis: master dark + flat {t_cal:.1f} s")
             print(f"draconis: science total {t['total']:.1f} s ({n / t['total']:.3f} frames/s): calibrate + sky "

@@ -57,13 +57,61 @@ def estimate_background(data: np.ndarray, bad: np.ndarray, *, back_size: int, ba
             warnings.simplefilter("ignore")
             bkg = Background2D(data, box, mask=bad, filter_size=_odd_at_most(back_filtersize, max(meshes, 1)),
                                exclude_percentile=50.0)
-        return np.asarray(bkg.background, float), np.asarray(bkg.background_rms, float)
+        shape = data.shape
+        return (_expand_mesh(np.asarray(bkg.background_mesh, float), bkg.box_size, shape, lambda: bkg.background),
+                _expand_mesh(np.asarray(bkg.background_rms_mesh, float), bkg.box_size, shape,
+                             lambda: bkg.background_rms))
     except (ValueError, TypeError):
         good = data[~bad]
         from astropy.stats import sigma_clipped_stats
 
         _, med, std = sigma_clipped_stats(good if good.size else np.zeros(1), sigma=3.0)
         return np.full(data.shape, med), np.full(data.shape, max(std, 1e-10))
+
+
+def _bspline3(t: np.ndarray) -> np.ndarray:
+    """The cubic B-spline."""
+    t = np.abs(t)
+    return np.where(t < 1, 2 / 3 - t ** 2 + t ** 3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
+
+
+def _zoom_weights(n_in: int, box: int, n_keep: int) -> np.ndarray:
+    """``(n_keep, n_in)`` cubic-spline weights of the first ``n_keep`` points of a ``box``-fold zoom.
+
+    Points are the centres of the zoomed grid's cells (scipy's ``grid_mode``),
+    coefficients beyond the edges mirrored about them (``mode='reflect'``).
+    """
+    n_out = int(round(n_in * box))
+    x = (np.arange(n_keep) + 0.5) * (n_in / n_out) - 0.5
+    weights = np.zeros((n_keep, n_in))
+    base = np.floor(x).astype(int)
+    rows = np.arange(n_keep)
+    for d in range(-1, 3):
+        k = base + d
+        mirrored = np.where(k < 0, -k - 1, np.where(k >= n_in, 2 * n_in - k - 1, k))
+        np.add.at(weights, (rows, mirrored), _bspline3(x - k))
+    return weights
+
+
+def _expand_mesh(mesh: np.ndarray, box: Sequence[int], shape: tuple[int, int], fallback) -> np.ndarray:
+    """The full-size image of a background mesh, as photutils makes it, ~20x faster.
+
+    photutils expands the mesh with ``scipy.ndimage.zoom`` (cubic spline,
+    ``mode='reflect'``, ``grid_mode=True``), crops it to the image and clips
+    it to the mesh's range: 16 spline taps per pixel, 0.33 s per map at 2048²
+    (two maps per detection).  The cubic spline is a tensor product, so the
+    same image is ``W0 @ C @ W1.T`` with the mesh's spline coefficients ``C``
+    and 1-D weight matrices: equal to within 1e-15 relative.  Meshes that do
+    not cover the image take photutils' own path (``fallback``).
+    """
+    ny, nx = shape
+    if mesh.ndim != 2 or mesh.shape[0] * box[0] < ny or mesh.shape[1] * box[1] < nx:
+        return np.asarray(fallback(), float)
+    if np.ptp(mesh) == 0:
+        return np.full(shape, float(np.min(mesh)))
+    coefficients = ndimage.spline_filter(mesh, order=3, mode="reflect")
+    image = _zoom_weights(mesh.shape[0], box[0], ny) @ coefficients @ _zoom_weights(mesh.shape[1], box[1], nx).T
+    return np.clip(image, mesh.min(), mesh.max(), out=image)
 
 
 def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray | None = None, *,
