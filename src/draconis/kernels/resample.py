@@ -3,7 +3,14 @@
 The input-pixel position of each output pixel comes from a coarse map (the
 WCS evaluated every ``step`` output pixels) interpolated linearly: evaluating
 a WCS (and a distortion model) per pixel is what makes resampling slow, while
-the map is smooth enough for a 32-pixel grid to be exact to ~1e-4 px.
+the map is smooth enough for a 32-pixel grid to be exact to ~1e-4 px.  A map
+that is affine (``force_affine``) is carried as its six coefficients
+(:class:`AffineMap`): exact, a few bytes in the task graph instead of the
+grid's ~80 kB per frame, and evaluated per pixel with two multiply-adds.
+
+The interpolation itself (SCI, VAR and every DQ bit) is one pass over the
+output pixels per plane (:mod:`._resample_core`, numba), with SciPy's
+B-spline prefilter for the cubic interpolants.
 
 Variance is propagated for independent input pixels: an interpolant with
 weights ``w_k`` gives ``var = sum(w_k**2 var_k)``.  For the separable
@@ -15,10 +22,14 @@ noise of interpolated pixels by up to ~2x, and the stack's VAR with it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from . import _resample_core as core
 
 #: DQ value of output pixels no input pixel covers.
 NO_DATA = 16
@@ -60,11 +71,26 @@ def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: in
     """Linear interpolation of a coarse (ny_c, nx_c) map sampled at output rows ``gy``, cols ``gx``.
 
     Returns the values at output rows ``[y0, y1)`` and columns ``[x0, nx)``.
+    Bilinear interpolation on a tensor grid is separable: the coarse rows are
+    interpolated to the band's rows first (a small array), then along the
+    columns, two multiply-adds per pixel instead of a general 2-D
+    interpolation per pixel.
     """
     ys = np.interp(np.arange(y0, y1), gy, np.arange(len(gy)))
     xs = np.interp(np.arange(x0, nx), gx, np.arange(len(gx)))
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    return ndimage.map_coordinates(coarse, [yy, xx], order=1, mode="nearest")
+    rows = _linear_along(coarse, ys, axis=0)  # (y1 - y0, nx_c)
+    return _linear_along(rows, xs, axis=1)
+
+
+def _linear_along(values: np.ndarray, at: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` interpolated linearly at fractional indices ``at`` (within [0, n-1]) along ``axis``."""
+    n = values.shape[axis]
+    j0 = np.clip(np.floor(at).astype(np.intp), 0, max(n - 2, 0))
+    j1 = np.minimum(j0 + 1, n - 1)
+    t = at - j0
+    if axis == 0:
+        return values[j0] * (1.0 - t)[:, None] + values[j1] * t[:, None]
+    return values[:, j0] * (1.0 - t)[None, :] + values[:, j1] * t[None, :]
 
 
 def clean(sci: np.ndarray, dq: np.ndarray | None) -> np.ndarray:
@@ -98,9 +124,16 @@ def _fill_sparse(sci: np.ndarray, bad: np.ndarray, half: int = 2) -> np.ndarray 
 
 
 def resample_region(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, iy: np.ndarray,
-                    ix: np.ndarray, *, order: int, dq_threshold: float, jacobian: np.ndarray | None = None,
+                    ix: np.ndarray, *, order: int, dq_threshold: float,
+                    jacobian: np.ndarray | float | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Values of an input region at positions (iy, ix) (region pixel coordinates).
+
+    ``jacobian`` (input pixels per output pixel) is an array shaped like
+    ``iy``, a number, or None (1).  SCI and VAR are interpolated with
+    ``order`` (VAR with at most 1, times the interpolant's weight sums), each
+    DQ bit with at most 1: an output pixel gets the bit when the flagged
+    pixels' weight exceeds ``dq_threshold``.
 
     Returns
     -------
@@ -116,29 +149,37 @@ def resample_region(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | No
         base = np.zeros(sci.shape, np.uint16) if dq is None else np.asarray(dq)
         dq = base | np.where(nonfinite, NON_FINITE, 0).astype(base.dtype)
     covered = (iy > -_EDGE) & (iy < ny - 1 + _EDGE) & (ix > -_EDGE) & (ix < nx - 1 + _EDGE)
-    coords = [np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)]
-    data = clean(np.asarray(sci, np.float32), dq) if order > 1 else np.nan_to_num(np.asarray(sci, np.float32))
-    out_sci = ndimage.map_coordinates(data, coords, order=order, mode="nearest", output=np.float32)
-    out_var = np.zeros(iy.shape, np.float32)
+    cy, cx = np.clip(iy, 0, ny - 1), np.clip(ix, 0, nx - 1)
+    out_sci = np.empty(iy.shape, np.float32)
+    if order <= 1:
+        core.linear_at(np.nan_to_num(np.asarray(sci, np.float32)), cy, cx, order, out_sci)
+    else:
+        data = clean(np.asarray(sci, np.float32), dq)
+        # SciPy's own prefilter, on the input padded as map_coordinates(mode="nearest") pads it
+        padded = np.pad(data, core.SPLINE_PAD, mode="edge")
+        if order == 3:
+            coef = ndimage.spline_filter(padded, order, output=np.float64, mode="nearest")
+            core.cubic_at(coef, cy, cx, out_sci)
+        else:  # quintic: rare, left to SciPy
+            ndimage.map_coordinates(data, [cy, cx], order=order, mode="nearest", output=out_sci)
     if var is not None:
-        v = ndimage.map_coordinates(np.nan_to_num(np.asarray(var, np.float32)), coords, order=min(order, 1),
-                                    mode="nearest", output=np.float32)
-        out_var = v * variance_factor(coords[0], order) * variance_factor(coords[1], order)
+        var64 = np.empty(iy.shape, np.float64)
+        fractions, sums = _variance_table(max(int(order), 0))
+        core.variance_at(np.nan_to_num(np.asarray(var, np.float32)), cy, cx, min(order, 1), fractions, sums,
+                         var64)
     if jacobian is not None:
-        out_sci *= jacobian
-        out_var *= jacobian ** 2
+        jac = np.float64(jacobian) if np.ndim(jacobian) == 0 else jacobian  # float64 products, one rounding
+        out_sci *= jac
+        if var is not None:
+            var64 *= jac ** 2
+    out_var = np.zeros(iy.shape, np.float32) if var is None else var64.astype(np.float32)
     out_dq = np.zeros(iy.shape, np.uint16)
     if dq is not None:
-        present = int(np.bitwise_or.reduce(dq, axis=None)) if dq.size else 0
-        for bit in (1 << b for b in range(16)):
-            if present & bit:
-                plane = ((dq & bit) != 0).astype(np.float32)
-                contrib = ndimage.map_coordinates(plane, coords, order=min(order, 1), mode="nearest")
-                out_dq[contrib > dq_threshold] |= bit
+        core.dq_at(np.asarray(dq, np.uint16), cy, cx, min(order, 1), np.float32(dq_threshold), out_dq)
     out_sci[~covered] = 0.0
     out_var[~covered] = 0.0
     out_dq[~covered] = NO_DATA
-    return out_sci, out_var.astype(np.float32), out_dq, covered
+    return out_sci, out_var, out_dq, covered
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -159,16 +200,49 @@ class PixelMap:
     jacobian: np.ndarray | None
     box: tuple[int, int, int, int]
 
+    def positions(self, r0: int, r1: int, c0: int, c1: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Input row, column (and Jacobian or None) of output rows ``[r0, r1)``, columns ``[c0, c1)``."""
+        iy = fine_map(self.iy, self.gy, self.gx, r0, r1, c1, x0=c0)
+        ix = fine_map(self.ix, self.gy, self.gx, r0, r1, c1, x0=c0)
+        jac = None if self.jacobian is None else fine_map(self.jacobian, self.gy, self.gx, r0, r1, c1, x0=c0)
+        return iy, ix, jac
 
-def resample_band(regions: list, maps: list[PixelMap], y0: int, y1: int, nx: int, *, order: int,
+
+@dataclasses.dataclass(frozen=True)
+class AffineMap:
+    """An affine output-to-input mapping: ``iy = ay[0] + ay[1] * y + ay[2] * x`` (``ix`` likewise with ``ax``).
+
+    ``y``, ``x`` are output row and column, ``iy``, ``ix`` 0-based input row
+    and column; ``jacobian`` is the constant input pixels per output pixel
+    (None for 1); ``box`` as in :class:`PixelMap`.  Six numbers stand for
+    what a coarse grid would sample (exactly, as the map is affine).
+    """
+
+    ay: tuple[float, float, float]
+    ax: tuple[float, float, float]
+    jacobian: float | None
+    box: tuple[int, int, int, int]
+
+    def positions(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """Input row, column (and Jacobian or None) of output rows ``[r0, r1)``, columns ``[c0, c1)``."""
+        y = np.arange(r0, r1, dtype=np.float64)[:, None]
+        x = np.arange(c0, c1, dtype=np.float64)[None, :]
+        iy = (self.ay[0] + self.ay[1] * y) + self.ay[2] * x
+        ix = (self.ax[0] + self.ax[1] * y) + self.ax[2] * x
+        return iy, ix, self.jacobian
+
+
+def resample_band(regions: list, maps: Sequence[PixelMap | AffineMap], y0: int, y1: int, nx: int, *, order: int,
                   dq_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SCI, VAR, DQ of output rows ``[y0, y1)`` (all ``nx`` columns) from the arrays of one frame.
 
     ``regions`` holds, per array, ``(sci, var, dq, (row0, col0))``: the part
     of the input this band needs and where it starts in the input; ``maps``
-    the arrays' :class:`PixelMap`.  Each array is interpolated only over its
-    box; where arrays overlap the first one covering a pixel supplies it.
-    Pixels no array covers get DQ :data:`NO_DATA` and SCI = VAR = 0.
+    the arrays' :class:`PixelMap` or :class:`AffineMap`.  Each array is
+    interpolated only over its box; where arrays overlap the first one
+    covering a pixel supplies it.  Pixels no array covers get DQ
+    :data:`NO_DATA` and SCI = VAR = 0.
     """
     shape = (y1 - y0, nx)
     sci, var = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
@@ -179,14 +253,66 @@ def resample_band(regions: list, maps: list[PixelMap], y0: int, y1: int, nx: int
         c0, c1 = m.box[2], m.box[3]
         if r0 >= r1 or c0 >= c1:
             continue
-        iy = fine_map(m.iy, m.gy, m.gx, r0, r1, c1, x0=c0) - origin[0]
-        ix = fine_map(m.ix, m.gy, m.gx, r0, r1, c1, x0=c0) - origin[1]
-        jac = None if m.jacobian is None else fine_map(m.jacobian, m.gy, m.gx, r0, r1, c1, x0=c0)
+        iy, ix, jac = m.positions(r0, r1, c0, c1)
+        iy -= origin[0]
+        ix -= origin[1]
         s, v, d, covered = resample_region(np.asarray(rsci), None if rvar is None else np.asarray(rvar),
                                            None if rdq is None else np.asarray(rdq), iy, ix, order=order,
                                            dq_threshold=dq_threshold, jacobian=jac)
         sub = (slice(r0 - y0, r1 - y0), slice(c0, c1))
-        take = covered & ~done[sub]
-        sci[sub][take], var[sub][take], dq[sub][take] = s[take], v[take], d[take]
+        if not done.any() and covered.all():  # the usual case: one array covers its whole box
+            sci[sub], var[sub], dq[sub] = s, v, d
+        else:
+            take = covered & ~done[sub]
+            sci[sub][take], var[sub][take], dq[sub][take] = s[take], v[take], d[take]
         done[sub] |= covered
     return sci, var, dq
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockLayout:
+    """Which input blocks a band task receives for one array and which part of them it needs.
+
+    ``rows``, ``cols``: the first input row (column) of each block row
+    (column) given; ``box`` = (row0, row1, col0, col1): the input region, half
+    open.
+    """
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    box: tuple[int, int, int, int]
+
+
+def assemble(blocks: Sequence[Sequence[np.ndarray]], layout: BlockLayout) -> np.ndarray:
+    """The region ``layout.box`` of an input array from its blocks (a view when one block holds it)."""
+    r0, r1, c0, c1 = layout.box
+    if len(layout.rows) == 1 and len(layout.cols) == 1:
+        b = np.asarray(blocks[0][0])
+        return b[r0 - layout.rows[0]:r1 - layout.rows[0], c0 - layout.cols[0]:c1 - layout.cols[0]]
+    first = np.asarray(blocks[0][0])
+    out = np.empty((r1 - r0, c1 - c0), first.dtype)
+    for row, bs in zip(layout.rows, blocks):
+        for col, b in zip(layout.cols, bs):
+            b = np.asarray(b)
+            y0, y1 = max(r0, row), min(r1, row + b.shape[0])
+            x0, x1 = max(c0, col), min(c1, col + b.shape[1])
+            if y0 < y1 and x0 < x1:
+                out[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = b[y0 - row:y1 - row, x0 - col:x1 - col]
+    return out
+
+
+def resample_band_from_blocks(planes: Sequence[tuple[Any, Any, Any]], layouts: Sequence[BlockLayout],
+                              maps: Sequence[PixelMap | AffineMap], y0: int, y1: int, nx: int, order: int,
+                              dq_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`resample_band` on regions cut from whole input blocks.
+
+    ``planes`` holds, per array, the SCI, VAR and DQ blocks (nested lists as
+    :func:`assemble` takes them; None for an absent plane).  A graph task
+    that names the blocks themselves needs no slicing or concatenating task
+    of its own per band and plane.
+    """
+    regions = []
+    for (bsci, bvar, bdq), layout in zip(planes, layouts):
+        cut = [None if b is None else assemble(b, layout) for b in (bsci, bvar, bdq)]
+        regions.append((*cut, (layout.box[0], layout.box[2])))
+    return resample_band(regions, maps, y0, y1, nx, order=order, dq_threshold=dq_threshold)

@@ -22,14 +22,17 @@ holds more than one frame.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
+from dask.highlevelgraph import HighLevelGraph
 
 from ..distortion import project, strip_wcs
 from ..frame import Extension, Frame, make_extension
@@ -136,12 +139,17 @@ def common_grid(frames: Sequence[Frame], reference: Frame, *, trim: bool = False
 
 
 def pixel_map(grid: Grid, ext: Extension, *, step: int = COARSE_STEP, conserve: bool = True,
-              force_affine: bool = False) -> kres.PixelMap | None:
+              force_affine: bool = False) -> tuple[kres.PixelMap, kres.PixelMap | kres.AffineMap] | None:
     """Where the grid's pixels fall on ``ext``, on a coarse grid over the box the array covers (None: off-grid).
 
     The box is the array's footprint on the grid plus two coarse steps, so
     the (interpolated) map is evaluated where it is exact and nowhere near
     the far extrapolation of a distortion polynomial.
+
+    Returns the coarse map (the client reads the input regions of each band
+    from it) and the map the band tasks take: the same coarse map, or with
+    ``force_affine`` the fitted :class:`~draconis.kernels.resample.AffineMap`
+    (six numbers in the graph instead of the grid).
     """
     ny, nx = grid.shape
     ext_wcs = ext.wcs  # built once: a SIP WCS takes tens of milliseconds to set up
@@ -151,23 +159,30 @@ def pixel_map(grid: Grid, ext: Extension, *, step: int = COARSE_STEP, conserve: 
     x0, x1 = max(int(np.floor(ox.min())) - pad, 0), min(int(np.ceil(ox.max())) + pad + 1, nx)
     if y0 >= y1 or x0 >= x1:
         return None
+    box = (y0, y1, x0, x1)
     gy = np.unique(np.append(np.arange(y0, y1, step), y1 - 1)).astype(float)
     gx = np.unique(np.append(np.arange(x0, x1, step), x1 - 1)).astype(float)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = grid.wcs.wcs_pix2world(xx.ravel(), yy.ravel(), 0)
     ix, iy = ext_wcs.all_world2pix(ra, dec, 0, tolerance=1e-6, maxiter=50, quiet=True)
     iy, ix = iy.reshape(yy.shape), ix.reshape(yy.shape)
-    if force_affine:
-        iy, ix = _affine_fit(iy, yy, xx), _affine_fit(ix, yy, xx)
-    jac = _jacobian(iy, ix, gy, gx) if conserve else None
-    return kres.PixelMap(iy, ix, gy, gx, jac, (y0, y1, x0, x1))
-
-
-def _affine_fit(values: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """The best affine function of (y, x) through ``values``, evaluated at the same nodes."""
+    if not force_affine:
+        coarse = kres.PixelMap(iy, ix, gy, gx, _jacobian(iy, ix, gy, gx) if conserve else None, box)
+        return coarse, coarse
     design = np.column_stack([np.ones(yy.size), yy.ravel(), xx.ravel()])
+    ay, ax = _affine_fit(iy, design), _affine_fit(ix, design)
+    iy, ix = (design @ ay).reshape(yy.shape), (design @ ax).reshape(yy.shape)
+    jac = _jacobian(iy, ix, gy, gx) if conserve else None
+    det = abs(ay[1] * ax[2] - ay[2] * ax[1])  # the affine map's constant Jacobian, exactly
+    affine = kres.AffineMap((float(ay[0]), float(ay[1]), float(ay[2])), (float(ax[0]), float(ax[1]), float(ax[2])),
+                            None if jac is None else float(det), box)
+    return kres.PixelMap(iy, ix, gy, gx, jac, box), affine
+
+
+def _affine_fit(values: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """Coefficients (constant, per row, per column) of the best affine function through ``values``."""
     coef, *_ = np.linalg.lstsq(design, values.ravel(), rcond=None)
-    return (design @ coef).reshape(values.shape)
+    return coef
 
 
 def _jacobian(cy: np.ndarray, cx: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray | None:
@@ -193,39 +208,63 @@ def _band_region(m: kres.PixelMap, y0: int, y1: int, shape: tuple[int, int], mar
     return None if iy0 >= iy1 or ix0 >= ix1 else (iy0, iy1, ix0, ix1)
 
 
+def _block_layout(arr: da.Array, box: tuple[int, int, int, int]) -> tuple[list, kres.BlockLayout]:
+    """Keys of the blocks of ``arr`` that hold ``box`` (nested: block rows, then columns) and their layout."""
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in arr.chunks]
+    j0 = int(np.searchsorted(starts[0], box[0], side="right")) - 1
+    j1 = int(np.searchsorted(starts[0], box[1], side="left"))
+    k0 = int(np.searchsorted(starts[1], box[2], side="right")) - 1
+    k1 = int(np.searchsorted(starts[1], box[3], side="left"))
+    keys = [[(arr.name, j, k) for k in range(k0, k1)] for j in range(j0, j1)]
+    layout = kres.BlockLayout(tuple(int(r) for r in starts[0][j0:j1]), tuple(int(c) for c in starts[1][k0:k1]), box)
+    return keys, layout
+
+
 def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float, conserve: bool = True,
                    force_affine: bool = False, band_rows: int = BAND_ROWS) -> Frame:
     """``frame`` resampled onto ``grid``: one lazy extension with SCI, VAR, DQ in row bands.
 
-    Each band is one task (:func:`draconis.kernels.resample.resample_band`)
-    that reads, of each array, only the part its pixels fall on.
+    Each band is one task (:func:`draconis.kernels.resample.resample_band_from_blocks`)
+    that takes, of each array, the input blocks its pixels fall on (by key:
+    no slicing or concatenating task per band and plane) and returns SCI,
+    VAR and DQ; one small task per band and plane picks its plane.  The
+    frame's maps are one graph key that every band task names, so the graph
+    holds them once per frame (with ``force_affine``, six numbers per array).
     """
     ny, nx = grid.shape
-    maps = [pixel_map(grid, ext, conserve=conserve, force_affine=force_affine) for ext in frame.extensions]
+    pairs = [pixel_map(grid, ext, conserve=conserve, force_affine=force_affine) for ext in frame.extensions]
     margin = order + 2
-    bands: dict[str, list[da.Array]] = {"SCI": [], "VAR": [], "DQ": []}
-    for y0 in range(0, ny, band_rows):
+    inputs = [tuple(ext.plane(n) for n in ("SCI", "VAR", "DQ")) for ext in frame.extensions]
+    deps = [a for planes in inputs for a in planes if a is not None]
+    kernel_maps = tuple(None if pair is None else pair[1] for pair in pairs)
+    token = dask.base.tokenize([a.name for a in deps], kernel_maps, grid.shape, order, dq_threshold, band_rows)
+    name, maps_name = f"resample-{token}", f"resample-maps-{token}"
+    starts = list(range(0, ny, band_rows))
+    layer: dict = {}
+    for r, y0 in enumerate(starts):
         y1 = min(y0 + band_rows, ny)
-        regions, used = [], []
-        for ext, m in zip(frame.extensions, maps):
-            box = None if m is None else _band_region(m, y0, y1, ext.shape, margin)
+        blocks, layouts, used = [], [], []
+        for k, (ext, planes, pair) in enumerate(zip(frame.extensions, inputs, pairs)):
+            box = None if pair is None else _band_region(pair[0], y0, y1, ext.shape, margin)
             if box is None:
                 continue
-            cut = (slice(box[0], box[1]), slice(box[2], box[3]))
-            cuts = [None if (a := ext.plane(n)) is None else a[cut] for n in ("SCI", "VAR", "DQ")]
-            regions.append((*cuts, (box[0], box[2])))
-            used.append(m)
-        shape = (y1 - y0, nx)
-        if not regions:
-            bands["SCI"].append(da.zeros(shape, np.float32))
-            bands["VAR"].append(da.zeros(shape, np.float32))
-            bands["DQ"].append(da.full(shape, kres.NO_DATA, dtype=np.uint16))
-            continue
-        task = dask.delayed(kres.resample_band, pure=True, nout=3)(regions, used, y0, y1, nx, order=order,
-                                                                  dq_threshold=dq_threshold)
-        for name, part, dtype in zip(("SCI", "VAR", "DQ"), task, (np.float32, np.float32, np.uint16)):
-            bands[name].append(da.from_delayed(part, shape=shape, dtype=dtype))
-    stacked = {k: da.concatenate(v, axis=0) for k, v in bands.items()}
+            keys = [None if a is None else _block_layout(a, box) for a in planes]
+            blocks.append([None if k is None else k[0] for k in keys])
+            layouts.append(keys[0][1])  # type: ignore[index]  # SCI is always there
+            used.append(k)
+        layer[(name, r)] = (kres.resample_band_from_blocks, blocks, layouts,
+                            (_pick_maps, (maps_name,), used),
+                            y0, y1, nx, order, dq_threshold)
+    core = HighLevelGraph.from_collections(name, layer, dependencies=deps)  # type: ignore[arg-type]
+    layers: dict[str, Any] = {**core.layers, maps_name: {(maps_name,): _FrameMaps(kernel_maps)}}
+    dependencies = {**core.dependencies, maps_name: set(), name: core.dependencies[name] | {maps_name}}
+    heights = tuple(min(y0 + band_rows, ny) - y0 for y0 in starts)
+    stacked = {}
+    for i, (plane, dtype) in enumerate(zip(("SCI", "VAR", "DQ"), (np.float32, np.float32, np.uint16))):
+        pname = f"{name}-{plane.lower()}"
+        picks: dict[Any, Any] = {(pname, r, 0): (operator.getitem, (name, r), i) for r in range(len(starts))}
+        graph = HighLevelGraph({**layers, pname: picks}, {**dependencies, pname: {name}})
+        stacked[plane] = da.Array(graph, pname, chunks=(heights, (nx,)), dtype=dtype)
     header = strip_wcs(frame[0].header)
     for key in _WCS_DROP:
         header.remove(key, ignore_missing=True)
@@ -234,6 +273,22 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
     objcat = _moved_catalogue(frame, grid)
     ext = make_extension(header, stacked["SCI"], stacked["VAR"], stacked["DQ"], objcat=objcat)
     return frame.with_extensions([ext])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FrameMaps:
+    """The band tasks' maps of one frame's arrays (None: off the grid), held as one graph value.
+
+    A container, so the graph takes it as data rather than parsing its
+    contents for keys and tasks.
+    """
+
+    maps: tuple
+
+
+def _pick_maps(frame_maps: _FrameMaps, which: list[int]) -> list:
+    """The maps of the arrays a band reads, in the order of its blocks."""
+    return [frame_maps.maps[k] for k in which]
 
 
 def _moved_catalogue(frame: Frame, grid: Grid):
