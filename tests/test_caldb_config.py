@@ -51,6 +51,11 @@ def test_directory_means_cal_manager_db_inside(tmp_path):
     assert cfg.databases[0].url == f"sqlite:///{tmp_path}/cal_manager.db"
 
 
+def test_file_url_is_a_local_sqlite_file(tmp_path):
+    cfg = parse_config_text(f"[calibs]\ndatabases = file://{tmp_path} get\n", "rc")
+    assert (cfg.databases[0].kind, cfg.databases[0].path) == ("sqlite", str(tmp_path / "cal_manager.db"))
+
+
 def test_home_and_variables_are_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("PLAYGROUND", "play")

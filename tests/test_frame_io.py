@@ -11,7 +11,7 @@ from astropy.table import Table
 
 import draconis
 from draconis.errors import InputError, NotFITSError
-from draconis.io import open_zarr, write_fits, write_zarr
+from draconis.io import is_url, local_path, open_zarr, write_fits, write_zarr
 from draconis.testing import PixelsComputedError, raise_if_dask_computes
 
 
@@ -152,3 +152,19 @@ def test_writing_computes_the_planes_once(tmp_path):
     # Dask inlines the cheap source read into each plane's branch (4 planes here), but the frame
     # itself must not send the planes through the graph a second time (it did: 5 reads per chunk).
     assert pixel_read_count() - before <= 4 * chunks
+
+
+def test_is_url_tells_urls_from_local_paths(tmp_path):
+    assert not is_url(str(tmp_path)) and not is_url(tmp_path) and not is_url("work/run-1")
+    # a file:// URL names a local file: read and written like a bare path, after local_path
+    assert not is_url(f"file://{tmp_path}/ck") and not is_url("FILE:///x")
+    assert local_path(f"file://{tmp_path}/ck") == f"{tmp_path}/ck"
+    assert local_path("memory://x/y") == "memory://x/y" and local_path("work/run-1") == "work/run-1"
+    assert is_url("memory://x/y") and is_url("s3://bucket/prefix") and is_url("sqlite:///cal.db")
+
+
+def test_checkpoints_on_a_file_url_are_the_local_directory(tmp_path):
+    from draconis.reduce.outputs import Checkpoints
+
+    assert Checkpoints(f"file://{tmp_path}/ck").root == str(tmp_path / "ck")
+    assert Checkpoints("memory://ck").root == "memory://ck"

@@ -40,6 +40,15 @@ def test_primitives_open_no_files_and_use_only_the_context():
         assert "getattr(ctx" not in path.read_text(), f"{path}: the Context protocol names every service"
 
 
+def test_primitives_import_nothing_of_the_runner():
+    # what a primitive needs of the run (streams, files, the workers' memory) it asks its Context
+    runner = ("draconis.reduce", "draconis.cluster", "draconis.cluster_plan", "draconis.config", "draconis.caldb",
+              "draconis.commands", "draconis.cli", "draconis.runrecord", "draconis.report")
+    for path in sorted((SRC / "primitives").glob("*.py")):
+        bad = sorted(n for n in _imports(path) if n in runner or n.startswith(tuple(f"{r}." for r in runner)))
+        assert not bad, f"primitives/{path.name} imports {bad}: ask the Context (primitives/registry.py) instead"
+
+
 def test_primitives_are_annotated_with_their_real_parameter_and_context_types():
     import typing
 

@@ -10,9 +10,10 @@ Each line of ``databases`` is a location and optional flags.  ``get``: search
 this database for calibrations; ``store``: add the processed calibrations that
 ``reduce`` makes.  No flag means ``get`` only; once any flag is given ``get``
 must be listed explicitly; an unknown flag is an error.  A location that is an
-existing directory means ``cal_manager.db`` inside it; one containing ``://``
-is a URL (SQLAlchemy, or ``http(s)`` for the Gemini archive, which is skipped
-offline); anything else is an SQLite file.  The older key ``database_dir``
+existing directory means ``cal_manager.db`` inside it; a URL
+(:func:`draconis.io.is_url`) is SQLAlchemy's, or ``http(s)`` for the Gemini
+archive, which is skipped offline; anything else, ``file://`` URLs included,
+is a local SQLite file.  The older key ``database_dir``
 (one directory) is still read, with a deprecation warning.
 
 Which file is read, first found wins:
@@ -36,6 +37,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import is_url, local_path
 
 __all__ = ["DatabaseSpec", "CalibConfig", "ConfigDeprecationWarning", "find_config_file", "load_config",
            "parse_config_text", "database_spec", "hide_password", "DEFAULT_DB_NAME", "KNOWN_FLAGS"]
@@ -157,7 +159,7 @@ def database_spec(location: str, flags: tuple[str, ...] = ("get",), *, source: s
                           f"(allowed: {', '.join(KNOWN_FLAGS)})")
     get = "get" in flags or not flags
     store = "store" in flags
-    if "://" in location:
+    if is_url(location):
         kind = "remote" if location.lower().startswith(_REMOTE_SCHEMES) else "sql"
         if location.lower().startswith("sqlite:"):
             path = location.split("://", 1)[1]
@@ -166,7 +168,7 @@ def database_spec(location: str, flags: tuple[str, ...] = ("get",), *, source: s
                 return DatabaseSpec(location, location, "sql", get, store)
             return DatabaseSpec(location, location, "sqlite", get, store, os.path.abspath(path))
         return DatabaseSpec(location, location, kind, get, store)
-    path = os.path.abspath(location)
+    path = os.path.abspath(local_path(location))
     if os.path.isdir(path):
         path = os.path.join(path, DEFAULT_DB_NAME)
     return DatabaseSpec(location, f"sqlite:///{path}", "sqlite", get, store, path)

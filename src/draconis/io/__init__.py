@@ -3,6 +3,11 @@
 The names below load their module on first use, so that a Dask worker that
 only runs the pixel tasks of :mod:`draconis.io._tasks` never imports the
 frame model (xarray, astropy.table).
+
+Locations (work directories, checkpoint stores, database files) are local
+paths or fsspec URLs; :func:`is_url` is the one test of which, used by every
+layer above (reduce, caldb), and :func:`local_path` turns a ``file://`` URL
+into the path it names.
 """
 from __future__ import annotations
 
@@ -14,6 +19,32 @@ _EXPORTS = {
     "open_fits": "fits", "write_fits": "fits", "write_fits_delayed": "fits", "write_many": "fits",
     "open_zarr": "zarr", "write_zarr": "zarr", "write_zarr_delayed": "zarr", "write_zarr_many": "zarr",
 }
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is a URL (``memory://x``, ``s3://bucket/key``, ``sqlite:///db``) rather than a local path.
+
+    A ``file://`` URL is a local path, not a URL: it names a file of this
+    machine, which is read and written with the os functions (after
+    :func:`local_path`), like a path given bare.
+
+    Parameters
+    ----------
+    location
+        A path (absolute or relative) or a URL.
+
+    Returns
+    -------
+    bool
+        True for ``scheme://...`` with any scheme but ``file``.
+    """
+    text = os.fspath(location)
+    return "://" in text and not text.lower().startswith("file://")
+
+
+def local_path(location: str) -> str:
+    """The local path a ``file://`` URL names (``file:///data/x`` -> ``/data/x``); anything else unchanged."""
+    return location[len("file://"):] if location.lower().startswith("file://") else location
 
 
 def open_frame(path: str | os.PathLike, *, chunks: tuple[int, int] | None = None):
@@ -47,4 +78,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["open_frame", *_EXPORTS]
+__all__ = ["is_url", "local_path", "open_frame", *_EXPORTS]

@@ -36,6 +36,7 @@ from astropy.io import fits
 
 from ..errors import InputError
 from ..frame import PLANES, Extension, Frame, make_extension
+from . import is_url, local_path
 from ._tasks import RAW, ZSTD, ZSTD_LEVEL, StoredPlane, write_band_block, write_chunk
 from .fits import default_chunks
 
@@ -312,10 +313,10 @@ def write_planes_now(store: str | os.PathLike, planes: Sequence[dict[str, np.nda
 
 def is_frame_store(store: str) -> bool:
     """Whether ``store`` is a frame checkpoint (False for a group of planes only, or a URL: those are frames)."""
-    if "://" in store:
+    if is_url(store):
         return True
     try:
-        return _read_json(store)["attributes"].get("draconis_frame") == 1
+        return _read_json(local_path(store))["attributes"].get("draconis_frame") == 1
     except (OSError, ValueError, KeyError):
         return True  # let open_zarr say what is wrong with it
 
@@ -348,9 +349,9 @@ def _open_plane(store: str, component: str) -> da.Array:
 def open_zarr(store: str | os.PathLike) -> Frame:
     """Open a frame checkpointed with :func:`write_zarr` (lazily); a store on an fsspec URL through zarr."""
     given = os.fspath(store)
-    if "://" in given:
+    if is_url(given):
         return _open_zarr_url(given)
-    store = os.path.abspath(given)  # the graph reads it on workers that may run in another directory
+    store = os.path.abspath(local_path(given))  # the graph reads it on workers that may run in another directory
     try:
         attrs = _read_json(store)["attributes"]
     except (OSError, ValueError, KeyError) as err:

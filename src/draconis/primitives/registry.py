@@ -79,6 +79,14 @@ class Context(Protocol):
     def store_calibration(self, path: str, caltype: str) -> None:
         """Queue a written file for the calibration database (done when the run succeeds)."""
 
+    def workers(self) -> tuple[int, int]:
+        """The workers the run plans for: ``(number of workers, memory budget of each in bytes)``.
+
+        What a primitive sizes its tasks by (the planned cluster's, not the
+        memory of the process it runs in); primitives never ask
+        :mod:`draconis.cluster_plan` themselves.
+        """
+
 
 @dataclasses.dataclass(frozen=True)
 class PrimitiveSpec:

@@ -287,7 +287,7 @@ def sky_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     explicit = list(p.sky) if p.sky else None
     pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
     lists = [explicit if explicit is not None else _skies_of(frame, pool, ctx.log) for frame in frames]
-    windowed = sky_window.windowed(builder, frames, lists, ctx.log)
+    windowed = sky_window.windowed(builder, frames, lists, ctx)
     outputs, saved = [], []
     for i, (frame, skies) in enumerate(zip(frames, lists)):
         if skies is None:

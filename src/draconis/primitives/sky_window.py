@@ -39,7 +39,6 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 from dask.typing import Key
 
-from ..cluster_plan import machine_plan
 from ..errors import DescriptorError, ParameterError
 from ..frame import Frame
 from ..kernels.combine import CombineSpec
@@ -50,6 +49,7 @@ from ..kernels.sky_window import (
     SkyWindows,
     window_sky_subtract,
 )
+from .registry import Context
 from .sky_pointing import frame_time
 
 __all__ = ["WindowPlan", "plan_windows", "window_is_cheaper", "subtract_windowed", "supported_mode", "windowed"]
@@ -75,18 +75,19 @@ MIN_ROWS = 16
 TASKS_PER_WORKER = 2
 
 
-def windowed(builder, frames: Sequence[Frame], lists, log) -> dict[int, tuple[Frame, Frame | None]]:
+def windowed(builder, frames: Sequence[Frame], lists, ctx: Context) -> dict[int, tuple[Frame, Frame | None]]:
     """The frames the sliding window sky-subtracts: ``{index: (frame, sky frame or None)}``.
 
     ``builder`` is skyCorrect's :class:`~draconis.primitives.sky.SkyBuilder`
     (parameters, per-sky preparation, frame assembly); ``lists`` the sky
-    frames of each frame (None: no skies).
+    frames of each frame (None: no skies); ``ctx`` the run's context (its
+    log, and the workers whose memory the tasks are planned for).
 
     Empty when the setting ``draconis.sky_combine`` is "direct", the
     parameters ask for a combine the window does not do, or (setting
     "auto") the direct combine is cheaper.
     """
-    p = builder.p
+    p, log = builder.p, ctx.log
     choice = str(dask.config.get("draconis.sky_combine", "auto"))
     if choice not in ("auto", "window", "direct"):
         raise ParameterError(f"skyCorrect: setting draconis.sky_combine={choice!r} is not auto, window or direct")
@@ -104,12 +105,11 @@ def windowed(builder, frames: Sequence[Frame], lists, log) -> dict[int, tuple[Fr
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
     frame_bytes = FRAME_BYTES + (12 if p.save_sky else 0)
-    # the workers the run plans for: draconis.n_workers / memory_limit when set (an external cluster's),
-    # else the machine's default LocalCluster
-    cluster = machine_plan()
+    # the workers the run plans for (draconis.n_workers / memory_limit when set, else the default LocalCluster)
+    n_workers, worker_memory = ctx.workers()
     rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape,
-                                     task_budget(cluster.memory_limit), frame_bytes,
-                                     min_tasks=TASKS_PER_WORKER * cluster.n_workers)
+                                     task_budget(worker_memory), frame_bytes,
+                                     min_tasks=TASKS_PER_WORKER * n_workers)
     if segment == 0:
         log.info("skyCorrect: windows of %d skies do not fit the memory budget of a task: skies combined directly",
                  width)

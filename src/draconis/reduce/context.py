@@ -23,8 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import runrecord
+from ..cluster_plan import machine_plan
 from ..errors import DraconisError, InputError, ParameterError
 from ..frame import Frame
+from ..io import local_path
 from ..parameters import Param, Params, parameter_kind
 from ..primitives.registry import PrimitiveSpec, get_primitive
 from ..provenance import Provenance, changed_values, utc_timestamp
@@ -119,7 +121,8 @@ class RunContext:
         self.ucals: dict[str, Any] = dict(ucals or {})
         self.user = uparms if isinstance(uparms, UserParams) else parse_uparms(uparms)
         self.outdir = os.fspath(outdir) if outdir is not None else os.getcwd()
-        self.workdir = os.fspath(workdir) if workdir is not None else tempfile.mkdtemp(prefix="draconis-")
+        # a file:// work directory is the local one it names (checkpoints and backups are written with os calls)
+        self.workdir = local_path(os.fspath(workdir)) if workdir is not None else tempfile.mkdtemp(prefix="draconis-")
         self.run_id = uuid.uuid4().hex[:8]
         run_dir = os.path.join(self.workdir, f"run-{self.run_id}")
         self.checkpoints = Checkpoints(run_dir, keep=keep_checkpoints)
@@ -365,6 +368,17 @@ class RunContext:
                 for f in out]
 
     # -- runner services (I/O) ---------------------------------------------
+    def workers(self) -> tuple[int, int]:
+        """The workers this run plans for: how many, and each one's memory budget in bytes.
+
+        From :func:`draconis.cluster_plan.machine_plan`, asked at each call
+        (the settings may change within a session): ``draconis.n_workers`` and
+        ``draconis.memory_limit`` when set (an external cluster's), else the
+        default LocalCluster of this machine.
+        """
+        plan = machine_plan()
+        return plan.n_workers, plan.memory_limit
+
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
         """Persist ``frames`` to zarr under the work directory and reopen them lazily.
 

@@ -22,6 +22,7 @@ import fsspec
 from .. import progress
 from ..errors import InputError
 from ..frame import Frame
+from ..io import is_url, local_path
 from ..io.fits import discard_partial, open_fits, write_fits_delayed
 from ..io.zarr import (
     attach_summaries,
@@ -138,8 +139,9 @@ class Checkpoints:
     """
 
     def __init__(self, root: str, keep: bool = False):
-        # workers may not share the client's current directory; URLs (s3://, memory://) are absolute
-        self.root = root if _is_url(root) else os.path.abspath(root)
+        # workers may not share the client's current directory; URLs (s3://, memory://) are absolute, and a
+        # file:// root is the local directory it names (written with the os functions below)
+        self.root = root if is_url(root) else os.path.abspath(local_path(root))
         self.keep = keep
         self.count = 0
         self.records: list[CheckpointRecord] = []
@@ -170,7 +172,7 @@ class Checkpoints:
         start = time.perf_counter()
         self.count += 1
         directory = os.path.join(self.root, f"{self.count:02d}_{label}")
-        if _is_url(self.root):
+        if is_url(self.root):
             return self._write_url(frames, label, directory, chunks, start)
         os.makedirs(directory, exist_ok=True)
         self._live.append(directory)
@@ -200,7 +202,7 @@ class Checkpoints:
         then keeps the values in its graphs).  Like :meth:`write`, the
         directory is released once no live array reads it.
         """
-        if not frames or _is_url(self.root):
+        if not frames or is_url(self.root):
             return None
         start = time.perf_counter()
         self.count += 1
@@ -247,7 +249,7 @@ class Checkpoints:
         A checkpoint is still needed while any array alive in this process reads one of its stores
         (:func:`draconis.io.zarr.live_stores`): streams, calibrations, frames a primitive holds.
         """
-        if self.keep or not self._live or _is_url(self.root):
+        if self.keep or not self._live or is_url(self.root):
             # (on a URL the arrays read stores through zarr, untracked: everything goes at the end)
             return []
         used = {os.path.dirname(store) for store in live_stores()}
@@ -264,14 +266,10 @@ class Checkpoints:
             if self.count:
                 log.info("Checkpoints kept in %s", self.root)
             return
-        if _is_url(self.root):
+        if is_url(self.root):
             fs, path = fsspec.core.url_to_fs(self.root)
             if fs.exists(path):
                 fs.rm(path, recursive=True)
         else:
             shutil.rmtree(self.root, ignore_errors=True)
         self._live.clear()
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location

@@ -46,6 +46,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DraconisError
 from ..frame import Frame
+from ..io import is_url
 from ..primitives.registry import get_primitive
 from ..recipes.caller import PrimitiveCaller
 from .context import RunContext
@@ -56,7 +57,7 @@ from .resume_point import (
     _complete_snapshots,
     find_resume_point,
 )
-from .rundir import RunDir, filesystem, is_url, join, read_text, remove_tree, write_text
+from .rundir import RunDir, filesystem, join, read_text, remove_tree, write_text
 from .snapshot import (
     STREAMS,
     _dump,

@@ -11,7 +11,8 @@ same reduction in the same work directory does it, rolling back the killed
 run's outputs, or continues it (``--resume``).
 
 The work directory is a local path or an fsspec URL (``memory://``,
-``s3://bucket/prefix``...); outputs and their backups are always local files.
+``s3://bucket/prefix``...; a ``file://`` URL is a local path: see
+:func:`draconis.io.is_url`); outputs and their backups are always local files.
 """
 from __future__ import annotations
 
@@ -28,17 +29,14 @@ from typing import Any
 
 import fsspec
 
+from ..io import is_url, local_path
+
 log = logging.getLogger("draconis")
 
 RECORD = "run.json"
 PREFIX = "run-"
 #: record format version (a run directory from an incompatible version is reported, never resumed)
 FORMAT = 1
-
-
-def is_url(location: str) -> bool:
-    """Whether ``location`` is an fsspec URL (``memory://x``) rather than a local path."""
-    return "://" in location and not location.startswith("file://")
 
 
 def filesystem(location: str) -> tuple[Any, str]:
@@ -55,8 +53,7 @@ def absolute(location: str) -> str:
     """A local path made absolute (on the client: a worker's current directory is not the user's); URLs as given."""
     if is_url(location):
         return location
-    location = location.removeprefix("file://")
-    return os.path.abspath(os.path.expanduser(location))
+    return os.path.abspath(os.path.expanduser(local_path(location)))
 
 
 def write_text(location: str, text: str) -> None:

@@ -346,7 +346,7 @@ def _display(path: str | None) -> str:
 
 
 def _remove_if_empty(directory: str) -> None:
-    from .rundir import is_url
+    from ..io import is_url
 
     if is_url(directory):
         return

@@ -19,7 +19,8 @@ from typing import Any
 
 from .. import progress
 from ..frame import PLANES, Frame, make_extension
-from .rundir import filesystem, is_url, join
+from ..io import is_url
+from .rundir import filesystem, join
 
 STREAMS = "streams.pkl"
 PLANE_STORE = "planes.zarr"
