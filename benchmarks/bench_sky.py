@@ -130,11 +130,30 @@ def run_mode(frames, workdir, mode, args, mem, masks=None):
         pids = client.run(os.getpid)
         report = (distributed.performance_report(os.path.join(args.report, f"sky_{mode}.html"))
                   if args.report else _null())
-        with report:
+        with report, distributed.get_task_stream(client) as stream:
             result = sky_passes(frames, os.path.join(workdir, mode), mode, args.passes, client, masks)
+        _print_task_times(mode, stream.data)
         result["peaks"] = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         result["restarted"] = client.run(os.getpid) != pids
     return result
+
+
+def _print_task_times(mode: str, records) -> None:
+    """Worker time per kind of task (key prefix), largest first: where the passes spent their time."""
+    from dask.utils import key_split
+
+    spent: dict[str, list] = {}
+    for rec in records:
+        compute = sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s["action"] == "compute")
+        other = sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s["action"] != "compute")
+        row = spent.setdefault(key_split(rec["key"]), [0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += compute
+        row[2] += other
+    total = sum(r[1] + r[2] for r in spent.values()) or 1.0
+    print(f"{mode:>6}: worker time by task kind (tasks, compute s, transfer/disk s, % of all):")
+    for name, (n, c, o) in sorted(spent.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))[:12]:
+        print(f"        {name:<40} {n:>7} {c:>9.1f} {o:>9.1f} {100 * (c + o) / total:>5.1f}")
 
 
 class _null:
