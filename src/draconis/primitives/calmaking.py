@@ -122,9 +122,14 @@ def _flat_minus_processed_dark(flat: Frame, ctx) -> Frame:
 
 
 # ---------------------------------------------------------------- normalizeFlat
+def _sample_step(size: int) -> int:
+    """Row and column stride of the normalisation sample of an array of ``size`` pixels (~MEDIAN_SAMPLES)."""
+    return max(1, int(np.sqrt(size / MEDIAN_SAMPLES)))
+
+
 def _good_sample(ext, flags: int | None = None):
     sci, dq = ext.plane("SCI"), ext.plane("DQ")
-    step = max(1, int(np.sqrt(sci.size / MEDIAN_SAMPLES)))
+    step = _sample_step(sci.size)
     s = sci[::step, ::step].ravel()
     good = da.isfinite(s)
     if dq is not None:
@@ -151,7 +156,7 @@ def normalize_flat(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     grid = None
     if len(shapes) == 1:
         ny, nx = shapes.pop()
-        grid = (0, ny, 0, nx, max(1, int(np.sqrt(ny * nx / MEDIAN_SAMPLES))))
+        grid = (0, ny, 0, nx, _sample_step(ny * nx))
     frames = checkpoint_computed(frames, ctx, "normalizeFlat", samples=grid)
     written = [[stored_summary(e) for e in f.extensions] for f in frames]
     if all(s is not None and s.samples is not None for row in written for s in row):

@@ -13,9 +13,9 @@ in the stack.
 
 Laziness: for each frame and array the WCS mapping is evaluated on a coarse
 grid over the box the array covers (small), and each output row band is one
-task (:func:`draconis.kernels.resample.resample_band`) that reads only the
-input regions it needs (slices of the inputs' Dask arrays, so only the input
-chunks that touch the band) and returns SCI, VAR and DQ of the band.  Output
+task (:func:`draconis.kernels.resample.resample_band_from_blocks`) that takes
+only the input blocks its pixels fall on (by key) and returns SCI, VAR and DQ
+of the band; a frame's maps are one graph value its band tasks share.  Output
 chunks are row bands of the full width, the shape the stack reads; no task
 holds more than one frame.
 """
@@ -172,11 +172,11 @@ def pixel_map(grid: Grid, ext: Extension, *, step: int = COARSE_STEP, conserve: 
     design = np.column_stack([np.ones(yy.size), yy.ravel(), xx.ravel()])
     ay, ax = _affine_fit(iy, design), _affine_fit(ix, design)
     iy, ix = (design @ ay).reshape(yy.shape), (design @ ax).reshape(yy.shape)
-    jac = _jacobian(iy, ix, gy, gx) if conserve else None
     det = abs(ay[1] * ax[2] - ay[2] * ax[1])  # the affine map's constant Jacobian, exactly
     affine = kres.AffineMap((float(ay[0]), float(ay[1]), float(ay[2])), (float(ax[0]), float(ax[1]), float(ax[2])),
-                            None if jac is None else float(det), box)
-    return kres.PixelMap(iy, ix, gy, gx, jac, box), affine
+                            float(det) if conserve else None, box)
+    # the coarse map only tells the client which input region each band reads: no Jacobian needed
+    return kres.PixelMap(iy, ix, gy, gx, None, box), affine
 
 
 def _affine_fit(values: np.ndarray, design: np.ndarray) -> np.ndarray:

@@ -170,14 +170,11 @@ class Checkpoints:
         if not frames:
             return []
         start = time.perf_counter()
-        self.count += 1
-        directory = os.path.join(self.root, f"{self.count:02d}_{label}")
         if is_url(self.root):
-            return self._write_url(frames, label, directory, chunks, start)
-        os.makedirs(directory, exist_ok=True)
-        self._live.append(directory)
-        stores = [os.path.join(directory, f"{i:04d}_{os.path.splitext(f.filename)[0]}.zarr")
-                  for i, f in enumerate(frames)]
+            self.count += 1
+            return self._write_url(frames, label, f"{self.root}/{self.count:02d}_{label}", chunks, start)
+        directory = self._new_directory(label)
+        stores = [_store_path(directory, i, f) for i, f in enumerate(frames)]
         pending = [prepare_zarr(f, s, chunks=chunks, samples=samples) for f, s in zip(frames, stores)]
         computed = progress.compute([r for p in pending for r in p.records], f"checkpoint {label}")
         reports = finish_all(pending, computed)
@@ -205,13 +202,10 @@ class Checkpoints:
         if not frames or is_url(self.root):
             return None
         start = time.perf_counter()
-        self.count += 1
-        directory = os.path.join(self.root, f"{self.count:02d}_{label}")
-        os.makedirs(directory, exist_ok=True)
-        self._live.append(directory)
+        directory = self._new_directory(label)
         written, out = 0, []
         for i, (frame, arrays) in enumerate(zip(frames, values)):
-            store = os.path.join(directory, f"{i:04d}_{os.path.splitext(frame.filename)[0]}.zarr")
+            store = _store_path(directory, i, frame)
             rows = [ext.plane("SCI").chunks[0][0] for ext in frame.extensions]
             written += write_planes_now(store, [{name: v} for v in arrays], rows)
             out.append([open_stored_plane(store, j, name) for j in range(len(arrays))])
@@ -220,6 +214,14 @@ class Checkpoints:
         log.info("Stored %s of %d frame(s) in %s (%.1f MB, %.1f s)", name, len(frames), directory,
                  written / 1e6, record.seconds)
         return out
+
+    def _new_directory(self, label: str) -> str:
+        """The next local checkpoint directory (``NN_<label>``), created and tracked for :meth:`release`."""
+        self.count += 1
+        directory = os.path.join(self.root, f"{self.count:02d}_{label}")
+        os.makedirs(directory, exist_ok=True)
+        self._live.append(directory)
+        return directory
 
     def note(self, label: str, directory: str, frames: int, nbytes: int, seconds: float) -> None:
         """Count a write made outside :meth:`write` (a resumable run's snapshot) in the run's checkpoint figures.
@@ -232,7 +234,7 @@ class Checkpoints:
         """:meth:`write` on an fsspec URL: through zarr, no write summaries (the stack computes its own)."""
         from ..io.zarr import write_zarr_url_delayed
 
-        stores = [f"{directory}/{i:04d}_{os.path.splitext(f.filename)[0]}.zarr" for i, f in enumerate(frames)]
+        stores = [_store_path(directory, i, f) for i, f in enumerate(frames)]
         progress.compute([write_zarr_url_delayed(f, s, chunks=chunks) for f, s in zip(frames, stores)],
                          f"checkpoint {label}")
         fs, path = fsspec.core.url_to_fs(directory)
@@ -273,3 +275,8 @@ class Checkpoints:
         else:
             shutil.rmtree(self.root, ignore_errors=True)
         self._live.clear()
+
+
+def _store_path(directory: str, index: int, frame: Frame) -> str:
+    """Where a checkpoint directory keeps frame number ``index`` (its order and name, for a reader)."""
+    return f"{directory}/{index:04d}_{os.path.splitext(frame.filename)[0]}.zarr"
