@@ -75,7 +75,7 @@ def _cpu(client) -> float:
     return used() + sum(client.run(used).values())
 
 
-def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None) -> dict:
+def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None, max_skies=None) -> dict:
     """The two sky passes of the F2 recipe with ``draconis.sky_combine = mode``; timings and the pass-1 output."""
     import dask
 
@@ -86,7 +86,8 @@ def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None)
         ctx = RunContext({"main": list(frames)}, workdir=workdir, outdir=workdir, instrument="F2", kind="IMAGE")
         ctx.run("separateSky")
         t0, c0 = time.perf_counter(), _cpu(client)
-        ctx.run("associateSky", stream="sky")
+        limit = {} if max_skies is None else {"max_skies": max_skies}
+        ctx.run("associateSky", stream="sky", **limit)
         ctx.run("skyCorrect", instream="sky", outstream="skysub", mask_objects=False)
         t1 = time.perf_counter()
         out["tasks1"] = _tasks(ctx.stream("skysub"))
@@ -105,7 +106,7 @@ def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None)
                      for f, fm in zip(ctx.stream("sky"), masks)]
             ctx.set_stream("sky", skies)
             t0, c0 = time.perf_counter(), _cpu(client)
-            ctx.run("associateSky")
+            ctx.run("associateSky", **limit)
             ctx.run("skyCorrect", mask_objects=True)
             t1 = time.perf_counter()
             out["tasks2"] = _tasks(ctx.stream("main"))
@@ -131,7 +132,8 @@ def run_mode(frames, workdir, mode, args, mem, masks=None):
         report = (distributed.performance_report(os.path.join(args.report, f"sky_{mode}.html"))
                   if args.report else _null())
         with report, distributed.get_task_stream(client) as stream:
-            result = sky_passes(frames, os.path.join(workdir, mode), mode, args.passes, client, masks)
+            result = sky_passes(frames, os.path.join(workdir, mode), mode, args.passes, client, masks,
+                                max_skies=args.max_skies)
         _print_task_times(mode, stream.data)
         result["peaks"] = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         result["restarted"] = client.run(os.getpid) != pids
@@ -178,6 +180,9 @@ def main(argv=None) -> None:
     parser.add_argument("--passes", type=int, choices=(1, 2), default=2)
     parser.add_argument("--report", help="directory for dask performance reports (one HTML file per path)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--max-skies", type=int, default=None,
+                        help="associateSky:max_skies (default: its own, unlimited): few skies per frame, where the "
+                             "automatic choice between the paths is closest")
     parser.add_argument("--window-only", action="store_true",
                         help="time the sliding window alone (profiling; no direct combine, no ratios)")
     args = parser.parse_args(argv)

@@ -138,16 +138,20 @@ def test_first_pass_without_masks_and_the_auto_choice(run_primitive, frames, cap
     _, direct, _, _ = sky_correct(run_primitive, "direct", skies, skies, mask_objects=False)
     assert used
     assert_same(window, direct)
-    # "auto" with 3 skies a frame: the direct combine is cheaper; sigclip: the window cannot do it
+    # "auto": frames with lists of their own take the window, even with 2-3 skies each; frames sharing one
+    # list of dedicated skies (one stack for all) the direct combine; sigclip: the window cannot do it
     with caplog.at_level(logging.INFO):
-        assert not sky_correct(run_primitive, "auto", skies, skies, {"max_skies": 3}, mask_objects=False)[3]
+        assert sky_correct(run_primitive, "auto", skies, skies, {"max_skies": 3}, mask_objects=False)[3]
+        targets, _, _, used = sky_correct(run_primitive, "auto", skies[:4], skies[12:16], {"time": 3600.0, "distance": 0.0},
+                                          mask_objects=False)
+        assert len({tuple(t.tables["SKYTABLE"]["SKYNAME"]) for t in targets}) == 1 and not used
         assert not sky_correct(run_primitive, "window", skies, skies, mask_objects=False,
                                reject_method="sigclip")[3]
     assert "reject_method=sigclip: skies combined directly" in caplog.text
 
 
 def test_auto_takes_the_window_for_long_sequences():
-    """156 frames with ~70 skies each (the seed's F2 sequence): the window; 3 skies each: the direct combine."""
+    """156 frames with ~70 skies each (the seed's F2 sequence), or 2 each: the window; one shared list: direct."""
     def plan_for(n, half):
         lo = np.array([max(0, i - half) for i in range(n)])
         hi = np.array([min(n, i + half + 1) for i in range(n)])
@@ -163,7 +167,10 @@ def test_auto_takes_the_window_for_long_sequences():
 
     long_plan, short_plan = plan_for(156, 35), plan_for(156, 1)
     assert window_is_cheaper(long_plan, lists(long_plan), segment=30)
-    assert not window_is_cheaper(short_plan, lists(short_plan), segment=30)
+    assert window_is_cheaper(short_plan, lists(short_plan), segment=30)  # 2 skies each, every list its own
+    # 8 frames sharing one list of 8 dedicated skies (one direct stack serves them all)
+    shared = WindowPlan([], list(range(8)), np.zeros(8, np.int64), np.full(8, 8), [np.zeros(0, np.int64)] * 8, [])
+    assert not window_is_cheaper(shared, [[Named(str(s)) for s in range(8)]] * 8, segment=30)
 
 
 def test_skies_without_a_time_are_combined_directly():

@@ -22,7 +22,7 @@ memory per task does not grow with the sequence, and tasks per pass are
 The direct path remains: for modes the window does not compute
 (wtmean, sigclip/varclip rejection), for frames whose SKYTABLE is not a
 window of the time order, and where the direct path is cheaper (few
-distinct sky lists, or few skies per frame: :func:`window_is_cheaper`).
+frames sharing few distinct sky lists: :func:`window_is_cheaper`).
 The dask setting ``draconis.sky_combine`` ("auto", "window", "direct")
 overrides the choice.
 """
@@ -54,12 +54,19 @@ from .sky_pointing import frame_time
 
 __all__ = ["WindowPlan", "plan_windows", "window_is_cheaper", "subtract_windowed", "supported_mode", "windowed"]
 
-#: Cost of one frame's step and query on the window, in units of one sky band read and combined by the
-#: direct path (measured: ~100-150 ns per pixel on simulated F2 frames against ~25 ns per sky and pixel
-#: for the direct combine of 50-70 skies; rounded up, so that close calls stay direct).
-TARGET_COST = 8.0
-#: Cost of one sky entering a segment's window (read + fill), in the same units.
-SKY_COST = 2.0
+# Worker time per pixel of a band, in ns, of the two paths (measured with benchmarks/bench_sky.py on
+# simulated full-size F2 frames, 2 workers; CPU time of both passes including levels, reads and writes):
+# the window costs ~140 ns per frame at 2 skies, ~140 at 9 and ~450 at 56 (a step is linear in the window
+# width); a direct stack ~310 ns at 2 skies and ~530 at 9 (the stack's own cube is made, moved between
+# workers and read again by the subtraction, whatever its size), ~25 ns per sky and pixel at 50-70 skies.
+#: The window: per frame (its step, query, subtraction and write), plus per sky in its window.
+WINDOW_FRAME_NS = 125.0
+WINDOW_SKY_NS = 6.0
+#: The window: per sky entering a segment (read, inserted into the sorted window).
+WINDOW_FILL_NS = 25.0
+#: The direct combine: per distinct sky list (its stack and the subtraction of it), plus per sky in the list.
+DIRECT_STACK_NS = 260.0
+DIRECT_SKY_NS = 24.0
 #: Fraction of a worker's memory one window task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
 #: Most bytes one window task plans for, whatever the worker budget (skyCorrect's ``memory`` parameter is
@@ -213,20 +220,25 @@ def plan_windows(frames: Sequence[Frame], sky_lists: Sequence[Sequence[Frame] | 
 def window_is_cheaper(plan: WindowPlan, sky_lists: Sequence[Sequence[Frame] | None], segment: int) -> bool:
     """Whether walking the planned frames costs less than the direct combine of their distinct sky lists.
 
-    Direct: one band combine per sky of each distinct list (identical lists
-    share one stack). Window: a query per frame, plus the skies entering
-    each segment of ``segment`` frames.
+    Direct: one stack per distinct sky list (frames with identical lists
+    share it), its cost growing with the list. Window: a step per frame
+    growing with its window, plus the skies entering each segment of
+    ``segment`` frames. The window wins whenever frames have lists of their
+    own, even short ones (2 skies: 1.5x less time, measured); the direct
+    combine wins when many frames share few lists (dedicated sky frames).
     """
     if not plan.order:
         return False
     distinct = {tuple(s.filename for s in sky_lists[i] or ()) for i in plan.order}
-    direct = sum(len(key) for key in distinct)
+    direct = sum(DIRECT_STACK_NS + DIRECT_SKY_NS * len(key) for key in distinct)
     n = len(plan.order)
     union = 0
     for a in range(0, n, max(1, segment)):
         b = min(n, a + max(1, segment))
         union += int(plan.hi[a:b].max() - plan.lo[a:b].min())
-    return TARGET_COST * n + SKY_COST * union < direct
+    window = (WINDOW_FRAME_NS * n + WINDOW_SKY_NS * float((plan.hi - plan.lo).sum())
+              + WINDOW_FILL_NS * union)
+    return window < direct
 
 
 def task_budget(worker_memory: int) -> int:
