@@ -351,6 +351,7 @@ class SkyBuilder:
         self.stacks: dict[tuple[str, ...], list[tuple[da.Array, bool, da.Array]]] = {}
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
+        self._warned_counts: set[int] = set()
         self.combine = CombineSpec.from_params(p)
         self.section = parse_section(p.statsec).as_slices() if p.statsec else None
 
@@ -408,7 +409,8 @@ class SkyBuilder:
     def _fit_rejection(self, k: int) -> CombineSpec:
         """Min/max rejection needs nlow + nhigh < k: reduced (with a warning) for short sky lists."""
         spec = self.combine.for_inputs(k)
-        if spec is not self.combine:
+        if spec is not self.combine and k not in self._warned_counts:  # once per count, not once per frame
+            self._warned_counts.add(k)
             self.log.warning("skyCorrect: only %d sky frame(s): min/max rejection reduced to nlow=%d, nhigh=%d",
                              k, spec.nlow, spec.nhigh)
         return spec
