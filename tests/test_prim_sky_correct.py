@@ -252,3 +252,36 @@ def test_single_pass_block_through_the_runner(tmp_path):
         assert best < 0.3
         assert "SKYTABLE" not in frame.tables and "SUBSKY" in frame.phu
     ctx.close()
+
+
+def _clipped_stats_reference(values, nsigma=3.0, iters=5):
+    """The clipping of background_level written with numpy medians over the whole sample (as it was)."""
+    centre = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - centre)))
+    for _ in range(iters):
+        if not sigma > 0:
+            break
+        kept = values[np.abs(values - centre) < nsigma * sigma]
+        if kept.size < 3:
+            break
+        centre = float(np.median(kept))
+        sigma = 1.4826 * float(np.median(np.abs(kept - centre)))
+    return centre, sigma
+
+
+@pytest.mark.parametrize("case", ["normal", "sources", "integers", "odd", "tiny", "flat"])
+def test_clipped_stats_on_sorted_values_equal_numpy_medians(case):
+    """The bisection/merge clipping of the level gives exactly the numpy medians' centre and sigma."""
+    from draconis.kernels.sky import _clipped_stats
+
+    rng = np.random.default_rng(len(case))
+    values = {
+        "normal": rng.normal(1000.0, 12.0, 40001),
+        "sources": np.concatenate([rng.normal(50.0, 3.0, 30000), rng.exponential(400.0, 3000) + 50.0]),
+        "integers": np.round(rng.normal(200.0, 4.0, 10000)),  # many ties, deviations equal either side
+        "odd": rng.standard_cauchy(999) * 5.0 + 7.0,
+        "tiny": np.array([3.0, 1.0, 2.0, 100.0]),
+        "flat": np.full(60, 4.5),
+    }[case].astype(np.float64)
+    got = _clipped_stats(np.sort(values))
+    assert got == _clipped_stats_reference(values)

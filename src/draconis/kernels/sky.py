@@ -30,18 +30,91 @@ _FIT_HALF_WIDTH = 2.0
 
 
 def _clipped_stats(values: np.ndarray, nsigma: float = 3.0, iters: int = 5) -> tuple[float, float]:
-    """Median and MAD-based sigma after a few rounds of clipping."""
-    centre = float(np.median(values))
-    sigma = 1.4826 * float(np.median(np.abs(values - centre)))
+    """Median and MAD-based sigma after a few rounds of clipping, of ascending finite ``values``.
+
+    Each round keeps the values within ``nsigma`` sigma of the centre (of all
+    values, not of the last round's), then takes their median and the median
+    of their absolute deviations.
+    """
+    centre, sigma = _clipped_stats_sorted(values, float(nsigma), int(iters))
+    return float(centre), float(sigma)
+
+
+@numba.njit(nogil=True, cache=True)
+def _clipped_stats_sorted(s, nsigma, iters):
+    # On sorted values the clipped set is a contiguous range found by bisection, its median is read off,
+    # and the median absolute deviation is a merge of the two runs of deviations either side of the
+    # centre: no partition of the whole sample per round (they were 60 % of a level's time). Deviations
+    # are computed as numpy does (s - centre, then abs), so the kept sets and values are the same.
+    a, b = 0, s.size
+    centre = _median_of_range(s, a, b)
+    sigma = 1.4826 * _mad_of_range(s, a, b, centre)
     for _ in range(iters):
         if not sigma > 0:
             break
-        kept = values[np.abs(values - centre) < nsigma * sigma]
-        if kept.size < 3:
+        t = nsigma * sigma
+        lo = _first_above(s, centre, -t, False)
+        hi = _first_above(s, centre, t, True)
+        if hi - lo < 3:
             break
-        centre = float(np.median(kept))
-        sigma = 1.4826 * float(np.median(np.abs(kept - centre)))
+        a, b = lo, hi
+        centre = _median_of_range(s, a, b)
+        sigma = 1.4826 * _mad_of_range(s, a, b, centre)
     return centre, sigma
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_above(s, centre, t, inclusive):
+    """First index whose ``s - centre`` is above ``t`` (at or above it when ``inclusive``)."""
+    lo, hi = 0, s.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        d = s[mid] - centre
+        if d > t or (inclusive and d == t):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(nogil=True, cache=True)
+def _median_of_range(s, a, b):
+    """np.median of the ascending ``s[a:b]``."""
+    n = b - a
+    if n % 2:
+        return s[a + n // 2]
+    return (s[a + n // 2 - 1] + s[a + n // 2]) / 2.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _mad_of_range(s, a, b, centre):
+    """np.median(np.abs(s[a:b] - centre)) of the ascending ``s[a:b]``, merging the deviations outwards."""
+    n = b - a
+    # the deviations below the centre grow leftwards from p - 1, those above rightwards from p
+    lo, hi = a, b
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s[mid] - centre < 0.0:
+            lo = mid + 1
+        else:
+            hi = mid
+    left, right = lo - 1, lo
+    want = n // 2  # the deviation of rank want (0-based), and the one before it when n is even
+    previous = 0.0
+    current = 0.0
+    for _ in range(want + 1):
+        dl = abs(s[left] - centre) if left >= a else np.inf
+        dr = abs(s[right] - centre) if right < b else np.inf
+        previous = current
+        if dl <= dr:
+            current = dl
+            left -= 1
+        else:
+            current = dr
+            right += 1
+    if n % 2:
+        return current
+    return (previous + current) / 2.0
 
 
 def _gaussian_peak(values: np.ndarray, centre: float, sigma: float) -> tuple[float, float] | None:
@@ -92,7 +165,7 @@ def background_level(values: np.ndarray, *, threshold: float = 0.001, max_iters:
         The level; NaN when there are no finite values.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
+    values = np.sort(values[np.isfinite(values)])
     if values.size == 0:
         return float("nan")
     median, sigma = _clipped_stats(values)
