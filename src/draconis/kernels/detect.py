@@ -129,7 +129,7 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
     segmentation : numpy.ndarray
         bool map of source pixels (the OBJMASK).
     """
-    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
+    from photutils.segmentation import SourceCatalog, detect_sources, make_2dgaussian_kernel
 
     data = np.array(sci, dtype=np.float64)
     bad = ~np.isfinite(data)
@@ -149,21 +149,16 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
         segm = detect_sources(convolved, detect_thresh * rms, n_pixels=int(detect_minarea))
     if segm is None:
         return empty_catalog(), np.zeros(data.shape, bool)
-    parents = segm.data.copy()
-    if deblend_mincont < 1 and segm.n_labels > 0:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                segm = deblend_sources(convolved, segm, int(detect_minarea), contrast=deblend_mincont,
-                                       progress_bar=False)
-        except (ValueError, MemoryError):
-            pass
+    parents = segm.data
+    parent_pixels = _SourcePixels(parents)
+    segm = deblend(convolved, segm, parent_pixels, n_pixels=int(detect_minarea), contrast=deblend_mincont)
     error = np.sqrt(np.clip(var, 0, None)) if var is not None else rms
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cat = SourceCatalog(residual, segm, convolved_data=convolved, error=error, mask=bad,
                             background=background, kron_params=(2.5, float(phot_min_radius), 0.0))
-        table = _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, saturation, data,
+        pixels = parent_pixels if segm.data is parents else parent_pixels.relabelled(segm.data)
+        table = _catalog_table(cat, segm, pixels, parents, residual, rms, dq, analysis_thresh, saturation, data,
                                wcs, pixel_scale)
     return table, segm.data > 0
 
@@ -173,8 +168,8 @@ def _col(values) -> np.ndarray:
     return np.asarray(arr, dtype=float)
 
 
-def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, saturation, data, wcs,
-                   pixel_scale) -> Table:
+def _catalog_table(cat, segm, pixels: _SourcePixels, parents, residual, rms, dq, analysis_thresh, saturation,
+                   data, wcs, pixel_scale) -> Table:
     labels = np.asarray(segm.labels)
     x, y = _col(cat.xcentroid), _col(cat.ycentroid)
     flux, fluxerr = _col(cat.kron_flux), _col(cat.kron_flux_err)
@@ -205,7 +200,6 @@ def _catalog_table(cat, segm, parents, residual, rms, dq, analysis_thresh, satur
     table["FWHM_WORLD"] = fwhm * (pixel_scale or np.nan) / 3600.0
     table["ELLIPTICITY"] = np.where(a > 0, 1.0 - b / np.where(a > 0, a, 1.0), 0.0)
     table["CLASS_STAR"] = class_star(fwhm, flux, fluxerr)
-    pixels = _SourcePixels(segm.data)
     table["FLAGS"] = _flags(cat, segm, pixels, parents, dq, saturation, data).astype(np.int16)
     above = pixels.take(residual) > analysis_thresh * pixels.take(rms)
     table["ISOAREA_IMAGE"] = pixels.count(above)[labels].astype(np.int32)
@@ -281,6 +275,58 @@ class _SourcePixels:
         out = np.zeros(self.size, dtype=np.result_type(values.dtype, np.int64))
         np.maximum.at(out, self.label, values)
         return out
+
+    def relabelled(self, segmentation: np.ndarray) -> _SourcePixels:
+        """The same pixels labelled by ``segmentation`` (a deblended map: same source pixels, new labels)."""
+        other = object.__new__(_SourcePixels)
+        other.index = self.index
+        other.label = segmentation.ravel()[self.index]
+        other.size = int(other.label.max(initial=0)) + 1
+        return other
+
+    def peak_counts(self, segmentation: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per label, how many of its pixels are not below any 8-connected neighbour of the same label."""
+        ny, nx = segmentation.shape
+        y, x = np.divmod(self.index, nx)
+        at = values.ravel()[self.index]
+        flat_labels, flat_values = segmentation.ravel(), values.ravel()
+        peak = np.ones(self.index.size, bool)
+        for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+            yy, xx = y + dy, x + dx
+            inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+            j = (self.index + (dy * nx + dx))[inside]
+            higher = (flat_labels[j] == self.label[inside]) & (flat_values[j] > at[inside])
+            peak[np.flatnonzero(inside)[higher]] = False
+        return self.count(peak)
+
+
+def deblend(convolved: np.ndarray, segm, pixels: _SourcePixels, *, n_pixels: int, contrast: float):
+    """Deblend with photutils' ``deblend_sources`` (32 exponential levels, 8-connected) where a segment can split.
+
+    photutils re-thresholds every segment of at least ``2 n_pixels`` at 32
+    levels (a third of a detection's time on full-size F2 frames); a
+    segment splits only where some level cuts it into two or more pieces.
+    Every piece of a level holds a pixel not below any neighbour of the
+    segment (its highest), so a segment with one such pixel never splits:
+    only the others (~1 % of them) are given to photutils, which returns the
+    same map as when given all.  ``segm`` itself when nothing splits.
+    """
+    from photutils.segmentation import deblend_sources
+
+    if contrast >= 1 or segm.n_labels == 0:
+        return segm
+    peaks = pixels.peak_counts(segm.data, convolved)
+    areas = np.bincount(pixels.label, minlength=pixels.size)
+    candidates = np.flatnonzero((areas >= 2 * n_pixels) & (peaks >= 2))
+    if candidates.size == 0:
+        return segm
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return deblend_sources(convolved, segm, n_pixels, labels=candidates, contrast=contrast,
+                                   progress_bar=False)
+    except (ValueError, MemoryError):
+        return segm
 
 
 def _flags(cat, segm, pixels: _SourcePixels, parents, dq, saturation, data) -> np.ndarray:
