@@ -174,13 +174,14 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
     data = np.array(sci, dtype=np.float64)
     bad = ~np.isfinite(data)
     flagged = np.zeros(data.shape, bool) if dq is None else (dq & replace_flags) != 0
-    replace = (flagged & mask) | bad
+    replace = (flagged | bad) if mask else bad
     if replace.any():  # (the median of 4 M pixels costs ~0.1 s: only when something is replaced)
         good = ~(bad | flagged)
         data[replace] = np.median(data[good]) if good.any() else 0.0
     background, rms = estimate_background(data, bad | flagged, back_size=back_size,
                                           back_filtersize=back_filtersize)
-    rms = np.where(rms > 0, rms, np.max(rms) if np.max(rms) > 0 else 1.0)
+    if not rms.min() > 0:  # (false for NaN too)
+        rms = np.where(rms > 0, rms, np.max(rms) if np.max(rms) > 0 else 1.0)
     residual = data - background
     convolved = smooth(residual)
     with warnings.catch_warnings():
