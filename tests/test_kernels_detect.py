@@ -58,3 +58,50 @@ def test_background_maps_equal_photutils_own(shape):
     np.testing.assert_allclose(bkg, ref_bkg, rtol=1e-12, atol=0)
     np.testing.assert_allclose(rms, ref_rms, rtol=1e-12, atol=0)
     assert np.ptp(rms) > 0 and np.ptp(bkg) > 10  # a varying background, not a constant
+
+
+def _crowded_field(shape=(384, 384), n=160, seed=3) -> np.ndarray:
+    """Gaussian stars (a third of them in close pairs) on a noisy flat sky, sky subtracted."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    image = rng.normal(0.0, 5.0, shape)
+    x, y = rng.uniform(5, shape[1] - 5, n), rng.uniform(5, shape[0] - 5, n)
+    x[: n // 3], y[: n // 3] = x[n // 3: 2 * (n // 3)] + rng.uniform(3, 7, n // 3), y[n // 3: 2 * (n // 3)]
+    for sx, sy, flux in zip(x, y, rng.lognormal(7.5, 1.0, n)):
+        image += flux / (2 * np.pi * 1.6 ** 2) * np.exp(-((xx - sx) ** 2 + (yy - sy) ** 2) / (2 * 1.6 ** 2))
+    return image
+
+
+def test_smoothing_equals_ndimage_convolve_to_the_bit():
+    from photutils.segmentation import make_2dgaussian_kernel
+    from scipy import ndimage
+
+    from draconis.kernels.detect import FILTER_FWHM, smooth
+
+    kernel = make_2dgaussian_kernel(FILTER_FWHM, size=5).array
+    kernel = kernel / kernel.sum()
+    rng = np.random.default_rng(1)
+    for shape in [(97, 130), (5, 5), (3, 8), (1, 6), (7, 1)]:
+        image = rng.normal(0.0, 10.0, shape)
+        np.testing.assert_array_equal(smooth(image), ndimage.convolve(image, kernel, mode="nearest"))
+
+
+@pytest.mark.parametrize("contrast", [0.005, 0.05])
+def test_deblending_equals_photutils_deblending_every_segment(contrast):
+    # deblend hands photutils only the segments with more than one local peak; the map must be the one
+    # photutils makes when it re-thresholds every segment, label for label
+    import warnings
+
+    from photutils.segmentation import deblend_sources, detect_sources
+
+    from draconis.kernels.detect import _SourcePixels, deblend, smooth
+
+    convolved = smooth(_crowded_field())
+    segm = detect_sources(convolved, 10.0, n_pixels=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = deblend_sources(convolved, segm, 8, contrast=contrast, progress_bar=False)
+    ours = deblend(convolved, segm, _SourcePixels(segm.data), n_pixels=8, contrast=contrast)
+    assert reference.n_labels > segm.n_labels + 10  # the field has pairs to split
+    np.testing.assert_array_equal(ours.data, reference.data)
+    assert deblend(convolved, segm, _SourcePixels(segm.data), n_pixels=8, contrast=1.0) is segm
