@@ -116,7 +116,7 @@ def _expand_mesh(mesh: np.ndarray, box: Sequence[int], shape: tuple[int, int], f
 
 
 def smooth(image: np.ndarray) -> np.ndarray:
-    """``image`` convolved with the detection filter (``ndimage.convolve``, ``mode='nearest'``, to the bit)."""
+    """``image`` (as float64) convolved with the detection filter: ``ndimage.convolve``'s, to the bit."""
     from photutils.segmentation import make_2dgaussian_kernel
 
     kernel = make_2dgaussian_kernel(FILTER_FWHM, size=5).array
