@@ -24,6 +24,7 @@ Usage::
 
     python benchmarks/bench_sky.py [--frames 156] [--size 2048] [--mem 2GiB] [--workers 2] [--passes 2]
     python benchmarks/bench_sky.py --frames 40 --size 512 --mem 1GiB     # a quick check that it runs
+    python benchmarks/bench_sky.py --frames 156 --direct-sample 12       # the direct path on 12 of 156, scaled
 """
 from __future__ import annotations
 
@@ -75,8 +76,12 @@ def _cpu(client) -> float:
     return used() + sum(client.run(used).values())
 
 
-def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None, max_skies=None) -> dict:
-    """The two sky passes of the F2 recipe with ``draconis.sky_combine = mode``; timings and the pass-1 output."""
+def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None, max_skies=None,
+               sample=None) -> dict:
+    """The two sky passes of the F2 recipe with ``draconis.sky_combine = mode``; timings and the pass-1 output.
+
+    ``sample``: indices of the only frames sky-subtracted (each with its whole sky list from the sequence).
+    """
     import dask
 
     from draconis.reduce.context import RunContext
@@ -88,7 +93,8 @@ def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None,
         t0, c0 = time.perf_counter(), _cpu(client)
         limit = {} if max_skies is None else {"max_skies": max_skies}
         ctx.run("associateSky", stream="sky", **limit)
-        ctx.run("skyCorrect", instream="sky", outstream="skysub", mask_objects=False)
+        ctx.set_stream("targets", ctx.stream("sky") if sample is None else [ctx.stream("sky")[i] for i in sample])
+        ctx.run("skyCorrect", instream="targets", outstream="skysub", mask_objects=False)
         t1 = time.perf_counter()
         out["tasks1"] = _tasks(ctx.stream("skysub"))
         skysub = ctx.checkpoint(ctx.stream("skysub"), "skysub")
@@ -107,6 +113,8 @@ def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None,
             ctx.set_stream("sky", skies)
             t0, c0 = time.perf_counter(), _cpu(client)
             ctx.run("associateSky", **limit)
+            if sample is not None:
+                ctx.set_stream("main", [ctx.stream("main")[i] for i in sample])
             ctx.run("skyCorrect", mask_objects=True)
             t1 = time.perf_counter()
             out["tasks2"] = _tasks(ctx.stream("main"))
@@ -117,7 +125,28 @@ def sky_passes(frames, workdir: str, mode: str, passes: int, client, masks=None,
     return out
 
 
-def run_mode(frames, workdir, mode, args, mem, masks=None):
+def _warm_up() -> None:
+    """Worker start-up: the imports of the sky tasks and their compiled kernels (numba's cache loaded)."""
+    import dask.array  # noqa: F401
+    import numpy as np
+
+    import draconis.io._tasks  # noqa: F401
+    from draconis.kernels import sky as ksky
+    from draconis.kernels.combine import CombineSpec
+    from draconis.kernels.sky_window import SkySubtractSpec, SkyWindows, window_sky_subtract
+
+    cube = np.ones((4, 8, 8), np.float32)
+    dq = np.zeros(cube.shape, np.uint16)
+    levels = np.ones(4)
+    ksky.stack_sky_tile(cube, cube, dq, levels, CombineSpec(operation="median", reject_method="minmax", nlow=1,
+                                                            nhigh=1), mode="scale")
+    ksky.sampled_level(cube[0], dq[0])
+    windows = SkyWindows(np.array([0]), np.array([4]), (np.array([1]),), np.array([0]), np.array([0]))
+    window_sky_subtract(list(cube), list(cube), list(dq), levels, [cube[1]], [cube[1]], [dq[1]], levels[:1],
+                        windows, SkySubtractSpec())
+
+
+def run_mode(frames, workdir, mode, args, mem, masks=None, sample=None):
     """One path on a fresh LocalCluster: timings and worker peaks."""
     import dask
     import distributed
@@ -129,11 +158,12 @@ def run_mode(frames, workdir, mode, args, mem, masks=None):
                                      processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client, execution(cluster.scheduler_address):
         pids = client.run(os.getpid)
+        client.run(_warm_up)  # untimed, for both paths: a sampled direct run's time is scaled up, start-up included
         report = (distributed.performance_report(os.path.join(args.report, f"sky_{mode}.html"))
                   if args.report else _null())
         with report, distributed.get_task_stream(client) as stream:
             result = sky_passes(frames, os.path.join(workdir, mode), mode, args.passes, client, masks,
-                                max_skies=args.max_skies)
+                                max_skies=args.max_skies, sample=sample)
         _print_task_times(mode, stream.data)
         result["peaks"] = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         result["restarted"] = client.run(os.getpid) != pids
@@ -183,6 +213,10 @@ def main(argv=None) -> None:
     parser.add_argument("--max-skies", type=int, default=None,
                         help="associateSky:max_skies (default: its own, unlimited): few skies per frame, where the "
                              "automatic choice between the paths is closest")
+    parser.add_argument("--direct-sample", type=int, default=None,
+                        help="the direct combine on this many evenly spaced frames only (each with its whole sky "
+                             "list), its times scaled to all frames: at 156 full-size frames the whole direct "
+                             "combine takes hours")
     parser.add_argument("--window-only", action="store_true",
                         help="time the sliding window alone (profiling; no direct combine, no ratios)")
     args = parser.parse_args(argv)
@@ -199,15 +233,20 @@ def main(argv=None) -> None:
               f"load average {os.getloadavg()[0]:.1f}")
         results = {}
         masks = None
+        n = args.frames
+        sample = None
+        if args.direct_sample:
+            sample = sorted({round(i * (n - 1) / max(1, args.direct_sample - 1))
+                             for i in range(min(args.direct_sample, n))})
         for mode in ("window",) if args.window_only else ("window", "direct"):
-            r = run_mode(frames, workdir, mode, args, mem, masks)
+            r = run_mode(frames, workdir, mode, args, mem, masks, sample if mode == "direct" else None)
             masks = r["masks"]
             results[mode] = r
-            n = args.frames
-            line = (f"{mode:>6}: pass 1 {r['pass1']:.1f} s ({n / r['pass1']:.2f} frames/s, {r['cpu1']:.0f} CPU s, "
-                    f"{r['tasks1']} tasks, graph built in {r['build1']:.1f} s)")
+            done = n if mode == "window" or sample is None else len(sample)
+            line = (f"{mode:>6}: {done} frames: pass 1 {r['pass1']:.1f} s ({done / r['pass1']:.2f} frames/s, "
+                    f"{r['cpu1']:.0f} CPU s, {r['tasks1']} tasks, graph built in {r['build1']:.1f} s)")
             if args.passes > 1:
-                line += (f"; pass 2 {r['pass2']:.1f} s ({n / r['pass2']:.2f} frames/s, {r['cpu2']:.0f} CPU s, "
+                line += (f"; pass 2 {r['pass2']:.1f} s ({done / r['pass2']:.2f} frames/s, {r['cpu2']:.0f} CPU s, "
                          f"{r['tasks2']} tasks, graph built in {r['build2']:.1f} s)")
             print(line)
             print(f"{mode:>6}: peak RSS per worker (MiB): "
@@ -218,15 +257,21 @@ def main(argv=None) -> None:
             setup.close(True)
             return
         w, d = results["window"], results["direct"]
+        # the direct combine of a sample: its time per frame (each frame's stack is its own) times n
+        per = 1.0 if sample is None else n / len(sample)
+        if sample is not None:
+            print(f"direct: sampled {len(sample)} of {n} frames, each with its whole sky list; its times below "
+                  f"are scaled by {per:.1f} to the {n} frames")
         total_w = w["pass1"] + w.get("pass2", 0.0)
-        total_d = d["pass1"] + d.get("pass2", 0.0)
+        total_d = (d["pass1"] + d.get("pass2", 0.0)) * per
         cpu_w = w["cpu1"] + w.get("cpu2", 0.0)
-        cpu_d = d["cpu1"] + d.get("cpu2", 0.0)
-        print(f"ratios direct/window: pass 1 {d['pass1'] / w['pass1']:.1f}x"
-              + (f", pass 2 {d['pass2'] / w['pass2']:.1f}x" if args.passes > 1 else "")
+        cpu_d = (d["cpu1"] + d.get("cpu2", 0.0)) * per
+        print(f"ratios direct/window: pass 1 {d['pass1'] * per / w['pass1']:.1f}x"
+              + (f", pass 2 {d['pass2'] * per / w['pass2']:.1f}x" if args.passes > 1 else "")
               + f", sky step {total_d / total_w:.1f}x faster with the window ({cpu_d / cpu_w:.1f}x less CPU time); "
               f"largest worker peak {max(w['peaks'].values()) / max(d['peaks'].values()):.2f} of the direct path's")
-        _compare(w["skysub"], d["skysub"])
+        window_out = w["skysub"] if sample is None else [w["skysub"][i] for i in sample]
+        _compare(window_out, d["skysub"])
         for r in results.values():
             r["ctx"].close(True)
         setup.close(True)
@@ -236,7 +281,7 @@ def main(argv=None) -> None:
 
 
 def _compare(window, direct) -> None:
-    """Largest difference between the two paths' pass-1 outputs (a check that they computed the same)."""
+    """Largest difference between the two paths' pass-1 outputs, first 3 frames (a check they computed the same)."""
     import numpy as np
 
     worst = 0.0
