@@ -85,3 +85,37 @@ def test_a_worker_over_its_memory_budget_is_named_as_such(f2_science, tmp_path, 
     assert step in {"prepare", "addDQ", "ADUToElectrons", "addVAR", "nonlinearityCorrect", "darkCorrect",
                     "flatCorrect", "flushPixels"}, err
     assert not list((tmp_path / "run").glob("*.fits"))
+
+
+def _over_budget() -> float:
+    import time
+
+    import numpy as np
+
+    held = np.ones(int(600e6) // 8)  # 600 MB: over the 400 MiB worker's budget, the nanny kills it
+    time.sleep(5)
+    return float(held[0])
+
+
+def test_a_local_cluster_restarts_a_worker_killed_over_its_budget_during_a_run():
+    """draconis' own LocalCluster (its nannies in this process) gets a killed worker back while a run computes.
+
+    A nanny starting the new worker process pickles dask's global config, where the run's counting
+    scheduler sits; a closure there made every restart fail, so the cluster lost that worker for good.
+    """
+    import pickle
+
+    import dask
+    import distributed
+
+    from draconis.cluster import execution
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB",
+                                     dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client, execution(cluster.scheduler_address):
+        pickle.dumps(dask.config.global_config)  # what the nanny sends to the new worker process
+        with pytest.raises(distributed.KilledWorker):
+            client.submit(_over_budget, pure=False).result(timeout=120)
+        # only a restarted worker can run this
+        assert client.submit(sum, [1, 2], pure=False).result(timeout=120) == 3

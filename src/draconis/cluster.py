@@ -184,12 +184,35 @@ def computations() -> int:
 
 
 def _counted(get: Any) -> Any:
-    def get_counted(*args: Any, **kwargs: Any) -> Any:
+    return _CountedGet(get)
+
+
+class _CountedGet:
+    """The run's scheduler ``get``, counting the computations it serves.
+
+    It sits in dask's global config while the run computes, and a nanny that
+    restarts a worker (one killed over its memory budget) pickles that config
+    for the new process: a closure there made every restart fail ("Can't
+    pickle local object"), so a LocalCluster lost each killed worker for
+    good. Pickled, it becomes None: in another process the run's scheduler
+    means nothing, and dask then uses its default.
+    """
+
+    def __init__(self, get: Any):
+        self.get = get
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         global _computations
         _computations += 1
-        return get(*args, **kwargs)
+        return self.get(*args, **kwargs)
 
-    return get_counted
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _no_scheduler, ()
+
+
+def _no_scheduler() -> None:
+    """What a pickled :class:`_CountedGet` becomes: no scheduler setting."""
+    return None
 
 
 #: scheduler event topics draconis follows during a run
