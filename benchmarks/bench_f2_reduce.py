@@ -43,24 +43,36 @@ def _by_tags(paths, want, exclude=frozenset()):
     return [p for p in paths if want <= draconis.open(p).tags and not (exclude & draconis.open(p).tags)]
 
 
-def calibrations(files, address: str, workdir: str) -> tuple[str, str, float]:
-    """Master dark (science exposure time) and flat through draconis.Reduce; their paths and the time taken."""
+def _calibration_inputs(files) -> tuple[list[str], list[str], list[str]]:
+    """The darks of the science exposure time, the flats, and the darks of the flats' exposure time."""
     import draconis
-    from draconis.reduce import Reduce
-
-    def reduce(paths):
-        r = Reduce()
-        r.files, r.scheduler = list(paths), address
-        r.runr()
-        return r.output_filenames[0]
 
     darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
-    science = _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})
-    t_sci = draconis.open(science[0]).exposure_time()
+    t_sci = draconis.open(_by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})[0]).exposure_time()
     t_flat = draconis.open(flats[0]).exposure_time()
+
+    def exposed(t):
+        return [d for d in darks if abs(draconis.open(d).exposure_time() - t) < 0.01]
+
+    return exposed(t_sci), flats, exposed(t_flat)
+
+
+def _reduce(paths, address: str) -> str:
+    """One draconis.Reduce of ``paths`` on the cluster at ``address``; its first output."""
+    from draconis.reduce import Reduce
+
+    r = Reduce()
+    r.files, r.scheduler = list(paths), address
+    r.runr()
+    return r.output_filenames[0]
+
+
+def calibrations(files, address: str, workdir: str) -> tuple[str, str, float]:
+    """Master dark (science exposure time) and flat through draconis.Reduce; their paths and the time taken."""
+    sci_darks, flats, flat_darks = _calibration_inputs(files)
     t0 = time.perf_counter()
-    dark = reduce([d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01])
-    flat = reduce(flats + [d for d in darks if abs(draconis.open(d).exposure_time() - t_flat) < 0.01])
+    dark = _reduce(sci_darks, address)
+    flat = _reduce(flats + flat_darks, address)
     return dark, flat, time.perf_counter() - t0
 
 
@@ -72,28 +84,19 @@ DRAGONS_DARK_5, DRAGONS_FLAT_5 = 14.1, 15.5
 def calibrations_as_dragons(files, address: str, workdir: str) -> tuple[float, float]:
     """Times (s) of a master dark from 5 darks and a master flat from 5 flats, as DRAGONS was timed.
 
-    The flat uses 5 darks of its exposure too; each reduction runs through draconis.Reduce in its own
-    directory.
+    The flat uses 5 darks of its exposure too; each reduction runs in its own directory (its own
+    calibrations/ and outputs).
     """
-    import draconis
-    from draconis.reduce import Reduce
-
-    darks, flats = _by_tags(files, {"DARK"}), _by_tags(files, {"FLAT"})
-    t_sci = draconis.open(_by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})[0]).exposure_time()
-    t_flat = draconis.open(flats[0]).exposure_time()
+    sci_darks, flats, flat_darks = _calibration_inputs(files)
     times = []
-    for label, paths in (("dark5", [d for d in darks if abs(draconis.open(d).exposure_time() - t_sci) < 0.01][:5]),
-                         ("flat5", flats[:5] + [d for d in darks
-                                                if abs(draconis.open(d).exposure_time() - t_flat) < 0.01][:5])):
+    for label, paths in (("dark5", sci_darks[:5]), ("flat5", flats[:5] + flat_darks[:5])):
         where = os.path.join(workdir, label)
         os.makedirs(where)
         old = os.getcwd()
-        os.chdir(where)  # its own calibrations/ and outputs
+        os.chdir(where)
         try:
             t0 = time.perf_counter()
-            r = Reduce()
-            r.files, r.scheduler = paths, address
-            r.runr()
+            _reduce(paths, address)
             times.append(time.perf_counter() - t0)
         finally:
             os.chdir(old)

@@ -116,7 +116,7 @@ def execution(requested: str | None = None) -> Iterator[Any]:
 
         name = "threads" if address in ("threads", "threading") else "synchronous"
         log.info("Dask: the %s scheduler in this process (no cluster)", name)
-        with dask.config.set(scheduler=_counted(threaded.get if name == "threads" else local.get_sync)):
+        with dask.config.set(scheduler=_CountedGet(threaded.get if name == "threads" else local.get_sync)):
             token = _ACTIVE.set(None)
             try:
                 yield None
@@ -130,7 +130,7 @@ def execution(requested: str | None = None) -> Iterator[Any]:
         with _client(address) as client, watching_workers(client):
             token = _ACTIVE.set(client)
             try:
-                with dask.config.set(scheduler=_counted(client.get)):
+                with dask.config.set(scheduler=_CountedGet(client.get)):
                     yield client
             except KeyboardInterrupt:
                 # Workers busy in a task are killed on the way out: distributed's warnings about it are
@@ -181,10 +181,6 @@ _computations = 0
 def computations() -> int:
     """How many ``dask.compute`` calls the run's scheduler has served (did a step compute something?)."""
     return _computations
-
-
-def _counted(get: Any) -> Any:
-    return _CountedGet(get)
 
 
 class _CountedGet:

@@ -296,11 +296,12 @@ class _SourcePixels:
     over their pixels alone is ~10x cheaper and gives the same numbers.
     """
 
-    def __init__(self, segmentation: np.ndarray):
+    def __init__(self, segmentation: np.ndarray, index: np.ndarray | None = None):
         flat = segmentation.ravel()
-        self.index = np.flatnonzero(flat)
+        # ``index``: the source pixels when already known (a deblended map has its parents' pixels)
+        self.index = np.flatnonzero(flat) if index is None else index
         self.label = flat[self.index]
-        self.size = int(flat.max(initial=0)) + 1
+        self.size = int(self.label.max(initial=0)) + 1
 
     def take(self, image: np.ndarray) -> np.ndarray:
         """``image`` at the source pixels."""
@@ -318,11 +319,7 @@ class _SourcePixels:
 
     def relabelled(self, segmentation: np.ndarray) -> _SourcePixels:
         """The same pixels labelled by ``segmentation`` (a deblended map: same source pixels, new labels)."""
-        other = object.__new__(_SourcePixels)
-        other.index = self.index
-        other.label = segmentation.ravel()[self.index]
-        other.size = int(other.label.max(initial=0)) + 1
-        return other
+        return _SourcePixels(segmentation, self.index)
 
     def peak_counts(self, segmentation: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per label, how many of its pixels are not below any 8-connected neighbour of the same label."""

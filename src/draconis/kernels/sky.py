@@ -90,15 +90,10 @@ def _median_of_range(s, a, b):
 def _mad_of_range(s, a, b, centre):
     """np.median(np.abs(s[a:b] - centre)) of the ascending ``s[a:b]``, merging the deviations outwards."""
     n = b - a
-    # the deviations below the centre grow leftwards from p - 1, those above rightwards from p
-    lo, hi = a, b
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if s[mid] - centre < 0.0:
-            lo = mid + 1
-        else:
-            hi = mid
-    left, right = lo - 1, lo
+    # the deviations below the centre grow leftwards from p - 1, those above rightwards from p, the first
+    # value not below the centre (inside the range: the centre is its median)
+    p = min(max(_first_above(s, centre, 0.0, True), a), b)
+    left, right = p - 1, p
     want = n // 2  # the deviation of rank want (0-based), and the one before it when n is even
     previous = 0.0
     current = 0.0

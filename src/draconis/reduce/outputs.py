@@ -170,10 +170,9 @@ class Checkpoints:
         if not frames:
             return []
         start = time.perf_counter()
-        if is_url(self.root):
-            self.count += 1
-            return self._write_url(frames, label, f"{self.root}/{self.count:02d}_{label}", chunks, start)
         directory = self._new_directory(label)
+        if is_url(self.root):
+            return self._write_url(frames, label, directory, chunks, start)
         stores = [_store_path(directory, i, f) for i, f in enumerate(frames)]
         pending = [prepare_zarr(f, s, chunks=chunks, samples=samples) for f, s in zip(frames, stores)]
         computed = progress.compute([r for p in pending for r in p.records], f"checkpoint {label}")
@@ -216,8 +215,10 @@ class Checkpoints:
         return out
 
     def _new_directory(self, label: str) -> str:
-        """The next local checkpoint directory (``NN_<label>``), created and tracked for :meth:`release`."""
+        """The next checkpoint directory (``NN_<label>``); a local one is created and tracked for :meth:`release`."""
         self.count += 1
+        if is_url(self.root):
+            return f"{self.root}/{self.count:02d}_{label}"
         directory = os.path.join(self.root, f"{self.count:02d}_{label}")
         os.makedirs(directory, exist_ok=True)
         self._live.append(directory)
