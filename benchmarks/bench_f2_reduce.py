@@ -131,7 +131,8 @@ def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str
         t0 = time.perf_counter()
         image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
         if recipe == "ultradeep":  # image_f2.ultradeep without its storeProcessedScience (no database here)
-            p.flushPixels(outstream="flat_corrected")
+            p.flushPixels()  # as image_f2.ultradeep: main and flat_corrected read the checkpoint
+            p.copyInputs(outstream="flat_corrected")
             part2_mask_transfer(p, dilate=False)
             t1 = time.perf_counter()
             p.separateSky()

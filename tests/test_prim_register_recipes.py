@@ -73,10 +73,13 @@ def test_ultradeep_is_its_three_parts():
     for lib, dilated in (("image_f2", False), ("image_niri", True), ("image_gsaoi", True)):
         mod = importlib.import_module(f"draconis.recipes.{lib}")
         one = names(lib, "ultradeep")
-        parts = names(lib, "ultradeep_part1") + names(lib, "ultradeep_part2")[1:] + names(lib, "ultradeep_part3")
-        assert one[:len(names(lib, "ultradeep_part1"))] == names(lib, "ultradeep_part1")
-        assert one[len(names(lib, "ultradeep_part1"))] == "flushPixels"
-        assert [n for n in one if n != "flushPixels"] == [n for n in parts if n != "flushPixels"]
+        # part 1, its checkpoint, then parts 2 and 3 as run from the part-1 files (part 2 copies its inputs)
+        assert one == (names(lib, "ultradeep_part1") + ["flushPixels"] + names(lib, "ultradeep_part2")
+                       + names(lib, "ultradeep_part3"))
+        # the checkpoint replaces the main stream, which part 2 reads: not only the flat_corrected copy
+        steps = calls(lib, "ultradeep")
+        flush = steps.index(("flushPixels", {}))
+        assert steps[flush + 1] == ("copyInputs", {"outstream": "flat_corrected"})
         assert ("dilateObjectMask" in one) == dilated
         assert mod._default is (mod.reduce_nostack if lib == "image_gsaoi" else mod.reduce)
         assert mod.RECIPES["ultradeep"] is mod.ultradeep

@@ -29,7 +29,10 @@ def reduce(p) -> None:
 def ultradeep(p) -> None:
     """Parts 1-3 in one run: a first stack's object mask drives a second, fully masked, sky subtraction."""
     _calibrate(p)
-    p.flushPixels(outstream="flat_corrected")
+    # both streams read the checkpoint: part 2 (two sky passes, detection, a stack) reads main, and
+    # recomputing the calibration from the raw files in each of those reads cost ~1 min at 156 frames
+    p.flushPixels()
+    p.copyInputs(outstream="flat_corrected")
     part2_mask_transfer(p, dilate=False)
     stack_with_masks(p)
 

@@ -47,7 +47,10 @@ def align_and_stack(p) -> None:
 def ultradeep(p) -> None:
     """Parts 1-3 in one run."""
     _calibrate(p)
-    p.flushPixels(outstream="flat_corrected")
+    # both streams read the checkpoint: part 2 (two sky passes, detection, a stack) reads main, and
+    # recomputing the calibration from the raw files in each of those reads cost ~1 min at 156 frames
+    p.flushPixels()
+    p.copyInputs(outstream="flat_corrected")
     part2_mask_transfer(p, dilate=True)
     stack_with_masks(p)
 
