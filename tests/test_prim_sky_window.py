@@ -111,6 +111,37 @@ def test_second_pass_with_object_masks_equals_the_direct_path(run_primitive, wit
     assert_same(window, direct)
 
 
+def test_checkpointed_planes_are_read_inside_the_window_tasks(run_primitive, with_masks):
+    """Stored SCI/VAR/DQ and object masks are read by the band tasks, in bands shorter than the stored chunks."""
+    main, skies = with_masks
+    ctx = run_primitive.context(streams={"main": main})
+    with dask.config.set(scheduler="synchronous"):
+        stored = ctx.run("flushPixels")  # one 96-row chunk per plane
+        by_stem = {f.stem: f for f in stored}
+        masks = ctx.keep_computed([by_stem[s.stem] for s in skies], "OBJMASK",
+                                  ([np.asarray(s[0].plane("OBJMASK"))] for s in skies), "masks")
+    assert masks is not None
+    stored_skies = [by_stem[s.stem].with_extensions([by_stem[s.stem][0].with_planes(OBJMASK=m[0])])
+                    for s, m in zip(skies, masks)]
+    # a small worker budget: the window's bands (24 rows) cut the stored chunks, and the object masks'
+    # dilation reaches across band edges
+    with dask.config.set({"draconis.memory_limit": 3_000_000, "draconis.n_workers": 2}):
+        ctx = run_primitive.context(streams={"main": stored, "sky": stored_skies})
+        ctx.run("associateSky", time=150.0)
+        with dask.config.set({"draconis.sky_combine": "window", "scheduler": "synchronous"}):
+            out = ctx.run("skyCorrect", mask_objects=True)
+            window = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+    graph = out[0][0].plane("SCI").dask
+    layer = next(name for name in graph.layers if name.startswith("sky-window"))
+    bands = graph.layers[layer]
+    heights = {k[3] for k in bands if isinstance(k, tuple)}
+    assert len(heights) >= 3  # several bands in one 96-row stored chunk
+    # the window task's dependencies are the levels only: no rechunk, no read task, no mask dilation task
+    assert all(d.startswith("sky-level") for d in graph.dependencies[layer])
+    _, direct, _, _ = sky_correct(run_primitive, "direct", main, skies, mask_objects=True)
+    assert_same(window, direct)
+
+
 @pytest.mark.parametrize("params,associate", [
     ({"operation": "mean", "nlow": 2, "nhigh": 0}, {"max_skies": 4}),
     ({"operation": "lmedian", "scale": False, "zero": True, "scale_sky": False, "offset_sky": True}, None),

@@ -160,6 +160,12 @@ class StoredPlane:
         first = skip * self.shape[1]
         out[...] = full[first:first + out.size].reshape(out.shape)
 
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1``, read from their chunk files into a new array."""
+        block = np.empty((y1 - y0, self.shape[1]), self.dtype)
+        self.read_rows_into(y0, y1, block)
+        return block
+
     def read_rows_into(self, y0: int, y1: int, out: np.ndarray) -> None:
         """Fill ``out`` (C-contiguous, shape ``(y1 - y0, nx)``) with rows ``y0:y1``."""
         c, ny = self.chunk_rows, self.shape[0]
@@ -177,8 +183,7 @@ class StoredPlane:
         if wanted.size == 0:
             return np.empty((0, self.shape[1]), self.dtype)[:, key[1]]
         y0, y1 = int(wanted.min()), int(wanted.max()) + 1
-        block = np.empty((y1 - y0, self.shape[1]), self.dtype)
-        self.read_rows_into(y0, y1, block)
+        block = self.rows(y0, y1)
         if not (np.ndim(rows) == 1 and wanted.size == y1 - y0 and wanted[0] == y0):
             block = block[rows - y0]
         return block[..., key[1]]

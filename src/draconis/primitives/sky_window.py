@@ -29,6 +29,7 @@ overrides the choice.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,9 @@ from dask.typing import Key
 
 from ..errors import DescriptorError, ParameterError
 from ..frame import Frame
+from ..io._tasks import StoredPlane
+from ..io.zarr import stored_source
+from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
 from ..kernels.sky_window import (
     WINDOW_OPERATIONS,
@@ -320,7 +324,12 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
                    spec: SkySubtractSpec, fitted) -> list[tuple[da.Array, bool]]:
     """Per segment, array ``e``'s ``(S, 3 or 6, y, x)`` cube of sky-subtracted planes, and whether every sky has VAR.
 
-    The cube has one task per row band.
+    The cube has one task per row band. Planes read unchanged from a
+    checkpoint (and skies' DQ whose object mask is a checkpoint too) are read
+    by that task itself, just its rows: no task per input chunk, no rechunk
+    into the band height, nothing moved between workers (at 156 full-size
+    frames those tasks were ~18 % of a pass's worker time). Other planes are
+    rechunked into the bands and given to the task as its dependencies.
 
     Each segment's cube depends only on its own skies and frames, so a
     frame's graph does not grow with the length of the sequence.
@@ -330,35 +339,44 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
     bands = tuple(min(rows, ny - r) for r in range(0, ny, rows))
     have_var = all(q[1] is not None for q in prepared)
 
-    def banded(a: da.Array | None) -> da.Array | None:
-        return None if a is None else a.rechunk((rows, nx))
+    def banded(a: da.Array | None, reader) -> da.Array | None:
+        return None if a is None or reader is not None else a.rechunk((rows, nx))
 
     def key(a: da.Array | None, r: int) -> Key | None:  # row band r of a banded plane
         return None if a is None else (a.name, r, 0)
 
-    skies = [(banded(q[0]), banded(q[1]) if have_var else None, banded(q[2]), q[3]) for q in prepared]
+    sky_readers = [_sky_readers(builder, s, e, have_var) for s in plan.skies]
+    skies = [(banded(q[0], rd[0]), banded(q[1], rd[1]) if have_var else None, banded(q[2], rd[2]), q[3])
+             for q, rd in zip(prepared, sky_readers)]
     out = []
     for group in groups:
         a, b = int(plan.lo[group].min()), int(plan.hi[group].max())
-        targets = []
+        targets, target_readers = [], []
         for i in plan.order[group]:
             ext = frames[i][e]
-            targets.append((banded(ext.plane("SCI")), banded(ext.plane("VAR")), banded(ext.plane("DQ")),
-                            builder.frame_level(frames[i], ext)))
+            planes = [ext.plane(n) for n in ("SCI", "VAR", "DQ")]
+            stored = tuple(None if x is None else stored_source(x) for x in planes)
+            targets.append((*(banded(x, rd) for x, rd in zip(planes, stored)), builder.frame_level(frames[i], ext)))
+            target_readers.append(stored)
         deps = [x for q in skies[a:b] + targets for x in q if x is not None]
         windows = SkyWindows(plan.lo[group] - a, plan.hi[group] - a, tuple(x - a for x in plan.excluded[group]),
                              np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64),
                              np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64))
-        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], windows.lo, windows.hi,
+        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], sky_readers[a:b], target_readers,
+                                                  windows.lo, windows.hi,
                                                   [x.tolist() for x in windows.excluded], windows.nlow,
                                                   windows.nhigh, spec, rows)
         window_skies = skies[a:b]
         sky_levels = [(q[3].name,) for q in window_skies]  # the levels are 0-d arrays: one key each
         tgt_levels = [(q[3].name,) for q in targets]
-        layer: dict[Key, Any] = {}
-        for r in range(len(bands)):
+        # the segment's readers are one graph key, not copied into each band's task
+        sources = f"{name}-sources"
+        layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in sky_readers[a:b]],
+                                           [list(rd) for rd in target_readers])}
+        y0 = 0
+        for r, height in enumerate(bands):
             layer[(name, 0, 0, r, 0)] = (
-                window_sky_subtract,
+                _window_band, sources, y0, y0 + height,
                 [key(q[0], r) for q in window_skies],
                 [key(q[1], r) for q in window_skies] if have_var else None,
                 [key(q[2], r) for q in window_skies],
@@ -368,10 +386,83 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
                 [key(q[2], r) for q in targets],
                 tgt_levels,
                 windows, spec)
-        graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)  # type: ignore[arg-type]
+            y0 += height
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
         chunks = ((group.stop - group.start,), (6 if spec.with_sky else 3,), bands, (nx,))
         out.append((da.Array(graph, name, chunks=chunks, dtype=np.float32), have_var))
     return out
+
+
+def _sky_readers(builder, sky: Frame, e: int, have_var: bool) -> tuple[Any, Any, Any]:
+    """What reads array ``e`` of a sky frame's SCI, VAR and stack-ready DQ inside a window task (None: a dependency).
+
+    Mirrors :meth:`~draconis.primitives.sky.SkyBuilder.prepared`: the DQ the
+    window combines is the stored DQ with, when objects are masked, the
+    stored OBJMASK dilated and OR-ed in.
+    """
+    from .sky import OBJECT_DQ_BIT  # sky imports this module
+
+    ext = sky[e]
+    sci, var, dq, objmask = (ext.plane(n) for n in ("SCI", "VAR", "DQ", "OBJMASK"))
+    dq_source = None if dq is None else stored_source(dq)
+    dq_reader: Any
+    if builder.p.mask_objects and objmask is not None:
+        mask_source = stored_source(objmask)
+        dq_reader = (None if mask_source is None or (dq is not None and dq_source is None) else
+                     MaskedDQ(dq_source, mask_source, float(builder.p.dilation), OBJECT_DQ_BIT))
+    else:
+        dq_reader = dq_source
+    return stored_source(sci), stored_source(var) if have_var else None, dq_reader
+
+
+class MaskedDQ:
+    """A sky's DQ with its object mask dilated and OR-ed in (``dq | dilated(mask) * bit``), read by row band.
+
+    Gives what :meth:`~draconis.primitives.sky.SkyBuilder.prepared` computes
+    lazily, from the stored planes: the mask's rows are read with the
+    dilation's reach on either side (dilation sees zeros beyond the
+    image edges, as ``dilate_lazy`` pads them), dilated and cut back to
+    the band.
+    """
+
+    def __init__(self, dq: StoredPlane | None, mask: StoredPlane, radius: float, bit: int):
+        self.dq, self.mask, self.radius, self.bit = dq, mask, radius, bit
+
+    def __reduce__(self):
+        return (MaskedDQ, (self.dq, self.mask, self.radius, self.bit))
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """The band's DQ rows ``y0:y1`` (uint16)."""
+        reach = int(math.ceil(self.radius)) if self.radius >= 1 else 0
+        ny = self.mask.shape[0]
+        m0, m1 = max(0, y0 - reach), min(ny, y1 + reach)
+        mask = ksky.dilate_mask(self.mask.rows(m0, m1), self.radius)[y0 - m0:y1 - m0]
+        bits = mask.astype(np.uint16) * np.uint16(self.bit)
+        return bits if self.dq is None else self.dq.rows(y0, y1) | bits
+
+
+@dataclass(frozen=True)
+class _BandReaders:
+    """A segment's in-task readers: per sky and per target, (SCI, VAR, DQ) readers or None."""
+
+    skies: list[list[Any]]
+    targets: list[list[Any]]
+
+
+def _filled(readers: Sequence[Any], given: Sequence[np.ndarray | None], y0: int, y1: int) -> list[np.ndarray | None]:
+    return [given[j] if rd is None else rd.rows(y0, y1) for j, rd in enumerate(readers)]
+
+
+def _window_band(sources: _BandReaders, y0: int, y1: int, sky_sci, sky_var, sky_dq, sky_levels, tgt_sci, tgt_var,
+                 tgt_dq, tgt_levels, windows: SkyWindows, spec: SkySubtractSpec) -> np.ndarray:
+    """One band task: read the planes the task reads itself, then :func:`window_sky_subtract`."""
+    def column(rows: list[list[Any]], k: int, given):
+        return _filled([rd[k] for rd in rows], given, y0, y1)
+
+    return window_sky_subtract(
+        column(sources.skies, 0, sky_sci), None if sky_var is None else column(sources.skies, 1, sky_var),
+        column(sources.skies, 2, sky_dq), sky_levels, column(sources.targets, 0, tgt_sci),
+        column(sources.targets, 1, tgt_var), column(sources.targets, 2, tgt_dq), tgt_levels, windows, spec)
 
 
 def _plane(cube: da.Array, s: int, k: int) -> da.Array:
