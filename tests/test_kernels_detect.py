@@ -105,3 +105,48 @@ def test_deblending_equals_photutils_deblending_every_segment(contrast):
     assert reference.n_labels > segm.n_labels + 10  # the field has pairs to split
     np.testing.assert_array_equal(ours.data, reference.data)
     assert deblend(convolved, segm, _SourcePixels(segm.data), n_pixels=8, contrast=1.0) is segm
+
+
+def _tilted_wcs(crpix, rotation_deg, scale):
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    pixel = 0.18 / 3600 * scale
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = list(crpix)
+    w.wcs.cd = [[-pixel * c, pixel * s], [pixel * s, pixel * c]]
+    return w
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_mask_transfer_on_a_coarse_map_equals_the_exact_map(order):
+    # the WCSs are evaluated every 32 px and the positions interpolated between; a frame rotated by
+    # 0.7 deg, scaled by 1e-3 and shifted by fractions of a pixel against the stack gets the same mask as
+    # with both WCSs evaluated at every pixel (step=1); a distorted (SIP) frame at most a few edge pixels
+    from astropy.wcs import Sip
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros((1100, 1100), np.uint8)
+    for y, x in rng.integers(0, 1100, (300, 2)):
+        r = rng.integers(2, 9)
+        yy, xx = np.ogrid[-y:1100 - y, -x:1100 - x]
+        mask[yy ** 2 + xx ** 2 <= r * r] = 1
+    source = [(spline_coefficients(mask, order), _tilted_wcs((550.0, 550.0), 0.0, 1.0))]
+    target = _tilted_wcs((530.3, 561.7), 0.7, 1.001)
+    box = (100, 612, 0, 1024)
+    coarse = transfer_mask_tile(source, target, box, order=order, threshold=0.01)
+    exact = transfer_mask_tile(source, target, box, order=order, threshold=0.01, step=1)
+    assert exact.sum() > 10000
+    np.testing.assert_array_equal(coarse, exact)
+    a, b = np.zeros((3, 3)), np.zeros((3, 3))
+    a[2, 0], a[0, 2], b[1, 1] = 2e-6, -1e-6, 1.5e-6  # up to ~0.5 px of distortion at the tile's corners
+    target.sip = Sip(a, b, None, None, target.wcs.crpix)
+    target.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+    coarse = transfer_mask_tile(source, target, box, order=order, threshold=0.01)
+    exact = transfer_mask_tile(source, target, box, order=order, threshold=0.01, step=1)
+    differ = coarse != exact
+    assert differ.sum() <= 1e-3 * exact.sum()
+    ring = np.ones((3, 3), bool)
+    edge = ndimage.binary_dilation(exact, ring) & ~ndimage.binary_erosion(exact, ring)
+    assert not (differ & ~edge).any()
