@@ -111,6 +111,23 @@ def test_objmask_is_a_lazy_plane_covering_the_sources(detected):
     assert frames[0][0].objcat is None and frames[0][0].plane("OBJMASK") is None
 
 
+def test_catalog_false_gives_the_same_mask_and_no_catalogue(detected, run_primitive, caplog):
+    # the first sky pass only keeps the skies' masks: detectSources(catalog=False) skips the measurements
+    frames, out = detected
+    close = [(60.0, 64.0, 20000.0), (66.5, 64.0, 15000.0)]  # a pair that deblends: the mask is after deblending
+    frames = frames + [make_frame(*render(close, seed=4), name="N20160102S0107")]
+    full = out + run_primitive("detectSources", frames[2:], detect_minarea=5)
+    with caplog.at_level("INFO"):
+        masks_only = run_primitive("detectSources", frames[:2], catalog=False)
+        masks_only += run_primitive("detectSources", frames[2:], catalog=False, detect_minarea=5)
+    assert any("object mask only" in r.getMessage() for r in caplog.records)
+    for a, b in zip(full, masks_only):
+        assert b[0].objcat is None
+        np.testing.assert_array_equal(np.asarray(b[0].plane("OBJMASK")), np.asarray(a[0].plane("OBJMASK")))
+        assert np.asarray(b[0].plane("OBJMASK")).sum() > 50
+    assert (np.asarray(full[2][0].objcat["FLAGS"]) & 2).any()  # the pair was deblended
+
+
 def test_mask_true_replaces_flagged_pixels(run_primitive):
     sci, var = render(STARS[:2], seed=3)
     dq = np.zeros(sci.shape, np.uint16)

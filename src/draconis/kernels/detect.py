@@ -160,14 +160,17 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
                  detect_thresh: float = 2.0, analysis_thresh: float = 2.0, detect_minarea: int = 8,
                  deblend_mincont: float = 0.005, back_size: int = 32, back_filtersize: int = 8,
                  phot_min_radius: float = 3.5, mask: bool = False, replace_flags: int = 249,
-                 saturation: float | None = None, wcs=None, pixel_scale: float | None = None
-                 ) -> tuple[Table, np.ndarray]:
+                 saturation: float | None = None, wcs=None, pixel_scale: float | None = None,
+                 catalog: bool = True) -> tuple[Table | None, np.ndarray]:
     """Detect sources on one array.
+
+    ``catalog=False`` skips the measurements (~40 % of a detection): the
+    mask is the same, deblending included.
 
     Returns
     -------
-    catalog : astropy.table.Table
-        OBJCAT rows (columns :data:`COLUMNS`), positions 1-based.
+    catalog : astropy.table.Table or None
+        OBJCAT rows (columns :data:`COLUMNS`), positions 1-based; None with ``catalog=False``.
     segmentation : numpy.ndarray
         bool map of source pixels (the OBJMASK).
     """
@@ -190,10 +193,12 @@ def detect_array(sci: np.ndarray, var: np.ndarray | None = None, dq: np.ndarray 
         warnings.simplefilter("ignore")  # "no sources found" is an answer, not a problem
         segm = detect_sources(convolved, detect_thresh * rms, n_pixels=int(detect_minarea))
     if segm is None:
-        return empty_catalog(), np.zeros(data.shape, bool)
+        return (empty_catalog() if catalog else None), np.zeros(data.shape, bool)
     parents = segm.data
     parent_pixels = _SourcePixels(parents)
     segm = deblend(convolved, segm, parent_pixels, n_pixels=int(detect_minarea), contrast=deblend_mincont)
+    if not catalog:
+        return None, segm.data > 0
     error = np.sqrt(np.clip(var, 0, None)) if var is not None else rms
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -52,9 +52,12 @@ def _finite_from(low: float) -> dict:
            P("deblend_mincont", float, 0.005, "deblending minimum contrast", low=0.0, high=1.0),
            P("phot_min_radius", float, 3.5, "minimum photometry aperture radius (pix)", **_finite_from(1.0)),
            P("back_size", int, 32, "background mesh size (pix)", low=1),
-           P("back_filtersize", int, 8, "background median filter size (meshes)", low=1))
+           P("back_filtersize", int, 8, "background median filter size (meshes)", low=1),
+           # not DRAGONS': its recipes measure catalogues that only the object masks outlive (the first
+           # pass of the two-pass sky); measuring them is ~40 % of a detection
+           P("catalog", bool, True, "measure the source catalogue (OBJCAT); False: the object mask only"))
 def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
-    """Detect sources on every array; attach OBJCAT and OBJMASK (one compute for all frames)."""
+    """Detect sources on every array; attach OBJCAT (unless catalog=False) and OBJMASK (one compute for all)."""
     # Detection takes whole arrays: pulling a lazy sky subtraction into those tasks ran ~3x slower
     # than checkpointing it first (10 x 1024^2 F2 frames: 18 s against 6 s), and later steps then
     # read the checkpoint instead of computing it again.
@@ -79,11 +82,15 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
             objmask = kept[f][j] if kept is not None else _unpack_lazily(ext, packed)
             if objmask.chunks != ext.plane("SCI").chunks:
                 objmask = objmask.rechunk(ext.plane("SCI").chunks)
-            exts.append(ext.with_planes(OBJMASK=objmask).replace(objcat=_with_world(table, ext)))
-            if len(frame) > 1:  # the frame's line below says it for a single array
+            exts.append(ext.with_planes(OBJMASK=objmask).replace(
+                objcat=None if table is None else _with_world(table, ext)))
+            if len(frame) > 1 and table is not None:  # the frame's line below says it for a single array
                 ctx.log.debug("detectSources: %s array %d: %d source(s)", frame.filename, len(exts), len(table))
-        ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
-                     "+".join(str(len(e.objcat) if e.objcat is not None else 0) for e in exts))
+        if p.catalog:
+            ctx.log.info("detectSources: %s: %s source(s)", frame.filename,
+                         "+".join(str(len(e.objcat) if e.objcat is not None else 0) for e in exts))
+        else:
+            ctx.log.info("detectSources: %s: object mask only (catalog=False)", frame.filename)
         outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
     return outputs
 
@@ -96,7 +103,8 @@ def _detect_kwargs(frame: Frame, index: int, p) -> dict:
     return dict(detect_thresh=p.detect_thresh, analysis_thresh=p.analysis_thresh,
                 detect_minarea=p.detect_minarea, deblend_mincont=p.deblend_mincont, back_size=p.back_size,
                 back_filtersize=p.back_filtersize, phot_min_radius=p.phot_min_radius, mask=p.mask,
-                replace_flags=p.replace_flags, saturation=saturation, pixel_scale=_safe(frame, "pixel_scale"))
+                replace_flags=p.replace_flags, saturation=saturation, pixel_scale=_safe(frame, "pixel_scale"),
+                catalog=p.catalog)
 
 
 def _with_world(table, ext: Extension):

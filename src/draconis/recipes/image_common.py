@@ -18,7 +18,7 @@ def two_pass_sky(p, *, flush: bool = False) -> None:
     p.separateSky()
     p.associateSky(stream="sky")
     p.skyCorrect(instream="sky", mask_objects=False, outstream="skysub")
-    p.detectSources(stream="skysub")
+    p.detectSources(stream="skysub", catalog=False)  # only the masks outlive this stream
     p.transferAttribute(stream="sky", source="skysub", attribute="OBJMASK")
     p.clearStream(stream="skysub")
     p.associateSky()
@@ -86,7 +86,7 @@ def two_pass_sky_steps(p) -> None:
     """The two-pass sky block after separateSky (ultradeep part 2 has already separated the skies)."""
     p.associateSky(stream="sky")
     p.skyCorrect(instream="sky", mask_objects=False, outstream="skysub")
-    p.detectSources(stream="skysub")
+    p.detectSources(stream="skysub", catalog=False)  # only the masks outlive this stream
     p.transferAttribute(stream="sky", source="skysub", attribute="OBJMASK")
     p.clearStream(stream="skysub")
     p.associateSky()
