@@ -150,3 +150,21 @@ def test_mask_transfer_on_a_coarse_map_equals_the_exact_map(order):
     ring = np.ones((3, 3), bool)
     edge = ndimage.binary_dilation(exact, ring) & ~ndimage.binary_erosion(exact, ring)
     assert not (differ & ~edge).any()
+
+
+@pytest.mark.parametrize("density", [0.001, 0.05, 0.6])
+def test_object_mask_dilation_equals_binary_dilation_with_a_disc(density):
+    # dilate_mask paints the disc's rows around set pixels; it must be scipy's binary dilation with the
+    # disc footprint, zeros beyond the edges (set pixels on every edge and corner are included)
+    from scipy import ndimage
+
+    from draconis.kernels.sky import dilate_mask, disc
+
+    rng = np.random.default_rng(7)
+    mask = (rng.random((97, 131)) < density).astype(np.uint8) * rng.integers(1, 4, (97, 131)).astype(np.uint8)
+    mask[0, :3] = mask[-1, -2:] = mask[:2, -1] = mask[-3:, 0] = 2
+    for radius in (0.5, 1.0, 1.5, 2.0, 2.9, 4.0):
+        expected = ndimage.binary_dilation(mask != 0, structure=disc(radius)).astype(np.uint8)
+        got = dilate_mask(mask, radius)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
