@@ -8,7 +8,8 @@
 - :func:`sky_stack_block`: one row band of a sky stack from the ``k`` sky
   frames' row bands, through the shared frame-axis combiner;
   :func:`stack_sky_tile`: the same, normalising the skies from their levels
-  as stackSkyFrames does.
+  as stackSkyFrames does; :func:`stack_sky_band`: that, on bands read from
+  storage, with the skies' dilated object masks OR-ed into DQ.
 - :func:`sky_match`, :func:`subtract_sky_block`: subtractSky on one tile
   (the sky matched to the frame's level, subtracted, VAR and DQ propagated).
 
@@ -297,6 +298,39 @@ def stack_sky_tile(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | Non
     """
     zero, scale = sky_normalisation(levels, mode)
     return sky_stack_block(sci, var, dq, spec, zero=zero, scale=scale)
+
+
+def stack_sky_band(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray, levels, spec: CombineSpec,
+                   mode: str | None, objmask: np.ndarray | None = None, top: int = 0, radius: float = 0.0,
+                   bit: int = 1) -> np.ndarray:
+    """:func:`stack_sky_tile` on bands read from storage, the skies' dilated object masks OR-ed into DQ first.
+
+    Parameters
+    ----------
+    sci, var, dq
+        ``(k, rows, width)`` bands of the ``k`` skies (``var`` may be None);
+        ``dq`` is modified in place when ``objmask`` is given.
+    levels
+        The ``k`` background levels.
+    spec, mode
+        As :func:`stack_sky_tile`.
+    objmask
+        ``(k, top + rows + bottom, width)`` object masks of the band with
+        ``top`` rows above it and some below (as many as the dilation
+        reaches, fewer at the image edges, beyond which the mask is 0), or None.
+    radius, bit
+        Dilation radius (:func:`dilate_mask`) and the DQ bit masked pixels get.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, rows, width)``: SCI, VAR, DQ.
+    """
+    if objmask is not None:
+        rows = dq.shape[1]
+        for i in range(dq.shape[0]):  # one sky at a time: the dilation's buffers are those of one band
+            dq[i] |= dilate_mask(objmask[i], radius)[top:top + rows].astype(np.uint16) * np.uint16(bit)
+    return stack_sky_tile(sci, var, dq, np.asarray(levels, dtype=np.float64), spec, mode=mode)
 
 
 def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[float, float]:

@@ -5,9 +5,12 @@ The sky of a science frame is the combination of its associated sky frames
 at a time: the row bands of the ``k`` skies are stacked with ``da.stack`` and
 combined by :func:`draconis.kernels.combine.combine_block` in one
 ``blockwise`` task per band, so the frame axis is never rechunked and a task
-holds ``k`` row bands. Frames whose sky lists are identical share one sky
-graph, and the per-sky work (object-mask dilation, background level) is
-shared by every window the sky appears in.
+holds ``k`` row bands. The band height is planned from the workers' memory
+(:func:`direct_rows`): a task of ``k`` skies fits the same per-task budget as
+the sliding window's (:func:`draconis.primitives.sky_window.task_budget`),
+whatever ``k``. Frames whose sky lists are identical share one sky graph, and
+the per-sky work (object-mask dilation, background level) is shared by every
+window the sky appears in.
 
 Levels (the background of a frame, used to normalise skies to each other
 and to match a sky to its science frame) are lazy 0-d Dask arrays computed
@@ -32,6 +35,8 @@ from dask.highlevelgraph import HighLevelGraph
 from ..errors import ParameterError
 from ..frame import Frame
 from ..instruments.sections import parse_section
+from ..io._tasks import read_stack
+from ..io.zarr import stored_source
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
 from ..parameters import P, Params, suffix_param, unsupported
@@ -262,7 +267,8 @@ def _unique(frames: Sequence[Frame]) -> list[Frame]:
 #: stackSkyFrames' parameters: the shared stack group with the sky's defaults.
 _STACK_PARAMS = (
     *STACK(operation="median", reject_method="minmax", nlow=1, nhigh=1, scale=True, unsupported={
-        "memory": "sky stacks are combined in the row bands of their inputs (draconis.chunk_rows)",
+        "memory": "sky stacks are cut into row bands planned from the workers' memory "
+                  "(draconis.memory_limit), not from a per-combine figure",
         "separate_ext": "sky levels are always measured per array",
         "debug_old_normalization": "sky levels are always background modes",
     }),
@@ -283,7 +289,7 @@ _STACK_PARAMS = (
            inherits=("stackSkyFrames", "subtractSky"))
 def sky_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Subtract from each frame the stack of its associated sky frames (lazy)."""
-    builder = SkyBuilder(p, ctx.log)
+    builder = SkyBuilder(p, ctx.log, worker_memory=ctx.workers()[1])
     explicit = list(p.sky) if p.sky else None
     pool = _sky_pool([*ctx.stream("sky"), *frames, *ctx.stream("main")])
     lists = [explicit if explicit is not None else _skies_of(frame, pool, ctx.log) for frame in frames]
@@ -297,8 +303,9 @@ def sky_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
         outputs.append(out.with_suffix(p.suffix))
         if p.save_sky and sky_frame is not None:  # every path makes the sky frame when save_sky asks for it
             saved.append(sky_frame)
-    ctx.log.info("skyCorrect: %d frame(s): %d by the sliding window, %d distinct sky stack(s) combined directly",
-                 len(frames), len(windowed), len(builder.stacks))
+    ctx.log.info("skyCorrect: %d frame(s): %d by the sliding window, %d distinct sky stack(s) combined directly%s",
+                 len(frames), len(windowed), len(builder.stacks),
+                 f" (bands of {'/'.join(map(str, sorted(builder.band_rows)))} rows)" if builder.band_rows else "")
     if p.save_sky:
         ctx.set_stream("sky_stacks", saved)
     return outputs
@@ -343,11 +350,19 @@ class SkyBuilder:
     ``(cube, have_var, level)``: ``cube`` is float32 ``(3, y, x)`` holding
     SCI, VAR and DQ, ``level`` a lazy 0-d background level. Identical sky
     lists reuse one graph.
+
+    ``worker_memory`` (bytes, from ``ctx.workers()``) sizes the row bands of
+    the direct combine (:func:`direct_rows`); None keeps the bands of the
+    inputs' row chunks.
     """
 
-    def __init__(self, p, log):
+    def __init__(self, p, log, *, worker_memory: int | None = None):
         self.p = p
         self.log = log
+        self.worker_memory = worker_memory
+        #: band heights the direct stacks were cut into (for the log)
+        self.band_rows: set[int] = set()
+        self._warned_fit: set[int] = set()
         self.stacks: dict[tuple[str, ...], list[tuple[da.Array, bool, da.Array]]] = {}
         self._prepared: dict[tuple[str, int], tuple[da.Array, da.Array | None, da.Array, da.Array]] = {}
         self._warned_no_mask = False
@@ -386,25 +401,98 @@ class SkyBuilder:
         """The lazy sky stack of these sky frames, per array (built once per distinct list)."""
         key = tuple(s.filename for s in skies)
         if key not in self.stacks:
-            next_ = len(skies[0])
-            self.stacks[key] = [self._stack_ext([self.prepared(s, i) for s in skies]) for i in range(next_)]
+            self.stacks[key] = [self._stack_ext(skies, i) for i in range(len(skies[0]))]
         return self.stacks[key]
 
-    def _stack_ext(self, parts):
+    def _stack_ext(self, skies: Sequence[Frame], index: int):
+        parts = [self.prepared(s, index) for s in skies]
         sci0 = parts[0][0]
-        scis = [q[0].rechunk(sci0.chunks) for q in parts]
-        dqs = [q[2].rechunk(sci0.chunks) for q in parts]
         have_var = all(q[1] is not None for q in parts)
         levels = da.stack([q[3] for q in parts])
         mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
         combine = self._fit_rejection(len(parts))
-        var = da.stack([q[1].rechunk(sci0.chunks) for q in parts]) if have_var else None
+        stack_level = levels[0] if mode else _median_level(levels)
+        sources = self._stored_sources([s[index] for s in skies], have_var)
+        rows = self._band_rows(sci0, len(parts), DIRECT_STORED_SKY_BYTES if sources else DIRECT_SKY_BYTES)
+        if sources:
+            return self._stack_stored(sources, sci0.shape, rows, [q[3] for q in parts], combine, mode), have_var, \
+                stack_level
+        ny = sci0.shape[0]
+        chunks = (tuple(min(rows, ny - y) for y in range(0, ny, rows)), sci0.chunks[1])
+        scis = [q[0].rechunk(chunks) for q in parts]
+        dqs = [q[2].rechunk(chunks) for q in parts]
+        var = da.stack([q[1].rechunk(chunks) for q in parts]) if have_var else None
         args = [da.stack(scis), "kyx", var, "kyx" if have_var else None, da.stack(dqs), "kyx", levels, "k"]
         token = dask.base.tokenize(*[a for a in args[::2]], mode, combine)
         out = da.blockwise(ksky.stack_sky_tile, "pyx", *args, new_axes={"p": 3}, concatenate=True,
                            dtype=np.float32, name=f"sky-stack-{token}", mode=mode, spec=combine)
-        stack_level = levels[0] if mode else _median_level(levels)
         return out, have_var, stack_level
+
+    def _stored_sources(self, exts, have_var: bool) -> dict[str, list] | None:
+        """The checkpoint planes the band tasks read themselves, or None (then Dask reads and stacks the bands).
+
+        Every sky's SCI and DQ (and VAR when every sky has one, OBJMASK when
+        objects are masked and every sky has one) must be read unchanged from
+        a checkpoint.
+        """
+        names = ["SCI", "DQ"] + (["VAR"] if have_var else [])
+        masks = [e.plane("OBJMASK") for e in exts] if self.p.mask_objects else []
+        if any(m is not None for m in masks):
+            names.append("OBJMASK")
+        sources = {n: [stored_source(e.plane(n)) for e in exts] for n in names}
+        if any(src is None for srcs in sources.values() for src in srcs):
+            return None
+        return sources
+
+    def _stack_stored(self, sources: dict[str, list], shape: tuple[int, int], rows: int, levels: list[da.Array],
+                      combine: CombineSpec, mode: str | None) -> da.Array:
+        """Band tasks that read their rows of every sky straight from the checkpoints, mask objects and combine.
+
+        Each task reads ``rows`` rows of the skies' planes (and of their
+        object masks with the rows the dilation reaches) into its own
+        cubes: nothing but the band is held, whatever the stored chunks.
+        The object masks dilated in the band equal :func:`dilate_lazy`'s.
+        """
+        ny, nx = shape
+        radius = float(self.p.dilation)
+        depth = int(math.ceil(radius)) if radius >= 1 else 0
+        token = dask.base.tokenize(sources, rows, [lv.name for lv in levels], combine, mode, radius)
+        name = f"sky-stack-{token}"
+        dsk: dict = {}
+        keys = {}
+        for plane, srcs in sources.items():
+            keys[plane] = f"sky-stack-sources-{plane}-{token}"
+            dsk[keys[plane]] = (list, srcs)
+        level_keys = [(lv.name,) for lv in levels]
+        bands = tuple(min(rows, ny - y) for y in range(0, ny, rows))
+        for b, y0 in enumerate(range(0, ny, rows)):
+            y1 = min(y0 + rows, ny)
+            var = (read_stack, keys["VAR"], y0, y1) if "VAR" in keys else None
+            mask, top = None, 0
+            if "OBJMASK" in keys:
+                m0, m1 = max(0, y0 - depth), min(ny, y1 + depth)
+                mask, top = (read_stack, keys["OBJMASK"], m0, m1), y0 - m0
+            dsk[(name, 0, b, 0)] = (ksky.stack_sky_band, (read_stack, keys["SCI"], y0, y1), var,
+                                    (read_stack, keys["DQ"], y0, y1), level_keys, combine, mode, mask, top, radius,
+                                    OBJECT_DQ_BIT)
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=levels)  # type: ignore[arg-type]
+        return da.Array(graph, name, ((3,), bands, (nx,)), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+    def _band_rows(self, sci: da.Array, k: int, sky_bytes: int) -> int:
+        """Rows per band of the direct combine of ``k`` skies shaped like ``sci``, from the workers' memory."""
+        if self.worker_memory is None:
+            return sci.chunks[0][0]
+        budget = sky_window.task_budget(self.worker_memory)
+        width = max(sci.chunks[1])
+        rows, fits = direct_rows(k, sci.chunks[0][0], sci.shape[0], width, budget, sky_bytes)
+        if not fits and k not in self._warned_fit:  # once per count of skies
+            self._warned_fit.add(k)
+            self.log.warning("skyCorrect: a direct stack of %d skies needs %.0f MiB per task even in bands of %d "
+                             "rows, over the %.0f MiB a task may use (%.0f MiB workers): going on with %d-row bands",
+                             k, direct_task_bytes(k, rows, width, sky_bytes) / 2 ** 20, rows, budget / 2 ** 20,
+                             self.worker_memory / 2 ** 20, rows)
+        self.band_rows.add(rows)
+        return rows
 
     def _fit_rejection(self, k: int) -> CombineSpec:
         """Min/max rejection needs nlow + nhigh < k: reduced (with a warning) for short sky lists."""
@@ -472,6 +560,42 @@ class SkyBuilder:
             return out_frame, None
         sky_frame = frame.with_extensions(sky_exts).replace(tables={}, filename=f"{frame.stem}_sky.fits")
         return out_frame, sky_frame
+
+
+#: Bytes per pixel of a direct stack task, per sky, when Dask reads and stacks the bands: the task's input bands
+#: (SCI, VAR float32, DQ uint16: 10) and the (k, rows, width) cubes Dask concatenates them into (10 more);
+#: measured with tracemalloc on one band task.
+DIRECT_SKY_BYTES = 20
+#: The same when the task reads the bands from checkpoints into its cubes itself (10), with the object mask
+#: (uint8) of the band and the rows its dilation reaches.
+DIRECT_STORED_SKY_BYTES = 12
+#: Bytes per output pixel of a direct stack task: combine_block's SCI, VAR, DQ and count buffers and
+#: stack_sky_tile's float32 (3, rows, width) result (24 measured, plus the dilation of one sky's mask).
+DIRECT_OUT_BYTES = 28
+
+
+def direct_task_bytes(k: int, rows: int, width: int, sky_bytes: int = DIRECT_SKY_BYTES) -> int:
+    """Bytes a direct stack task of ``k`` skies holds for a band of ``rows`` x ``width`` pixels."""
+    return rows * width * (k * sky_bytes + DIRECT_OUT_BYTES)
+
+
+def direct_rows(k: int, chunk_rows: int, ny: int, width: int, budget: int,
+                sky_bytes: int = DIRECT_SKY_BYTES) -> tuple[int, bool]:
+    """Band height of the direct combine of ``k`` skies, and whether a band task fits ``budget`` bytes.
+
+    The height is the input chunk height or a divisor of it (a band never
+    straddles two chunks), at least :data:`~draconis.primitives.sky_window.MIN_ROWS`
+    (or the chunk height, if smaller): the tallest of those whose task
+    (:func:`direct_task_bytes`) fits ``budget``; when none does, the
+    smallest of them, and ``False``.
+    """
+    top = max(1, min(chunk_rows, ny))
+    floor = min(sky_window.MIN_ROWS, top)
+    heights = [r for r in range(top, floor - 1, -1) if top % r == 0]
+    for rows in heights:
+        if direct_task_bytes(k, rows, width, sky_bytes) <= budget:
+            return rows, True
+    return heights[-1], False
 
 
 def _median_level(levels: da.Array) -> da.Array:
