@@ -22,7 +22,13 @@ from astropy.table import Table
 from draconis.frame import Frame, make_extension
 from draconis.kernels import sky as ksky
 from draconis.kernels.combine import CombineSpec
-from draconis.primitives.sky import DIRECT_SKY_BYTES, DIRECT_STORED_SKY_BYTES, direct_rows, direct_task_bytes
+from draconis.primitives.sky import (
+    DIRECT_HELD_BYTES,
+    DIRECT_SKY_BYTES,
+    DIRECT_STORED_SKY_BYTES,
+    direct_rows,
+    direct_task_bytes,
+)
 from draconis.primitives.sky_window import MIN_ROWS, task_budget
 
 MiB = 2 ** 20
@@ -92,8 +98,9 @@ def reads_checkpoints(frame: Frame) -> bool:
 
 SHAPE, CHUNK = (128, 96), 64
 K = 8
-#: Workers so small that a band of 16 rows is all a task of K skies may hold (and no taller one fits).
-SMALL = 3 * MiB // 2
+#: Workers so small that a band of 16 rows is all a task of K skies read from checkpoints may hold; with Dask
+#: reading the skies' whole chunks, not even that fits.
+SMALL = MiB
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +111,9 @@ def sequence(module_run_primitive):
     ctx = module_run_primitive.context(streams={})
     with dask.config.set(scheduler="synchronous"):
         stored = ctx.checkpoint(skies + targets, "inputs")
-    return (targets, skies), (stored[K:], stored[:K])
+    dask_masks = [f.with_extensions([e.with_planes(OBJMASK=e.plane("OBJMASK").map_blocks(np.copy))
+                                     for e in f.extensions]) for f in stored[:K]]
+    return (targets, skies), (stored[K:], stored[:K]), dask_masks
 
 
 @pytest.mark.parametrize("params", [
@@ -112,17 +121,26 @@ def sequence(module_run_primitive):
     {"operation": "mean", "reject_method": "sigclip", "lsigma": 2.0, "hsigma": 2.0, "scale": False, "zero": True},
 ])
 def test_bands_change_no_pixel(run_primitive, sequence, params, caplog):
-    (targets, skies), (stored_targets, stored_skies) = sequence
-    assert direct_rows(K, CHUNK, SHAPE[0], SHAPE[1], task_budget(SMALL)) == (MIN_ROWS, True)
-    assert direct_rows(K, CHUNK, SHAPE[0], SHAPE[1], task_budget(SMALL), DIRECT_STORED_SKY_BYTES)[0] < CHUNK
+    (targets, skies), (stored_targets, stored_skies), dask_masks = sequence
+    budget = task_budget(SMALL)
+    assert direct_rows(K, CHUNK, SHAPE[0], SHAPE[1], budget, DIRECT_STORED_SKY_BYTES) == (MIN_ROWS, True)
+    assert direct_rows(K, CHUNK, SHAPE[0], SHAPE[1], budget, DIRECT_SKY_BYTES, DIRECT_HELD_BYTES) == (MIN_ROWS, False)
     whole, whole_sky = run_direct(run_primitive, targets, skies, "4GiB", **params)
     with caplog.at_level(logging.INFO, logger="draconis"):
         banded, banded_sky = run_direct(run_primitive, targets, skies, SMALL, **params)
+    messages = [r.getMessage() for r in caplog.records]
     stored, stored_sky = run_direct(run_primitive, stored_targets, stored_skies, SMALL, **params)
+    # the checkpoints read by the band tasks, the object masks dilated by Dask (not checkpoints)
+    mixed, mixed_sky = run_direct(run_primitive, stored_targets, dask_masks, SMALL, **params)
     assert whole_sky[0][0].plane("SCI").chunks[0] == (CHUNK, CHUNK)  # the bands of the input chunks
-    assert banded_sky[0][0].plane("SCI").chunks[0] == (MIN_ROWS,) * (SHAPE[0] // MIN_ROWS)
-    assert any(f"bands of {MIN_ROWS} rows" in r.getMessage() for r in caplog.records)
-    assert reads_checkpoints(stored_sky[0]) and not reads_checkpoints(banded_sky[0])
+    assert mixed_sky[0][0].plane("SCI").chunks[0][0] < CHUNK
+    for sky in banded_sky, stored_sky:
+        assert sky[0][0].plane("SCI").chunks[0] == (MIN_ROWS,) * (SHAPE[0] // MIN_ROWS)
+    assert any(f"bands of {MIN_ROWS} rows" in m for m in messages)
+    # not even the floor fits when Dask reads whole chunks: said once, and the floor is taken
+    assert sum("over the" in m and "not checkpoints" in m for m in messages) == 1
+    assert reads_checkpoints(stored_sky[0]) and reads_checkpoints(mixed_sky[0])
+    assert not reads_checkpoints(banded_sky[0])
     reference = planes(whole)
     dq = np.array([p[2] for p in reference])
     assert (dq & 1).any() and (dq & 4).any()  # masked objects and flagged pixels reach the sky
@@ -130,18 +148,23 @@ def test_bands_change_no_pixel(run_primitive, sequence, params, caplog):
     assert_identical(planes(stored), reference)
     assert_identical(planes(banded_sky), planes(whole_sky))
     assert_identical(planes(stored_sky), planes(whole_sky))
+    assert_identical(planes(mixed), reference)
+    assert_identical(planes(mixed_sky), planes(whole_sky))
 
 
 def test_whole_frames_through_the_kernel(run_primitive):
     """One band the height of the frame equals the kernel on the whole frames (no masks, no normalisation)."""
     skies = [make_frame(i, SHAPE, SHAPE[0], masked=False) for i in range(5)]
     targets = [with_skies(make_frame(100, SHAPE, SHAPE[0], masked=False), skies)]
-    _, sky = run_direct(run_primitive, targets, skies, SMALL, scale=False, reject_method="minmax", nlow=1, nhigh=1)
+    memory = 3 * MiB  # the five skies' whole frames, and 16-row bands of them
+    assert direct_rows(5, SHAPE[0], SHAPE[0], SHAPE[1], task_budget(memory), DIRECT_SKY_BYTES,
+                       DIRECT_HELD_BYTES) == (MIN_ROWS, True)
+    _, sky = run_direct(run_primitive, targets, skies, memory, scale=False, reject_method="minmax", nlow=1, nhigh=1)
     cube = [np.stack([np.asarray(s[0].plane(n)) for s in skies]) for n in ("SCI", "VAR", "DQ")]
     spec = CombineSpec(operation="median", reject_method="minmax", nlow=1, nhigh=1)
     expected = ksky.stack_sky_tile(*cube, np.ones(5), spec, mode=None)
     (got,) = planes(sky)
-    assert sky[0][0].plane("SCI").chunks[0] != (SHAPE[0],)  # cut into bands, and still the same pixels
+    assert sky[0][0].plane("SCI").chunks[0] == (MIN_ROWS,) * (SHAPE[0] // MIN_ROWS)  # the same pixels
     for k in range(3):
         np.testing.assert_array_equal(got[k], expected[k])
 
@@ -161,7 +184,9 @@ class Spy:
 
 
 LONG, LONG_SHAPE = 60, (512, 128)
-#: Workers whose task budget (30 %: 15.7 MB) takes 64 rows of 60 skies read by Dask, 128 read from checkpoints.
+#: Workers whose task budget (30 %: 15.7 MB) takes 128 rows of 60 skies read from checkpoints, 64 when the
+#: object masks are dilated by Dask (their whole 512-row chunks held), and not even the floor when Dask reads
+#: all the skies' planes (their whole chunks: 39 MB).
 LONG_MEMORY = 50 * MiB
 
 
@@ -172,29 +197,41 @@ def long_sequence(module_run_primitive):
     ctx = module_run_primitive.context(streams={})
     with dask.config.set(scheduler="synchronous"):
         stored = ctx.checkpoint(skies + [target], "long")
-    return ([target], skies), (stored[LONG:], stored[:LONG])
+    # the same stored skies with object masks that are not checkpoints (a copy made by Dask)
+    unstored = [f.with_extensions([e.with_planes(OBJMASK=e.plane("OBJMASK").map_blocks(np.copy))
+                                   for e in f.extensions]) for f in stored[:LONG]]
+    return {"dask-reads": ([target], skies), "task-reads": (stored[LONG:], stored[:LONG]),
+            "task-reads-dask-masks": (stored[LONG:], unstored)}
 
 
-@pytest.mark.parametrize("stored", [False, True], ids=["dask-reads", "task-reads"])
-def test_long_sky_lists_fit_the_task_budget(run_primitive, long_sequence, monkeypatch, stored):
-    targets, skies = long_sequence[1] if stored else long_sequence[0]
-    budget = task_budget(LONG_MEMORY)
-    sky_bytes = DIRECT_STORED_SKY_BYTES if stored else DIRECT_SKY_BYTES
+@pytest.mark.parametrize("case,rows,sky_bytes,held", [
+    ("task-reads", 128, DIRECT_STORED_SKY_BYTES, 0),
+    ("task-reads-dask-masks", 64, DIRECT_STORED_SKY_BYTES, 1),
+    ("dask-reads", MIN_ROWS, DIRECT_SKY_BYTES, DIRECT_HELD_BYTES),
+])
+def test_long_sky_lists_fit_the_task_budget(run_primitive, long_sequence, monkeypatch, caplog, case, rows,
+                                            sky_bytes, held):
+    targets, skies = long_sequence[case]
+    budget, nx = task_budget(LONG_MEMORY), LONG_SHAPE[1]
+    stored = case.startswith("task-reads")
     spy = Spy(ksky.stack_sky_band if stored else ksky.stack_sky_tile)
     monkeypatch.setattr(ksky, "stack_sky_band" if stored else "stack_sky_tile", spy)
-    _, sky = run_direct(run_primitive, targets, skies, LONG_MEMORY, mask_objects=stored)
-    rows = sky[0][0].plane("SCI").chunks[0]
-    sky[0][0].plane("SCI")[:rows[0]].compute(scheduler="synchronous")  # the first band task
-    assert rows == (64,) * 8 if not stored else rows == (128,) * 4
-    assert direct_task_bytes(LONG, rows[0], LONG_SHAPE[1], sky_bytes) <= budget
+    masked = case != "dask-reads"
+    with caplog.at_level(logging.WARNING, logger="draconis"):
+        _, sky = run_direct(run_primitive, targets, skies, LONG_MEMORY, mask_objects=masked)
+    cut = sky[0][0].plane("SCI").chunks[0]
+    sky[0][0].plane("SCI")[:cut[0]].compute(scheduler="synchronous")  # the first band task
+    assert cut == (rows,) * (LONG_SHAPE[0] // rows)
+    fits = direct_task_bytes(LONG, rows, nx, sky_bytes, 512, held) <= budget
+    assert fits == (case != "dask-reads")
+    assert any("not checkpoints" in r.getMessage() for r in caplog.records) == (not fits)
     (shape, nbytes), = spy.calls
-    assert shape == (LONG, rows[0], LONG_SHAPE[1])
-    # what the kernel got: 10 bytes a sky pixel (and the mask's rows) of the band, within the planned bytes
-    assert LONG * rows[0] * LONG_SHAPE[1] * 10 <= nbytes <= LONG * rows[0] * LONG_SHAPE[1] * sky_bytes
-    # unplanned (bands of the 512-row input chunks, as before), a task held 4-8 times the budget
-    assert direct_task_bytes(LONG, 512, LONG_SHAPE[1], sky_bytes) > 3 * budget
+    assert shape == (LONG, rows, nx)
+    # what the kernel got: 10 bytes a sky pixel of the band, 11 with the masks (and the rows the dilation reaches)
+    assert LONG * rows * nx * (11 if masked else 10) <= nbytes <= LONG * rows * nx * sky_bytes
+    # unplanned (bands of the 512-row input chunks, as before), a band task's inputs alone exceed the budget
     spy.calls.clear()
-    _, unplanned = run_direct(run_primitive, targets, skies, "64GiB", mask_objects=stored)
+    _, unplanned = run_direct(run_primitive, targets, skies, "64GiB", mask_objects=masked)
     unplanned[0][0].plane("SCI")[:1].compute(scheduler="synchronous")
     assert unplanned[0][0].plane("SCI").chunks[0] == (512,)
-    assert spy.calls[0][1] >= LONG * 512 * LONG_SHAPE[1] * 10 > budget
+    assert spy.calls[0][1] >= LONG * 512 * nx * 10 > 2 * budget

@@ -412,11 +412,17 @@ class SkyBuilder:
         mode = "scale" if self.p.scale else ("zero" if self.p.zero else None)
         combine = self._fit_rejection(len(parts))
         stack_level = levels[0] if mode else _median_level(levels)
-        sources = self._stored_sources([s[index] for s in skies], have_var)
-        rows = self._band_rows(sci0, len(parts), DIRECT_STORED_SKY_BYTES if sources else DIRECT_SKY_BYTES)
-        if sources:
-            return self._stack_stored(sources, sci0.shape, rows, [q[3] for q in parts], combine, mode), have_var, \
-                stack_level
+        exts = [s[index] for s in skies]
+        sources = self._stored_sources(exts, have_var)
+        if sources is not None:
+            lazy_masks = self.p.mask_objects and "OBJMASK" not in sources and any(
+                e.plane("OBJMASK") is not None for e in exts)
+            # masks that are not checkpoints are dilated by Dask in the chunks of their input, held whole
+            rows = self._band_rows(sci0, len(parts), DIRECT_STORED_SKY_BYTES, 1 if lazy_masks else 0)
+            masks = [self._dilated(e, rows) for e in exts] if lazy_masks else None
+            cube = self._stack_stored(sources, masks, sci0.shape, rows, [q[3] for q in parts], combine, mode)
+            return cube, have_var, stack_level
+        rows = self._band_rows(sci0, len(parts), DIRECT_SKY_BYTES, DIRECT_HELD_BYTES)
         ny = sci0.shape[0]
         chunks = (tuple(min(rows, ny - y) for y in range(0, ny, rows)), sci0.chunks[1])
         scis = [q[0].rechunk(chunks) for q in parts]
@@ -431,32 +437,43 @@ class SkyBuilder:
     def _stored_sources(self, exts, have_var: bool) -> dict[str, list] | None:
         """The checkpoint planes the band tasks read themselves, or None (then Dask reads and stacks the bands).
 
-        Every sky's SCI and DQ (and VAR when every sky has one, OBJMASK when
-        objects are masked and every sky has one) must be read unchanged from
-        a checkpoint.
+        Every sky's SCI and DQ, and VAR when every sky has one, must be read
+        unchanged from a checkpoint; OBJMASK is read too when objects are
+        masked and every sky's is a checkpoint.
         """
         names = ["SCI", "DQ"] + (["VAR"] if have_var else [])
-        masks = [e.plane("OBJMASK") for e in exts] if self.p.mask_objects else []
-        if any(m is not None for m in masks):
-            names.append("OBJMASK")
         sources = {n: [stored_source(e.plane(n)) for e in exts] for n in names}
         if any(src is None for srcs in sources.values() for src in srcs):
             return None
+        if self.p.mask_objects:
+            masks = [stored_source(e.plane("OBJMASK")) for e in exts]
+            if all(m is not None for m in masks):
+                sources["OBJMASK"] = masks
         return sources
 
-    def _stack_stored(self, sources: dict[str, list], shape: tuple[int, int], rows: int, levels: list[da.Array],
-                      combine: CombineSpec, mode: str | None) -> da.Array:
+    def _dilated(self, ext, rows: int) -> da.Array:
+        """The dilated object mask of a sky (the graph :meth:`prepared` ORs into DQ), in bands of ``rows``."""
+        objmask = ext.plane("OBJMASK")
+        if objmask is None:
+            return da.zeros(ext.shape, dtype=np.uint8, chunks=(rows, ext.shape[1]))
+        return dilate_lazy(objmask, self.p.dilation).rechunk((rows, ext.shape[1]))
+
+    def _stack_stored(self, sources: dict[str, list], masks: list[da.Array] | None, shape: tuple[int, int],
+                      rows: int, levels: list[da.Array], combine: CombineSpec, mode: str | None) -> da.Array:
         """Band tasks that read their rows of every sky straight from the checkpoints, mask objects and combine.
 
         Each task reads ``rows`` rows of the skies' planes (and of their
-        object masks with the rows the dilation reaches) into its own
+        stored object masks with the rows the dilation reaches) into its own
         cubes: nothing but the band is held, whatever the stored chunks.
-        The object masks dilated in the band equal :func:`dilate_lazy`'s.
+        The object masks dilated in the band equal :func:`dilate_lazy`'s;
+        ``masks``, when given, are the skies' masks already dilated, by Dask,
+        in bands of ``rows``.
         """
         ny, nx = shape
         radius = float(self.p.dilation)
         depth = int(math.ceil(radius)) if radius >= 1 else 0
-        token = dask.base.tokenize(sources, rows, [lv.name for lv in levels], combine, mode, radius)
+        token = dask.base.tokenize(sources, [m.name for m in masks or ()], rows, [lv.name for lv in levels],
+                                   combine, mode, radius)
         name = f"sky-stack-{token}"
         dsk: dict = {}
         keys = {}
@@ -468,29 +485,37 @@ class SkyBuilder:
         for b, y0 in enumerate(range(0, ny, rows)):
             y1 = min(y0 + rows, ny)
             var = (read_stack, keys["VAR"], y0, y1) if "VAR" in keys else None
-            mask, top = None, 0
+            mask: tuple | None = None
+            top, reach = 0, 0.0
             if "OBJMASK" in keys:
                 m0, m1 = max(0, y0 - depth), min(ny, y1 + depth)
-                mask, top = (read_stack, keys["OBJMASK"], m0, m1), y0 - m0
+                mask, top, reach = (read_stack, keys["OBJMASK"], m0, m1), y0 - m0, radius
+            elif masks is not None:  # dilated already: stack_sky_band only ORs them
+                mask = (np.stack, [(m.name, b, 0) for m in masks])
             dsk[(name, 0, b, 0)] = (ksky.stack_sky_band, (read_stack, keys["SCI"], y0, y1), var,
-                                    (read_stack, keys["DQ"], y0, y1), level_keys, combine, mode, mask, top, radius,
+                                    (read_stack, keys["DQ"], y0, y1), level_keys, combine, mode, mask, top, reach,
                                     OBJECT_DQ_BIT)
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=levels)  # type: ignore[arg-type]
+        deps: list = [*levels, *(masks or ())]
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
         return da.Array(graph, name, ((3,), bands, (nx,)), dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
-    def _band_rows(self, sci: da.Array, k: int, sky_bytes: int) -> int:
+    def _band_rows(self, sci: da.Array, k: int, sky_bytes: int, held_bytes: int) -> int:
         """Rows per band of the direct combine of ``k`` skies shaped like ``sci``, from the workers' memory."""
         if self.worker_memory is None:
             return sci.chunks[0][0]
         budget = sky_window.task_budget(self.worker_memory)
         width = max(sci.chunks[1])
-        rows, fits = direct_rows(k, sci.chunks[0][0], sci.shape[0], width, budget, sky_bytes)
+        chunk_rows = min(sci.chunks[0][0], sci.shape[0])
+        rows, fits = direct_rows(k, chunk_rows, sci.shape[0], width, budget, sky_bytes, held_bytes)
         if not fits and k not in self._warned_fit:  # once per count of skies
             self._warned_fit.add(k)
-            self.log.warning("skyCorrect: a direct stack of %d skies needs %.0f MiB per task even in bands of %d "
-                             "rows, over the %.0f MiB a task may use (%.0f MiB workers): going on with %d-row bands",
-                             k, direct_task_bytes(k, rows, width, sky_bytes) / 2 ** 20, rows, budget / 2 ** 20,
-                             self.worker_memory / 2 ** 20, rows)
+            self.log.warning(
+                "skyCorrect: a direct stack of %d skies needs %.0f MiB per task even in bands of %d rows, over the "
+                "%.0f MiB a task may use (%.0f MiB workers)%s: going on with %d-row bands", k,
+                direct_task_bytes(k, rows, width, sky_bytes, chunk_rows, held_bytes) / 2 ** 20, rows,
+                budget / 2 ** 20, self.worker_memory / 2 ** 20,
+                "; its skies are not checkpoints, so whole input chunks are held (flushPixels before skyCorrect "
+                "lets the band tasks read their rows)" if held_bytes >= DIRECT_HELD_BYTES else "", rows)
         self.band_rows.add(rows)
         return rows
 
@@ -563,24 +588,33 @@ class SkyBuilder:
 
 
 #: Bytes per pixel of a direct stack task, per sky, when Dask reads and stacks the bands: the task's input bands
-#: (SCI, VAR float32, DQ uint16: 10) and the (k, rows, width) cubes Dask concatenates them into (10 more);
-#: measured with tracemalloc on one band task.
-DIRECT_SKY_BYTES = 20
-#: The same when the task reads the bands from checkpoints into its cubes itself (10), with the object mask
-#: (uint8) of the band and the rows its dilation reaches.
+#: (SCI, VAR float32, DQ uint16: 10) and the (k, rows, width) cubes Dask concatenates them into (10.1 more,
+#: measured with tracemalloc on band tasks of 8 and 40 skies).
+DIRECT_SKY_BYTES = 21
+#: Bytes per pixel of a whole input chunk, per sky, held while its bands are combined when Dask reads the
+#: inputs: a chunk is read (or computed) whole and its bands are slices of it.
+DIRECT_HELD_BYTES = 10
+#: Bytes per pixel of a band, per sky, when the task reads the bands from checkpoints into its cubes itself,
+#: with the object mask (uint8) of the band and the rows its dilation reaches (11.1 measured).
 DIRECT_STORED_SKY_BYTES = 12
 #: Bytes per output pixel of a direct stack task: combine_block's SCI, VAR, DQ and count buffers and
-#: stack_sky_tile's float32 (3, rows, width) result (24 measured, plus the dilation of one sky's mask).
+#: stack_sky_tile's float32 (3, rows, width) result (24-25 measured; the dilation of one sky's mask at a time).
 DIRECT_OUT_BYTES = 28
 
 
-def direct_task_bytes(k: int, rows: int, width: int, sky_bytes: int = DIRECT_SKY_BYTES) -> int:
-    """Bytes a direct stack task of ``k`` skies holds for a band of ``rows`` x ``width`` pixels."""
-    return rows * width * (k * sky_bytes + DIRECT_OUT_BYTES)
+def direct_task_bytes(k: int, rows: int, width: int, sky_bytes: int = DIRECT_SKY_BYTES, chunk_rows: int = 0,
+                      held_bytes: int = 0) -> int:
+    """Bytes a direct stack task of ``k`` skies holds for a band of ``rows`` x ``width`` pixels.
+
+    ``sky_bytes`` per pixel of each sky's band, :data:`DIRECT_OUT_BYTES` per
+    output pixel, and ``held_bytes`` per pixel of each sky's whole input
+    chunk (``chunk_rows`` rows) when the inputs are read in chunks.
+    """
+    return rows * width * (k * sky_bytes + DIRECT_OUT_BYTES) + k * chunk_rows * width * held_bytes
 
 
-def direct_rows(k: int, chunk_rows: int, ny: int, width: int, budget: int,
-                sky_bytes: int = DIRECT_SKY_BYTES) -> tuple[int, bool]:
+def direct_rows(k: int, chunk_rows: int, ny: int, width: int, budget: int, sky_bytes: int = DIRECT_SKY_BYTES,
+                held_bytes: int = 0) -> tuple[int, bool]:
     """Band height of the direct combine of ``k`` skies, and whether a band task fits ``budget`` bytes.
 
     The height is the input chunk height or a divisor of it (a band never
@@ -593,7 +627,7 @@ def direct_rows(k: int, chunk_rows: int, ny: int, width: int, budget: int,
     floor = min(sky_window.MIN_ROWS, top)
     heights = [r for r in range(top, floor - 1, -1) if top % r == 0]
     for rows in heights:
-        if direct_task_bytes(k, rows, width, sky_bytes) <= budget:
+        if direct_task_bytes(k, rows, width, sky_bytes, top, held_bytes) <= budget:
             return rows, True
     return heights[-1], False
 
