@@ -2,15 +2,15 @@
 
 The sky of a science frame is the combination of its associated sky frames
 (median with min/max rejection by default). It is built lazily, one row band
-at a time: the row bands of the ``k`` skies are stacked with ``da.stack`` and
-combined by :func:`draconis.kernels.combine.combine_block` in one
-``blockwise`` task per band, so the frame axis is never rechunked and a task
-holds ``k`` row bands. The band height is planned from the workers' memory
-(:func:`direct_rows`): a task of ``k`` skies fits the same per-task budget as
-the sliding window's (:func:`draconis.primitives.sky_window.task_budget`),
-whatever ``k``. Frames whose sky lists are identical share one sky graph, and
-the per-sky work (object-mask dilation, background level) is shared by every
-window the sky appears in.
+at a time, one task per band holding the ``k`` skies' bands, so the frame
+axis is never rechunked. The band height is planned from the workers'
+memory (:func:`direct_rows`): a task of ``k`` skies fits the same per-task
+budget as the sliding window's (:func:`draconis.primitives.sky_window.task_budget`),
+whatever ``k``. When the skies are checkpoints the band tasks read their
+rows themselves (object masks dilated in the band); otherwise Dask reads the
+bands and stacks them (``da.stack``, ``blockwise``). Frames whose sky lists
+are identical share one sky graph, and the per-sky work (object-mask
+dilation, background level) is shared by every window the sky appears in.
 
 Levels (the background of a frame, used to normalise skies to each other
 and to match a sky to its science frame) are lazy 0-d Dask arrays computed
