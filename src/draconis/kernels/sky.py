@@ -9,7 +9,8 @@
   frames' row bands, through the shared frame-axis combiner;
   :func:`stack_sky_tile`: the same, normalising the skies from their levels
   as stackSkyFrames does; :func:`stack_sky_band`: that, on bands read from
-  storage, with the skies' dilated object masks OR-ed into DQ.
+  storage, with the skies' dilated object masks OR-ed into DQ
+  (:func:`or_object_mask`).
 - :func:`sky_match`, :func:`subtract_sky_block`: subtractSky on one tile
   (the sky matched to the frame's level, subtracted, VAR and DQ propagated).
 
@@ -300,6 +301,19 @@ def stack_sky_tile(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | Non
     return sky_stack_block(sci, var, dq, spec, zero=zero, scale=scale)
 
 
+def or_object_mask(dq: np.ndarray, mask: np.ndarray, top: int, radius: float, bit: int) -> np.ndarray:
+    """OR into the band ``dq`` (in place, and returned) the band's object mask dilated by ``radius``.
+
+    ``mask`` holds the band's rows with ``top`` rows above them and some
+    below (as many as the dilation reaches, fewer at the image edges: the
+    dilation sees zeros beyond them), so the band gets what dilating the
+    whole mask gives; masked pixels get DQ ``bit``.
+    """
+    dilated = dilate_mask(mask, radius)[top:top + dq.shape[0]]
+    dq |= dilated.astype(np.uint16) * np.uint16(bit)
+    return dq
+
+
 def stack_sky_band(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray, levels, spec: CombineSpec,
                    mode: str | None, objmask: np.ndarray | None = None, top: int = 0, radius: float = 0.0,
                    bit: int = 1) -> np.ndarray:
@@ -327,9 +341,8 @@ def stack_sky_band(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray, leve
         float32 ``(3, rows, width)``: SCI, VAR, DQ.
     """
     if objmask is not None:
-        rows = dq.shape[1]
         for i in range(dq.shape[0]):  # one sky at a time: the dilation's buffers are those of one band
-            dq[i] |= dilate_mask(objmask[i], radius)[top:top + rows].astype(np.uint16) * np.uint16(bit)
+            or_object_mask(dq[i], objmask[i], top, radius, bit)
     return stack_sky_tile(sci, var, dq, np.asarray(levels, dtype=np.float64), spec, mode=mode)
 
 
