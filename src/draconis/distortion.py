@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from scipy.signal import convolve2d
 
 __all__ = [
     "project", "deproject", "Poly2D", "PolyMap", "StaticDistortion", "sip_header", "header_polymap", "strip_wcs",
@@ -134,6 +133,10 @@ class Poly2D:
 
     def __mul__(self, other: Poly2D | float) -> Poly2D:
         if isinstance(other, Poly2D):
+            # imported here: scipy.signal (with scipy.stats) is ~0.6 s of import that every Dask worker
+            # unpickling a primitive's task paid through draconis.primitives, for GSAOI's models only
+            from scipy.signal import convolve2d
+
             return Poly2D(convolve2d(self.c, other.c))
         return Poly2D(self.c * float(other))
 

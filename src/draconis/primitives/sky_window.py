@@ -73,8 +73,8 @@ DIRECT_STACK_NS = 260.0
 DIRECT_SKY_NS = 24.0
 #: Fraction of a worker's memory one window task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
-#: Most bytes one window task plans for, whatever the worker budget (skyCorrect's ``memory`` parameter is
-#: declared unsupported: the direct path combines in the row bands of its inputs).
+#: Most bytes one window (or direct) sky task plans for, whatever the worker budget (skyCorrect's ``memory``
+#: parameter is declared unsupported: both paths plan their bands from the workers' memory).
 TASK_MEMORY_CAP = 1024 ** 3
 #: Bytes per pixel held per sky of a task (SCI, VAR, DQ) and per frame (its planes, outputs).
 SKY_BYTES = 10
@@ -434,11 +434,10 @@ class MaskedDQ:
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """The band's DQ rows ``y0:y1`` (uint16)."""
         reach = int(math.ceil(self.radius)) if self.radius >= 1 else 0
-        ny = self.mask.shape[0]
+        ny, nx = self.mask.shape
         m0, m1 = max(0, y0 - reach), min(ny, y1 + reach)
-        mask = ksky.dilate_mask(self.mask.rows(m0, m1), self.radius)[y0 - m0:y1 - m0]
-        bits = mask.astype(np.uint16) * np.uint16(self.bit)
-        return bits if self.dq is None else self.dq.rows(y0, y1) | bits
+        dq = np.zeros((y1 - y0, nx), np.uint16) if self.dq is None else self.dq.rows(y0, y1)
+        return ksky.or_object_mask(dq, self.mask.rows(m0, m1), y0 - m0, self.radius, self.bit)
 
 
 @dataclass(frozen=True)
