@@ -43,6 +43,9 @@ def test_f2_reduce_sequence():
         "resampleToCommonFrame", "scaleCountsToReference", "stackFrames", "writeOutputs", "storeProcessedScience"]
     seq = calls("image_f2", "reduce")
     assert seq[10] == ("skyCorrect", {"instream": "sky", "mask_objects": False, "outstream": "skysub"})
+    # the skysub stream's catalogues are thrown away with it: only its object masks are measured
+    assert seq[11] == ("detectSources", {"stream": "skysub", "catalog": False})
+    assert seq[17] == ("detectSources", {})
     assert seq[-1] == ("storeProcessedScience", {"suffix": "_image"})
 
 
