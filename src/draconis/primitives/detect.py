@@ -20,6 +20,8 @@ import numpy as np
 from .. import progress
 from ..errors import ParameterError
 from ..frame import Extension, Frame
+from ..io._tasks import StoredPlane
+from ..io.zarr import stored_source
 from ..kernels import detect as kdetect
 from ..kernels.detect import detect_array
 from ..parameters import P, Params, suffix_param
@@ -62,7 +64,9 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     # than checkpointing it first (10 x 1024^2 F2 frames: 18 s against 6 s), and later steps then
     # read the checkpoint instead of computing it again.
     frames = checkpoint_computed(frames, ctx, "detectSources")
-    tasks = [dask.delayed(_detect_packed)(ext.plane("SCI"), ext.plane("VAR"), ext.plane("DQ"),
+    # a checkpointed plane is read whole by the detection task itself: no task per chunk and none
+    # concatenating them on another worker, whose frame would then be moved
+    tasks = [dask.delayed(_detect_packed)(*(_whole(ext.plane(n)) for n in ("SCI", "VAR", "DQ")),
                                           **_detect_kwargs(frame, i, p))
              for frame in frames for i, ext in enumerate(frame.extensions)]
     results = progress.compute(tasks, "detect sources")
@@ -131,7 +135,14 @@ def _safe(frame: Frame, name: str):
         return None
 
 
+def _whole(plane: da.Array | None) -> da.Array | StoredPlane | None:
+    """What a detection task takes for a plane: the checkpoint it reads itself, else the lazy plane."""
+    source = None if plane is None else stored_source(plane)
+    return plane if source is None else source
+
+
 def _detect_packed(sci, var, dq, **kwargs):
+    sci, var, dq = (x.rows(0, x.shape[0]) if isinstance(x, StoredPlane) else x for x in (sci, var, dq))
     table, segmentation = detect_array(sci, var, dq, **kwargs)
     return table, np.packbits(segmentation, axis=1)
 
