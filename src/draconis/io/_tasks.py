@@ -166,6 +166,12 @@ class StoredPlane:
         self.read_rows_into(y0, y1, block)
         return block
 
+    def region(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Rows ``box[0]:box[1]``, columns ``box[2]:box[3]`` (the rows are read whole, then cut)."""
+        y0, y1, x0, x1 = box
+        block = self.rows(y0, y1)
+        return block if (x0, x1) == (0, self.shape[1]) else np.ascontiguousarray(block[:, x0:x1])
+
     def read_rows_into(self, y0: int, y1: int, out: np.ndarray) -> None:
         """Fill ``out`` (C-contiguous, shape ``(y1 - y0, nx)``) with rows ``y0:y1``."""
         c, ny = self.chunk_rows, self.shape[0]

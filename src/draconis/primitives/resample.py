@@ -36,6 +36,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ..distortion import project, strip_wcs
 from ..frame import Extension, Frame, make_extension
+from ..io.zarr import stored_source
 from ..kernels import resample as kres
 from ..parameters import P, Params, suffix_param
 from ..provenance import utc_timestamp
@@ -227,7 +228,9 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
     Each band is one task (:func:`draconis.kernels.resample.resample_band_from_blocks`)
     that takes, of each array, the input blocks its pixels fall on (by key:
     no slicing or concatenating task per band and plane) and returns SCI,
-    VAR and DQ; one small task per band and plane picks its plane.  The
+    VAR and DQ; one small task per band and plane picks its plane.  A plane
+    read unchanged from a checkpoint is not a dependency: the band task
+    reads the region it needs itself (nothing moved between workers).  The
     frame's maps are one graph key that every band task names, so the graph
     holds them once per frame (with ``force_affine``, six numbers per array).
     """
@@ -235,22 +238,30 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
     pairs = [pixel_map(grid, ext, conserve=conserve, force_affine=force_affine) for ext in frame.extensions]
     margin = order + 2
     inputs = [tuple(ext.plane(n) for n in ("SCI", "VAR", "DQ")) for ext in frame.extensions]
-    deps = [a for planes in inputs for a in planes if a is not None]
+    # an array whose planes are all read unchanged from a checkpoint is read by the band tasks themselves
+    stored = [tuple(None if a is None else stored_source(a) for a in planes) for planes in inputs]
+    stored = [srcs if all(src is not None for a, src in zip(planes, srcs) if a is not None) else (None,) * 3
+              for planes, srcs in zip(inputs, stored)]
+    deps = [a for planes, srcs in zip(inputs, stored) if srcs[0] is None for a in planes if a is not None]
     kernel_maps = tuple(None if pair is None else pair[1] for pair in pairs)
-    token = dask.base.tokenize([a.name for a in deps], kernel_maps, grid.shape, order, dq_threshold, band_rows)
+    token = dask.base.tokenize([a.name for planes in inputs for a in planes if a is not None], kernel_maps,
+                               grid.shape, order, dq_threshold, band_rows)
     name, maps_name = f"resample-{token}", f"resample-maps-{token}"
     starts = list(range(0, ny, band_rows))
     layer: dict = {}
     for r, y0 in enumerate(starts):
         y1 = min(y0 + band_rows, ny)
         blocks, layouts, used = [], [], []
-        for k, (ext, planes, pair) in enumerate(zip(frame.extensions, inputs, pairs)):
+        for k, (ext, planes, srcs, pair) in enumerate(zip(frame.extensions, inputs, stored, pairs)):
             box = None if pair is None else _band_region(pair[0], y0, y1, ext.shape, margin)
             if box is None:
                 continue
             keys = [None if a is None else _block_layout(a, box) for a in planes]
-            blocks.append([None if k is None else k[0] for k in keys])
-            layouts.append(keys[0][1])  # type: ignore[index]  # SCI is always there
+            # a stored plane's region is one block, read in the band task itself
+            blocks.append([None if key is None else ([[(src.region, box)]] if src is not None else key[0])
+                           for key, src in zip(keys, srcs)])
+            layouts.append(kres.BlockLayout((box[0],), (box[2],), box) if srcs[0] is not None
+                           else keys[0][1])  # type: ignore[index]  # SCI is always there
             used.append(k)
         layer[(name, r)] = (kres.resample_band_from_blocks, blocks, layouts,
                             (_pick_maps, (maps_name,), used),
