@@ -345,9 +345,9 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
     def key(a: da.Array | None, r: int) -> Key | None:  # row band r of a banded plane
         return None if a is None else (a.name, r, 0)
 
-    sky_readers = [_sky_readers(builder, s, e, have_var) for s in plan.skies]
+    readers_of = [sky_readers(builder, s, e, have_var) for s in plan.skies]
     skies = [(banded(q[0], rd[0]), banded(q[1], rd[1]) if have_var else None, banded(q[2], rd[2]), q[3])
-             for q, rd in zip(prepared, sky_readers)]
+             for q, rd in zip(prepared, readers_of)]
     out = []
     for group in groups:
         a, b = int(plan.lo[group].min()), int(plan.hi[group].max())
@@ -362,7 +362,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
         windows = SkyWindows(plan.lo[group] - a, plan.hi[group] - a, tuple(x - a for x in plan.excluded[group]),
                              np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64),
                              np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64))
-        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], sky_readers[a:b], target_readers,
+        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], readers_of[a:b], target_readers,
                                                   windows.lo, windows.hi,
                                                   [x.tolist() for x in windows.excluded], windows.nlow,
                                                   windows.nhigh, spec, rows)
@@ -371,7 +371,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
         tgt_levels = [(q[3].name,) for q in targets]
         # the segment's readers are one graph key, not copied into each band's task
         sources = f"{name}-sources"
-        layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in sky_readers[a:b]],
+        layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in readers_of[a:b]],
                                            [list(rd) for rd in target_readers])}
         y0 = 0
         for r, height in enumerate(bands):
@@ -393,7 +393,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
     return out
 
 
-def _sky_readers(builder, sky: Frame, e: int, have_var: bool) -> tuple[Any, Any, Any]:
+def sky_readers(builder, sky: Frame, e: int, have_var: bool) -> tuple[Any, Any, Any]:
     """What reads array ``e`` of a sky frame's SCI, VAR and stack-ready DQ inside a window task (None: a dependency).
 
     Mirrors :meth:`~draconis.primitives.sky.SkyBuilder.prepared`: the DQ the
@@ -430,6 +430,11 @@ class MaskedDQ:
 
     def __reduce__(self):
         return (MaskedDQ, (self.dq, self.mask, self.radius, self.bit))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The plane's (ny, nx)."""
+        return self.mask.shape
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """The band's DQ rows ``y0:y1`` (uint16)."""
