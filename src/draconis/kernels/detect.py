@@ -18,7 +18,7 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from .resample import fine_map
+from .resample import coarse_axis, fine_map
 
 #: Smallest radius (px) of the aperture of FLUX_APER.
 APER_RADIUS = 5.0
@@ -442,8 +442,7 @@ def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: An
         1 where any source mask covers the pixel.
     """
     y0, y1, x0, x1 = box
-    gy = np.unique(np.append(np.arange(y0, y1, step), y1 - 1)).astype(float)
-    gx = np.unique(np.append(np.arange(x0, x1, step), x1 - 1)).astype(float)
+    gy, gx = coarse_axis(y0, y1, step), coarse_axis(x0, x1, step)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
     out = np.zeros((y1 - y0) * (x1 - x0), dtype=bool)

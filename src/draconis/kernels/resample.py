@@ -66,6 +66,11 @@ def variance_factor(position: np.ndarray, order: int) -> np.ndarray:
     return np.interp(position - np.floor(position), fractions, sums)
 
 
+def coarse_axis(start: int, stop: int, step: int) -> np.ndarray:
+    """Where a pixel map is evaluated along one axis of ``[start, stop)``: every ``step`` px and the last pixel."""
+    return np.unique(np.append(np.arange(start, stop, step), stop - 1)).astype(float)
+
+
 def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: int, nx: int,
              x0: int = 0) -> np.ndarray:
     """Linear interpolation of a coarse (ny_c, nx_c) map sampled at output rows ``gy``, cols ``gx``.

@@ -198,6 +198,11 @@ def disc(radius: float) -> np.ndarray:
     return (x * x + y * y) <= radius * radius + 1e-9
 
 
+def dilation_reach(radius: float) -> int:
+    """Rows (and columns) beyond a block that :func:`dilate_mask` with ``radius`` reads into it (0 below 1 px)."""
+    return int(np.ceil(radius)) if radius >= 1 else 0
+
+
 def dilate_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     """``mask`` (non-zero = set) dilated by a disc of ``radius`` px, as uint8 0/1.
 

@@ -161,8 +161,7 @@ def pixel_map(grid: Grid, ext: Extension, *, step: int = COARSE_STEP, conserve: 
     if y0 >= y1 or x0 >= x1:
         return None
     box = (y0, y1, x0, x1)
-    gy = np.unique(np.append(np.arange(y0, y1, step), y1 - 1)).astype(float)
-    gx = np.unique(np.append(np.arange(x0, x1, step), x1 - 1)).astype(float)
+    gy, gx = kres.coarse_axis(y0, y1, step), kres.coarse_axis(x0, x1, step)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = grid.wcs.wcs_pix2world(xx.ravel(), yy.ravel(), 0)
     ix, iy = ext_wcs.all_world2pix(ra, dec, 0, tolerance=1e-6, maxiter=50, quiet=True)

@@ -22,7 +22,6 @@ the sky levels.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +53,7 @@ from .sky_pointing import (
     same_config,
     separation_arcsec,
 )
-from .stack import STACK
+from .stack import STACK, source_keys
 
 #: DQ bit that object-mask pixels get in the sky frames (bad_pixel, as OR-ing OBJMASK does).
 OBJECT_DQ_BIT = 1
@@ -474,15 +473,11 @@ class SkyBuilder:
         """
         ny, nx = shape
         radius = float(self.p.dilation)
-        depth = int(math.ceil(radius)) if radius >= 1 else 0
+        depth = ksky.dilation_reach(radius)
         token = dask.base.tokenize(sources, [m.name for m in masks or ()], rows, [lv.name for lv in levels],
                                    combine, mode, radius)
         name = f"sky-stack-{token}"
-        dsk: dict = {}
-        keys = {}
-        for plane, srcs in sources.items():
-            keys[plane] = f"sky-stack-sources-{plane}-{token}"
-            dsk[keys[plane]] = (list, srcs)
+        dsk, keys = source_keys(sources, "sky-stack-sources", token)
         level_keys = [(lv.name,) for lv in levels]
         bands = tuple(min(rows, ny - y) for y in range(0, ny, rows))
         for b, y0 in enumerate(range(0, ny, rows)):
@@ -703,8 +698,8 @@ def dilate_lazy(mask: da.Array, radius: float) -> da.Array:
     """Binary dilation of a lazy mask by a disc (overlapping blocks; zeros beyond the edges)."""
     if radius < 1:
         return (mask != 0).astype(np.uint8)
-    depth = int(math.ceil(radius))
-    return da.map_overlap(ksky.dilate_mask, mask, depth=depth, boundary=0, dtype=np.uint8, radius=radius)
+    return da.map_overlap(ksky.dilate_mask, mask, depth=ksky.dilation_reach(radius), boundary=0, dtype=np.uint8,
+                          radius=radius)
 
 
 # ---------------------------------------------------------------------------

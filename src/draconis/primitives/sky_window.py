@@ -29,7 +29,6 @@ overrides the choice.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -438,7 +437,7 @@ class MaskedDQ:
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """The band's DQ rows ``y0:y1`` (uint16)."""
-        reach = int(math.ceil(self.radius)) if self.radius >= 1 else 0
+        reach = ksky.dilation_reach(self.radius)
         ny, nx = self.mask.shape
         m0, m1 = max(0, y0 - reach), min(ny, y1 + reach)
         dq = np.zeros((y1 - y0, nx), np.uint16) if self.dq is None else self.dq.rows(y0, y1)

@@ -271,6 +271,15 @@ def _combine_ext(exts: Sequence[Extension], rows: int, options: dict, log: loggi
     return {"SCI": packed[0], "VAR": packed[1], "DQ": packed[2].astype(np.uint16) if has["DQ"] else None}
 
 
+def source_keys(sources: dict[str, list], prefix: str, token: str) -> tuple[dict, dict[str, str]]:
+    """Each plane's list of checkpoint readers as one graph key (``<prefix>-<plane>-<token>``), not in every task.
+
+    Returns the graph entries and the key of each plane.
+    """
+    keys = {plane: f"{prefix}-{plane}-{token}" for plane in sources}
+    return {keys[plane]: (list, srcs) for plane, srcs in sources.items()}, keys
+
+
 def _combine_stored(sources: dict[str, list], shape: tuple[int, int], rows: int, options: dict) -> da.Array:
     """Band tasks that read every input's chunks straight from the checkpoint into their cubes and combine.
 
@@ -281,11 +290,7 @@ def _combine_stored(sources: dict[str, list], shape: tuple[int, int], rows: int,
     ny, nx = shape
     token = dask.base.tokenize(sources, rows, options)
     name = f"stack-{token}"
-    dsk: dict = {}
-    keys = {}
-    for plane, srcs in sources.items():
-        keys[plane] = f"stack-sources-{plane}-{token}"
-        dsk[keys[plane]] = (list, srcs)
+    dsk, keys = source_keys(sources, "stack-sources", token)
     bands = tuple(min(rows, ny - y) for y in range(0, ny, rows))
     for b, y0 in enumerate(range(0, ny, rows)):
         y1 = min(y0 + rows, ny)
