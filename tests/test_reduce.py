@@ -278,3 +278,11 @@ def test_outputs_record_how_they_were_made(darks, tmp_path):
     history = [str(h) for h in fits.getheader(corrected)["HISTORY"]]
     i = history.index(f"draconis darkCorrect: processed_dark {os.path.basename(dark)}")
     assert history[i + 1] == f"draconis darkCorrect: md5={md5(dark)}"
+    # a stream of the run named by a parameter keeps its value card: its frames' raw files were not read
+    (tmp_path / "moved.py").write_text(
+        "def moved(p):\n    p.prepare(); p.copyInputs(outstream='twin')\n"
+        "    p.transferAttribute(source='twin', attribute='wcs'); p.writeOutputs()\n")
+    outputs = Reduce([str(p) for p in darks[:1]], recipename="moved.py:moved", scheduler="synchronous").runr()
+    history = [str(h) for h in fits.getheader(outputs[0])["HISTORY"]]
+    assert "draconis transferAttribute: source='twin'" in history
+    assert not any(h.startswith("draconis transferAttribute: md5=") for h in history)

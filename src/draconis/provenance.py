@@ -52,14 +52,18 @@ def timestamp_keyword(primitive: str) -> str:
     return TIMESTAMP_KEYWORDS.get(primitive, primitive.upper()[:8])
 
 
-_MD5: dict[tuple[str, float, int], str] = {}
+_MD5: dict[tuple[str, int, int, int], str] = {}
 
 
 def md5sum(path: str | os.PathLike) -> str:
-    """The md5 checksum of a file (cached per path, modification time and size)."""
+    """The md5 checksum of a file (cached per path, inode, modification time and size).
+
+    The one checksum of draconis: provenance cards, the run record and the
+    calibration database all ask it, so a file is read once per version.
+    """
     path = os.path.abspath(path)
     st = os.stat(path)
-    key = (path, st.st_mtime, st.st_size)
+    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
     if key not in _MD5:
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as f:

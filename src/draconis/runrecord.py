@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import os
 import threading
@@ -257,14 +256,12 @@ def _short_worker(address: str) -> str:
 
 def file_md5(path: str) -> str:
     """MD5 of a file (as DRAGONS and the calibration database record), '' if unreadable."""
-    digest = hashlib.md5()
+    from .provenance import md5sum  # one cached checksum per file and version: provenance hashes it too
+
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return md5sum(path)
     except OSError:
         return ""
-    return digest.hexdigest()
 
 
 # -- the current record and its hooks ---------------------------------------------

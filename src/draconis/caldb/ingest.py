@@ -7,13 +7,13 @@ like with like (e.g. data sections as FITS strings joined with ``;``).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CalDBError, DescriptorError, DraconisError
+from ..provenance import md5sum
 
 log = logging.getLogger("draconis.caldb")
 
@@ -174,15 +174,6 @@ def _naive_utc(when: dt.datetime) -> dt.datetime:
 
 def _epoch(when: dt.datetime) -> float:
     return (when - dt.datetime(1970, 1, 1)).total_seconds()
-
-
-def md5sum(path: str, blocksize: int = 1 << 20) -> str:
-    """MD5 of a file's bytes, for provenance."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(blocksize), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_file(path: str | os.PathLike, caltype: str | None = None) -> dict[str, Any]:

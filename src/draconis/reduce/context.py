@@ -223,16 +223,22 @@ class RunContext:
             if prm.opens is None or value is None or any(value == v for v in prm.passthrough):
                 continue
             opened[prm.name] = self._open_value(prm, value, params, frames, where=f"{spec.name}:{prm.name}")
-            if self._provenance:
+            # a stream of this run is no file the runner opened: its value card says which one, and
+            # checksums of the raw files behind its frames would describe data it does not hold
+            if self._provenance and not self._names_stream(prm, value):
                 self._provenance[-1].opened(prm.name, _paths(value, opened[prm.name]))
         return params.replace(**opened) if opened else params
+
+    def _names_stream(self, prm: Param, value: Any) -> bool:
+        """Whether ``value`` of a ``stream`` parameter names a (non-empty) stream of this run."""
+        return prm.opens == "stream" and isinstance(value, str) and bool(self._streams.get(value))
 
     def _open_value(self, prm: Param, value: Any, params: Params, frames: Sequence[Frame], where: str) -> Any:
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if prm.opens == "table":
             return self._open_table(value, params.get("format"), where)
         if prm.opens == "stream":
-            if isinstance(value, str) and self._streams.get(value):
+            if self._names_stream(prm, value):
                 return self.stream(value)
             return [self._open_frame(v, where) for v in items]
         if prm.opens == "frames":
