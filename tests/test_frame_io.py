@@ -113,6 +113,29 @@ def test_zarr_round_trip_keeps_headers(tmp_path):
         assert list(b.objcat["NUMBER"]) == [1, 2]
 
 
+def test_zarr_catalogues_are_remembered_by_content(tmp_path):
+    """A catalogue written again unchanged, or read back, skips ECSV; a changed one is written anew."""
+    from draconis.io import zarr as zio
+
+    proc = _processed(draconis.open(_raw_file(tmp_path / "S3.fits")))
+    first = open_zarr(write_zarr(proc, tmp_path / "a.zarr", chunks=(8, 40)))
+    cat = first[0].objcat
+    cat["X_IMAGE"][1] = 99.5  # changed in place after it was read: the memory must not hide it
+    second = open_zarr(write_zarr(first, tmp_path / "b.zarr", chunks=(8, 40)))
+    assert list(second[0].objcat["X_IMAGE"]) == [3.5, 99.5] and "note" not in second[0].objcat.meta
+    cat.meta["note"] = "edited"  # the metadata too
+    second = open_zarr(write_zarr(first, tmp_path / "b.zarr", chunks=(8, 40)))
+    assert list(second[0].objcat["X_IMAGE"]) == [3.5, 99.5] and second[0].objcat.meta["note"] == "edited"
+    third = open_zarr(tmp_path / "a.zarr")  # the copy handed out was edited, the stored text was not
+    assert list(third[0].objcat["X_IMAGE"]) == [3.5, 7.25] and "note" not in third[0].objcat.meta
+    # what is remembered is what ECSV gives: a fresh parse of the stored text
+    zio._TEXT_OF.clear()
+    zio._TABLE_OF.clear()
+    fresh = open_zarr(tmp_path / "b.zarr")[0].objcat
+    assert list(fresh["X_IMAGE"]) == [3.5, 99.5] and fresh.meta["note"] == "edited"
+    assert list(zio._TABLE_OF) == [zio._table_to_text(fresh)]
+
+
 def test_bad_files_name_the_file(tmp_path):
     text = tmp_path / "notes.fits"
     text.write_text("hello, this is not FITS\n" * 200)

@@ -21,7 +21,9 @@ other tools wrote (other codecs) are read through zarr.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -107,16 +109,69 @@ def stored_summary(ext: Extension) -> ExtSummary | None:
 
 
 # ---------------------------------------------------------------- metadata
+# Catalogues are stored as ECSV text.  A run writes the same catalogues into several checkpoints and
+# reads each back after writing it: ECSV costs ~25 ms a catalogue each way (~7 s a pass at 156 frames),
+# so both directions are remembered by content, within a bound on the text held.
+_TEXT_OF: collections.OrderedDict[bytes, str] = collections.OrderedDict()  # fingerprint -> text
+_TABLE_OF: collections.OrderedDict[str, Any] = collections.OrderedDict()  # text -> table (never handed out)
+_MEMO_BYTES = 64 * 2 ** 20
+
+
+def _fingerprint(table) -> bytes | None:
+    """A digest of everything ECSV writes of ``table`` (None for columns other than plain/masked Columns)."""
+    from astropy.table import Column, MaskedColumn
+
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((type(table).__name__, list(table.meta.items()))).encode())
+    for name in table.colnames:
+        col = table[name]
+        if type(col) not in (Column, MaskedColumn):
+            return None
+        data = np.asarray(col)
+        digest.update(repr((name, type(col).__name__, data.dtype.str, data.shape, str(col.unit), col.format,
+                            col.description, list(col.meta.items()))).encode())
+        if data.dtype.hasobject:
+            digest.update(repr(data.tolist()).encode())
+        else:
+            digest.update(np.ascontiguousarray(data).tobytes())
+        if isinstance(col, MaskedColumn):
+            digest.update(np.ascontiguousarray(np.ma.getmaskarray(col)).tobytes())
+    return digest.digest()
+
+
+def _remember(fingerprint: bytes | None, text: str, table) -> None:
+    if fingerprint is not None:
+        _TEXT_OF[fingerprint] = text
+        _TEXT_OF.move_to_end(fingerprint)
+    _TABLE_OF[text] = table
+    _TABLE_OF.move_to_end(text)
+    held = sum(len(t) for t in _TABLE_OF)
+    while held > _MEMO_BYTES and len(_TABLE_OF) > 1:
+        old, _ = _TABLE_OF.popitem(last=False)
+        held -= len(old)
+    while len(_TEXT_OF) > len(_TABLE_OF):
+        _TEXT_OF.popitem(last=False)
+
+
 def _table_to_text(table) -> str:
+    fingerprint = _fingerprint(table)
+    if fingerprint is not None and fingerprint in _TEXT_OF:
+        return _TEXT_OF[fingerprint]
     buf = io.StringIO()
     table.write(buf, format="ascii.ecsv")
-    return buf.getvalue()
+    text = buf.getvalue()
+    _remember(fingerprint, text, table.copy())
+    return text
 
 
 def _table_from_text(text: str):
     from astropy.table import Table
 
-    return Table.read(text, format="ascii.ecsv")
+    table = _TABLE_OF.get(text)
+    if table is None:
+        table = Table.read(text, format="ascii.ecsv")
+        _remember(_fingerprint(table), text, table)
+    return table.copy()  # tables are mutable: the remembered one is never handed out
 
 
 def _header_from_text(text: str) -> fits.Header:
