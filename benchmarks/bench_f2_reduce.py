@@ -112,9 +112,11 @@ def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str
     the final stack and its write.
     """
     import draconis
-    from draconis.cluster import execution
+    from draconis.cluster import execution, warm_workers
+    from draconis.primitives.registry import worker_imports
     from draconis.recipes import image_f2
     from draconis.recipes.caller import PrimitiveCaller
+    from draconis.recipes.caller import record as record_calls
     from draconis.recipes.image_common import part2_mask_transfer, two_pass_sky
     from draconis import runrecord
     from draconis.reduce.context import RunContext
@@ -126,9 +128,12 @@ def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str
     times = {}
     record = runrecord.RunRecord(recipe=f"bench_f2_reduce (F2 {recipe} recipe)", instrument="F2",
                                  inputs=[f.path for f in frames])
-    with runrecord.recording(record), execution(address):
+    with runrecord.recording(record), execution(address) as client:
         # the steps of image_f2.reduce, timed in phases
         t0 = time.perf_counter()
+        # as Reduce does at the start of a run: the workers import what the recipe's tasks need
+        recipe_func = image_f2.ultradeep if recipe == "ultradeep" else image_f2.reduce
+        warm_workers(client, worker_imports(call.name for call in record_calls(recipe_func)))
         image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
         if recipe == "ultradeep":  # image_f2.ultradeep without its storeProcessedScience (no database here)
             p.flushPixels()  # as image_f2.ultradeep: main and flat_corrected read the checkpoint

@@ -70,3 +70,29 @@ def test_same_output_on_every_scheduler(tmp_path, monkeypatch, scheduler_process
     np.testing.assert_allclose(results["local"], results["sync"], rtol=1e-6)
     np.testing.assert_allclose(results["remote"], results["sync"], rtol=1e-6)
     assert np.isfinite(results["sync"]).all() and results["sync"][0].std() > 0
+
+
+def _loaded(name: str) -> bool:
+    return name in sys.modules
+
+
+def test_workers_import_ahead_what_the_recipe_needs():
+    """A run's workers import its tasks' modules (photutils for detection) before a task needs them."""
+    distributed = pytest.importorskip("distributed")
+    from draconis.cluster import warm_workers
+    from draconis.primitives.registry import worker_imports
+    from draconis.recipes import calibration, image_f2
+    from draconis.recipes.caller import record
+
+    science = worker_imports(call.name for call in record(image_f2.reduce))
+    assert {"draconis.primitives.detect", "photutils.segmentation", "photutils.background"} <= set(science)
+    dark = worker_imports(call.name for call in record(calibration.makeProcessedDark_f2))
+    assert "draconis.primitives.prepare" in dark and not any(m.startswith("photutils") for m in dark)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
+            as cluster, distributed.Client(cluster) as client:
+        assert not any(client.run(_loaded, "photutils.segmentation").values())
+        warm_workers(client, ("no_such_module_here", "photutils.segmentation"))  # a failure is left to the task
+        # each worker's one task slot runs the import first, then this check
+        checks = {address: client.submit(_loaded, "photutils.segmentation", workers=[address],
+                                         allow_other_workers=False, pure=False) for address in client.nthreads()}
+        assert len(checks) == 2 and all(f.result(timeout=300) for f in checks.values())

@@ -57,7 +57,9 @@ def _finite_from(low: float) -> dict:
            P("back_filtersize", int, 8, "background median filter size (meshes)", low=1),
            # not DRAGONS': its recipes measure catalogues that only the object masks outlive (the first
            # pass of the two-pass sky); measuring them is ~40 % of a detection
-           P("catalog", bool, True, "measure the source catalogue (OBJCAT); False: the object mask only"))
+           P("catalog", bool, True, "measure the source catalogue (OBJCAT); False: the object mask only"),
+           # photutils (and the scipy.signal it pulls in) is imported by the first detection: ~1.3 s a worker
+           worker_imports=(__name__, "photutils.background", "photutils.segmentation"))
 def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Detect sources on every array; attach OBJCAT (unless catalog=False) and OBJMASK (one compute for all)."""
     # Detection takes whole arrays: pulling a lazy sky subtraction into those tasks ran ~3x slower

@@ -215,7 +215,7 @@ def _standardize(frame: Frame) -> Frame:
            P("latency", bool, True, "flag pixels saturated in earlier frames (within time) as cosmic_ray (8)"),
            P("xshift", int, 0, "shift (pix) of illumination mask in x", low=-100, high=100),
            P("yshift", int, 0, "shift (pix) of illumination mask in y", low=-100, high=100),
-           calibrations=("processed_bpm",))
+           calibrations=("processed_bpm",), worker_imports=(__name__,))
 def add_dq(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Build the DQ plane.
 
@@ -444,7 +444,7 @@ def adu_to_electrons(frames: list[Frame], p: Params, ctx: Context) -> list[Frame
 
 
 # ---------------------------------------------------------------- nonlinearityCorrect
-@primitive("nonlinearityCorrect", suffix_param("_nonlinearityCorrected"))
+@primitive("nonlinearityCorrect", suffix_param("_nonlinearityCorrected"), worker_imports=(__name__,))
 def nonlinearity_correct(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     """Linearise counts with the instrument's polynomial or IRDC coefficients (instruments.md §5)."""
     out = []

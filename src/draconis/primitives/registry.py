@@ -101,6 +101,8 @@ class PrimitiveSpec:
     #: primitives this one calls internally, with the parameters it sets on each (all others come from
     #: the callee's defaults and the user's ``-p callee:param``)
     calls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: modules its graph's tasks import on a worker the first time one runs (see :func:`worker_imports`)
+    worker_imports: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         """The declaration of parameter ``name``, or a ParameterError suggesting close names."""
@@ -166,7 +168,8 @@ PRIMITIVES: dict[str, PrimitiveSpec] = {}
 
 
 def primitive(name: str, *params: Param, calibrations: Iterable[str] = (), inherits: Iterable[str] = (),
-              calls: Mapping[str, Iterable[str]] | None = None) -> Callable[[PrimitiveFunc], PrimitiveFunc]:
+              calls: Mapping[str, Iterable[str]] | None = None, worker_imports: Iterable[str] = (),
+              ) -> Callable[[PrimitiveFunc], PrimitiveFunc]:
     """Register a primitive under its DRAGONS name (a duplicate name is an error).
 
     Parameters
@@ -183,6 +186,10 @@ def primitive(name: str, *params: Param, calibrations: Iterable[str] = (), inher
     calls
         Primitives it calls through ``ctx.call``, each with the names of the
         parameters it sets there (``{"stackDarks": ()}``: sets none).
+    worker_imports
+        Modules its tasks import on a worker when the first one runs: where
+        its task functions live, and what they import lazily (photutils).
+        A run has its workers import them ahead, while they are idle.
     """
     names = [p.name for p in params]
     if len(names) != len(set(names)):
@@ -194,7 +201,8 @@ def primitive(name: str, *params: Param, calibrations: Iterable[str] = (), inher
                              f"and {func.__module__})")
         doc = (func.__doc__ or "").strip()
         PRIMITIVES[name] = PrimitiveSpec(name, func, tuple(params), doc, tuple(calibrations), tuple(inherits),
-                                         tuple((callee, tuple(sets)) for callee, sets in (calls or {}).items()))
+                                         tuple((callee, tuple(sets)) for callee, sets in (calls or {}).items()),
+                                         tuple(worker_imports))
         func.primitive_name = name  # type: ignore[attr-defined]
         return func
 
@@ -205,6 +213,23 @@ def callers_of(name: str) -> list[tuple[str, tuple[str, ...]]]:
     """The primitives that call ``name`` internally, each with the parameters it sets there."""
     load_all()
     return [(spec.name, sets) for spec in PRIMITIVES.values() for callee, sets in spec.calls if callee == name]
+
+
+def worker_imports(names: Iterable[str]) -> tuple[str, ...]:
+    """The modules the tasks of primitives ``names`` (and of those they call) import on a worker, sorted."""
+    load_all()
+    modules: set[str] = set()
+    seen: set[str] = set()
+    todo = [n for n in names if n in PRIMITIVES]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        spec = PRIMITIVES[name]
+        modules.update(spec.worker_imports)
+        todo.extend(callee for callee, _ in spec.calls if callee in PRIMITIVES)
+    return tuple(sorted(modules))
 
 
 def get_primitive(name: str) -> PrimitiveSpec:

@@ -159,7 +159,8 @@ class Reduce:
                                protected=[f.path for f in frames if f.path], checksums=Checksums())
         # each processed calibration is journaled as soon as it is written (see caldb.journal)
         ctx.pending_calibrations = _JournaledStores(self.config_file)
-        from ..cluster import check_workers_see, execution
+        from ..cluster import check_workers_see, execution, warm_workers
+        from ..primitives.registry import worker_imports
 
         record = self.summary = runrecord.RunRecord(
             recipe=recipe.name, instrument=instrument, inputs=[f.path or f.filename for f in frames],
@@ -169,6 +170,8 @@ class Reduce:
             plan, point = start_run(ctx, recipe, user, resume=self.resume, command=self.command or "")
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
+                # the workers import what the recipe's tasks will need while the first graph is built
+                warm_workers(client, worker_imports(step["name"] for step in plan.steps))
                 with runrecord.watching(record, ctx, self.scheduler):
                     _run_recipe(recipe, ctx, plan, point)
                     with logutils.condensed():
