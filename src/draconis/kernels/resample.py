@@ -1,4 +1,4 @@
-"""Resampling kernels: one output row band from one input region (pure NumPy/SciPy; no Dask, no I/O).
+"""Resampling kernels: one output row band from one input region (NumPy, SciPy, numba; no Dask, no I/O).
 
 The input-pixel position of each output pixel comes from a coarse map (the
 WCS evaluated every ``step`` output pixels) interpolated linearly: evaluating
@@ -34,7 +34,7 @@ from ._fill import fill_nearest
 
 #: DQ value of output pixels no input pixel covers.
 NO_DATA = 16
-#: DQ bits whose pixels are replaced (by the nearest good pixel) before spline interpolation,
+#: DQ bits whose pixels are replaced (see :func:`clean`) before spline interpolation,
 #: so a hot pixel or an unilluminated region does not ring into good pixels.
 CLEAN_BITS = 1 | 4 | 8 | 16 | 32 | 64 | 128
 #: DQ bit given to output pixels interpolated from non-finite input pixels (bad_pixel).
