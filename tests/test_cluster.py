@@ -91,8 +91,10 @@ def test_workers_import_ahead_what_the_recipe_needs():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) \
             as cluster, distributed.Client(cluster) as client:
         assert not any(client.run(_loaded, "photutils.segmentation").values())
-        warm_workers(client, ("no_such_module_here", "photutils.segmentation"))  # a failure is left to the task
-        # each worker's one task slot runs the import first, then this check
-        checks = {address: client.submit(_loaded, "photutils.segmentation", workers=[address],
-                                         allow_other_workers=False, pure=False) for address in client.nthreads()}
-        assert len(checks) == 2 and all(f.result(timeout=300) for f in checks.values())
+        with warm_workers(client, ("no_such_module_here", "photutils.segmentation")) as warming:
+            # each worker's one task slot runs the import first, then this check
+            checks = {address: client.submit(_loaded, "photutils.segmentation", workers=[address],
+                                             allow_other_workers=False, pure=False) for address in client.nthreads()}
+            assert len(checks) == 2 and all(f.result(timeout=300) for f in checks.values())
+            # a module that fails is named, not raised: the task that needs it reports it
+            assert [f.result(timeout=300) for f in warming] == [["no_such_module_here"]] * 2

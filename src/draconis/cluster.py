@@ -152,7 +152,8 @@ def execution(requested: str | None = None) -> Iterator[Any]:
         distributed_log.setLevel(level)
 
 
-def warm_workers(client: Any, modules: Sequence[str]) -> None:
+@contextlib.contextmanager
+def warm_workers(client: Any, modules: Sequence[str]) -> Iterator[list[Any]]:
     """Have every worker of ``client`` import ``modules`` now, in a task of its own, without waiting.
 
     A run starts with its client building graphs while the workers sit idle;
@@ -160,15 +161,19 @@ def warm_workers(client: Any, modules: Sequence[str]) -> None:
     import (~0.5-1.3 s a worker) in the middle of the work.  The import task
     runs in the worker's task slot, so it never imports alongside a task.
     A module that fails to import is left for the task that needs it to report.
-    """
-    if client is None or not modules:
-        return
-    from distributed import fire_and_forget
 
-    modules = tuple(modules)
-    for address in client.nthreads():
-        fire_and_forget(client.submit(_import_modules, modules, workers=[address], allow_other_workers=False,
-                                      pure=False, key=f"warm-imports-{uuid.uuid4().hex}"))
+    A context for the run: yields the tasks' futures, released on leaving
+    while the client is still open (a task pinned to a worker that has left
+    would otherwise wait on the scheduler for good).
+    """
+    futures = [] if client is None or not modules else [
+        client.submit(_import_modules, tuple(modules), workers=[address], allow_other_workers=False, pure=False,
+                      key=f"warm-imports-{uuid.uuid4().hex}") for address in client.nthreads()]
+    try:
+        yield futures
+    finally:
+        for future in futures:
+            future.release()
 
 
 def _import_modules(modules: Sequence[str]) -> list[str]:

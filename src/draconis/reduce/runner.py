@@ -171,8 +171,8 @@ class Reduce:
             with runrecord.recording(record), execution(self.scheduler) as client:
                 check_workers_see(client, workdir, [f.path for f in frames if f.path])
                 # the workers import what the recipe's tasks will need while the first graph is built
-                warm_workers(client, worker_imports(step["name"] for step in plan.steps))
-                with runrecord.watching(record, ctx, self.scheduler):
+                with warm_workers(client, worker_imports(step["name"] for step in plan.steps)), \
+                        runrecord.watching(record, ctx, self.scheduler):
                     _run_recipe(recipe, ctx, plan, point)
                     with logutils.condensed():
                         finals = self._write_finals(ctx)
