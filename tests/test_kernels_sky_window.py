@@ -97,6 +97,11 @@ def random_skies(rng, nf, *, ties=False, nan_frac=0.03, dq_frac=0.25):
     dq[:, 0, :3] = 64  # a column flagged in every frame (an unilluminated corner): the best level is not 0
     dq[:, 1, 0] = 1 | 64
     sci[:, 2, 0] = np.nan  # a pixel with nothing usable
+    # flagged in every frame, with rarer bits of the same level on some: the DQ OR of the kept values
+    # changes as frames are excluded, rejected, enter and leave
+    extra = np.array([0, 1, 2, 8, 32, 1 | 32], np.uint16)
+    dq[:, 4, 4:] = 64 | np.where(rng.random((nf, SHAPE[1] - 4)) < 0.3,
+                                 rng.choice(extra, (nf, SHAPE[1] - 4)), 0).astype(np.uint16)
     return sci, var, dq
 
 

@@ -17,10 +17,11 @@ best level" rule reads straight off it.  Per-level running sums of the
 values and variances make a query O(excluded + rejected): the kept sum is
 the run's sum less the target's excluded frames (itself, skies too close)
 and the min/max-rejected ends, and the rank of a kept value is found by
-comparing its key with the few excluded keys.  Where running sums are not
-exact enough or not enough (the DQ OR of flagged pixels, the sample
-variance when there is no VAR, a non-finite VAR) the kept values are
-scanned.  The definitions (DQ levels, minmax counts, median variance) are
+comparing its key with the few excluded keys.  The DQ OR of a pixel whose
+best level is flagged comes the same way, from per-level counts of each
+DQ bit less the excluded and rejected values' bits.  Where running sums
+are not exact enough or not enough (the sample variance when there is no
+VAR, a non-finite VAR) the kept values are scanned.  The definitions (DQ levels, minmax counts, median variance) are
 those of :mod:`draconis.kernels.combine`, through the same numba helpers.
 
 Measured choices: places are found by counting the smaller values (a loop
@@ -173,6 +174,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
     lbad = np.zeros(8, np.int64)
     lsy = np.zeros(8, np.float64)
     lsv = np.zeros(8, np.float64)
+    # per level, how many of the window's values carry each DQ bit: the DQ OR of a flagged pixel's kept
+    # values without scanning them (an unilluminated region is flagged in every frame: ~20 % of F2 pixels)
+    lbits = np.zeros((8, 16), np.int64)
+    qbits = np.zeros(16, np.int64)
     exl = np.zeros(8, np.int64)
     ey = np.empty(maxex, np.float64)
     ef = np.empty(maxex, np.int64)
@@ -191,6 +196,8 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                 lbad[level] = 0
                 lsy[level] = 0.0
                 lsv[level] = 0.0
+                for b in range(16):
+                    lbits[level, b] = 0
             for t in range(ns):
                 if skip[t]:
                     continue
@@ -218,6 +225,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                             ys[ends[level]] = y
                             ids[ends[level]] = f
                             ends[level] += 1
+                            dqv = np.int64(td[r, f])
+                            if dqv != 0:
+                                for b in range(16):
+                                    lbits[level, b] += (dqv >> b) & 1
                             v = tv[r, f]
                             lsy[level] += y
                             if math.isfinite(v):
@@ -286,6 +297,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                     if out_level != _NO_LEVEL:
                         v = tv[r, f_out]
                         lcnt[out_level] -= 1
+                        dqv = np.int64(td[r, f_out])
+                        if dqv != 0:
+                            for b in range(16):
+                                lbits[out_level, b] -= (dqv >> b) & 1
                         lsy[out_level] -= ty[r, f_out]
                         if math.isfinite(v):
                             lsv[out_level] -= v
@@ -294,6 +309,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                     if in_level != _NO_LEVEL:
                         v = tv[r, f_in]
                         lcnt[in_level] += 1
+                        dqv = np.int64(td[r, f_in])
+                        if dqv != 0:
+                            for b in range(16):
+                                lbits[in_level, b] += (dqv >> b) & 1
                         lsy[in_level] += ty[r, f_in]
                         if math.isfinite(v):
                             lsv[in_level] += v
@@ -352,6 +371,14 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                 end = start + lcnt[best]
                 sy = lsy[best]
                 sv = lsv[best]
+                need_dq = has_dq and (best > 0 or not use_levels)
+                # the kept values are scanned where running sums cannot give the result exactly; otherwise
+                # a flagged pixel's DQ OR is its level's bit counts less the excluded and rejected values'
+                scan = not has_var or lbad[best] > 0
+                count_dq = need_dq and not scan
+                if count_dq:
+                    for b in range(16):
+                        qbits[b] = lbits[best, b]
                 # the excluded values of the best level: out of the sums, their keys kept
                 ne = 0
                 for j in range(xa, xb):
@@ -362,6 +389,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                         sy -= ty[r, e]
                         sv -= tv[r, e]
                         ne += 1
+                        if count_dq:
+                            dqv = np.int64(td[r, e])
+                            for b in range(16):
+                                qbits[b] -= (dqv >> b) & 1
                 if use_minmax:
                     nl, keep_end = minmax_range(g, kin[t], nlow[t], nhigh[t])
                 else:
@@ -379,6 +410,10 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                         sy -= ys[pos]
                         sv -= tv[r, f]
                         taken += 1
+                        if count_dq:
+                            dqv = np.int64(td[r, f])
+                            for b in range(16):
+                                qbits[b] -= (dqv >> b) & 1
                     pos += 1
                 pos = end - 1
                 taken = 0
@@ -391,10 +426,17 @@ def walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin, nlow, nhigh, sk
                         sy -= ys[pos]
                         sv -= tv[r, f]
                         taken += 1
+                        if count_dq:
+                            dqv = np.int64(td[r, f])
+                            for b in range(16):
+                                qbits[b] -= (dqv >> b) & 1
                     pos -= 1
-                need_dq = has_dq and (best > 0 or not use_levels)
                 outdq = 0
-                if need_dq or not has_var or lbad[best] > 0:
+                if count_dq:
+                    for b in range(16):
+                        if qbits[b] > 0:
+                            outdq |= 1 << b
+                if scan:
                     # scan the kept values: their DQ, and sums that the running ones cannot give exactly
                     sy = 0.0
                     sv = 0.0
