@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from dask.utils import key_split
 
 import draconis
 from draconis.frame import Frame
@@ -136,6 +137,10 @@ def test_checkpointed_planes_are_read_inside_the_window_tasks(run_primitive, wit
     bands = graph.layers[layer]
     heights = {k[3] for k in bands if isinstance(k, tuple)}
     assert len(heights) >= 3  # several bands in one 96-row stored chunk
+    # the window tasks alone carry their name prefix: distributed estimates a task's duration (and whether
+    # it is worth stealing for an idle worker) from its prefix, and the planes picked from a window task's
+    # output take milliseconds where the window task takes seconds
+    assert {k for k in graph if key_split(k) == "sky-window"} == {k for k in bands if isinstance(k, tuple)}
     # the window task's dependencies are the levels only: no rechunk, no read task, no mask dilation task;
     # and the levels read their samples themselves (the skies' with the stored masks dilated)
     assert graph.dependencies[layer] and all(d.startswith("sky-level") for d in graph.dependencies[layer])

@@ -369,7 +369,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
         sky_levels = [(q[3].name,) for q in window_skies]  # the levels are 0-d arrays: one key each
         tgt_levels = [(q[3].name,) for q in targets]
         # the segment's readers are one graph key, not copied into each band's task
-        sources = f"{name}-sources"
+        sources = f"sky-sources-{name.removeprefix('sky-window-')}"  # not the window tasks' prefix (see _plane)
         layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in readers_of[a:b]],
                                            [list(rd) for rd in target_readers])}
         y0 = 0
@@ -473,9 +473,16 @@ def _plane(cube: da.Array, s: int, k: int) -> da.Array:
 
     Written as its own small layer: slicing through dask (getitem, astype)
     cost more than the rest of the graph construction of a long sequence.
+    Its keys have a name of their own ("sky-plane-..."): distributed
+    estimates a task's duration from the tasks of the same name prefix, and
+    when these millisecond copies shared the window tasks' prefix, a
+    window task (seconds) looked too short to be worth stealing, so a
+    segment whose tasks were all placed on one worker ran there alone
+    while the other worker sat idle (156 full-size frames: ~45 s of a
+    140 s pass).
     """
     dtype = np.uint16 if k in (2, 5) else np.float32
-    name = f"{cube.name}-{s}-{k}"
+    name = f"sky-plane-{cube.name.removeprefix('sky-window-')}-{s}-{k}"
     layer: dict[Key, Any] = {(name, r, 0): (_pick, (cube.name, 0, 0, r, 0), s, k, dtype)
                              for r in range(len(cube.chunks[2]))}
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[cube])  # type: ignore[list-item]
