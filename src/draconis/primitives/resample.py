@@ -271,7 +271,9 @@ def resample_frame(frame: Frame, grid: Grid, *, order: int, dq_threshold: float,
     heights = tuple(min(y0 + band_rows, ny) - y0 for y0 in starts)
     stacked = {}
     for i, (plane, dtype) in enumerate(zip(("SCI", "VAR", "DQ"), (np.float32, np.float32, np.uint16))):
-        pname = f"{name}-{plane.lower()}"
+        # a prefix of its own: distributed estimates durations by key prefix, and these picks take
+        # microseconds where a band task takes seconds (see primitives.sky_window._plane)
+        pname = f"resample-{plane.lower()}-{token}"
         picks: dict[Any, Any] = {(pname, r, 0): (operator.getitem, (name, r), i) for r in range(len(starts))}
         graph = HighLevelGraph({**layers, pname: picks}, {**dependencies, pname: {name}})
         stacked[plane] = da.Array(graph, pname, chunks=(heights, (nx,)), dtype=dtype)
