@@ -21,8 +21,9 @@ comparing its key with the few excluded keys.  The DQ OR of a pixel whose
 best level is flagged comes the same way, from per-level counts of each
 DQ bit less the excluded and rejected values' bits.  Where running sums
 are not exact enough or not enough (the sample variance when there is no
-VAR, a non-finite VAR) the kept values are scanned.  The definitions (DQ levels, minmax counts, median variance) are
-those of :mod:`draconis.kernels.combine`, through the same numba helpers.
+VAR, a non-finite VAR) the kept values are scanned.  The definitions (DQ
+levels, minmax counts, median variance) are those of
+:mod:`draconis.kernels.combine`, through the same numba helpers.
 
 Measured choices: places are found by counting the smaller values (a loop
 the compiler vectorises) rather than by binary search; loops index with
