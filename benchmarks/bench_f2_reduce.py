@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import os
 import resource
@@ -129,12 +128,12 @@ def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str
     times = {}
     record = runrecord.RunRecord(recipe=f"bench_f2_reduce (F2 {recipe} recipe)", instrument="F2",
                                  inputs=[f.path for f in frames])
-    with runrecord.recording(record), execution(address) as client, contextlib.ExitStack() as held:
+    # as Reduce does at the start of a run: the workers import what the recipe's tasks need
+    recipe_func = image_f2.ultradeep if recipe == "ultradeep" else image_f2.reduce
+    imports = worker_imports(call.name for call in record_calls(recipe_func))
+    with runrecord.recording(record), execution(address) as client, warm_workers(client, imports):
         # the steps of image_f2.reduce, timed in phases
         t0 = time.perf_counter()
-        # as Reduce does at the start of a run: the workers import what the recipe's tasks need
-        recipe_func = image_f2.ultradeep if recipe == "ultradeep" else image_f2.reduce
-        held.enter_context(warm_workers(client, worker_imports(call.name for call in record_calls(recipe_func))))
         image_f2.ultradeep_part1(p)  # prepare ... flatCorrect
         if recipe == "ultradeep":  # image_f2.ultradeep without its storeProcessedScience (no database here)
             p.flushPixels()  # as image_f2.ultradeep: main and flat_corrected read the checkpoint

@@ -361,15 +361,14 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
         windows = SkyWindows(plan.lo[group] - a, plan.hi[group] - a, tuple(x - a for x in plan.excluded[group]),
                              np.array([fitted[t][0] for t in range(group.start, group.stop)], dtype=np.int64),
                              np.array([fitted[t][1] for t in range(group.start, group.stop)], dtype=np.int64))
-        name = "sky-window-" + dask.base.tokenize([d.name for d in deps], readers_of[a:b], target_readers,
-                                                  windows.lo, windows.hi,
-                                                  [x.tolist() for x in windows.excluded], windows.nlow,
-                                                  windows.nhigh, spec, rows)
+        token = dask.base.tokenize([d.name for d in deps], readers_of[a:b], target_readers, windows.lo, windows.hi,
+                                   [x.tolist() for x in windows.excluded], windows.nlow, windows.nhigh, spec, rows)
+        name = f"sky-window-{token}"
         window_skies = skies[a:b]
         sky_levels = [(q[3].name,) for q in window_skies]  # the levels are 0-d arrays: one key each
         tgt_levels = [(q[3].name,) for q in targets]
         # the segment's readers are one graph key, not copied into each band's task
-        sources = f"sky-sources-{name.removeprefix('sky-window-')}"  # not the window tasks' prefix (see _plane)
+        sources = f"sky-sources-{token}"  # not the window tasks' prefix (see _plane)
         layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in readers_of[a:b]],
                                            [list(rd) for rd in target_readers])}
         y0 = 0
