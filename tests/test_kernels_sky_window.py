@@ -211,6 +211,61 @@ def test_unusable_levels_fall_back_to_the_direct_combine():
     check(SkySubtractSpec(normalise="zero", match="offset"), sci, var, dq, levels, windows, rng)
 
 
+def test_long_segments_span_several_bitset_words():
+    """150 skies: the window's bitset spans three 64-bit words, and a DQ level's ranks cross word boundaries."""
+    rng = np.random.default_rng(11)
+    nf = 150
+    sci, var, dq = random_skies(rng, nf, ties=True, dq_frac=0.4)
+    levels = rng.uniform(900.0, 1100.0, nf)
+    windows = random_windows(rng, nf, width=40, nlow=2, nhigh=3, exclusions=4)
+    assert max(windows.hi - windows.lo) > 64
+    check(SkySubtractSpec(), sci, var, dq, levels, windows, rng, direct_too=False)
+    check(SkySubtractSpec(operation="mean", reject_method="minmax", normalise="zero", match="offset"), sci, None, dq,
+          levels, windows, rng, direct_too=False)
+
+
+def test_equal_values_are_ordered_by_frame():
+    """Equal skies (the same level, values on a coarse grid): ties are ordered by frame, as the stable sort.
+
+    The order decides which frame's VAR and DQ a min/max rejection removes, and which frames a median takes.
+    """
+    rng = np.random.default_rng(12)
+    nf = 90
+    sci, var, dq = random_skies(rng, nf, ties=True, dq_frac=0.3)
+    levels = np.full(nf, 1000.0)
+    windows = random_windows(rng, nf, width=30, nlow=2, nhigh=2, exclusions=3)
+    for operation in ("median", "lmedian", "mean"):
+        check(SkySubtractSpec(operation=operation, reject_method="minmax"), sci, var, dq, levels, windows, rng)
+    check(SkySubtractSpec(normalise=None, match="offset"), sci, None, dq, levels, windows, rng)
+
+
+def test_kth_set_bit_by_deposit_and_by_halving():
+    """Both ways of finding the median's bit (BMI2's deposit where the CPU has it, halving where not)."""
+    import numba
+
+    from draconis.kernels import _sky_walk
+
+    def selects(select):
+        @numba.njit
+        def run(words, ks, out):
+            for i in range(words.shape[0]):
+                out[i] = select(words[i], ks[i])
+        return run
+
+    rng = np.random.default_rng(2)
+    words = rng.integers(1, 2 ** 63, 500, dtype=np.uint64) << rng.integers(0, 2, 500).astype(np.uint64)
+    words[:3] = [1, 2 ** 63, 2 ** 64 - 1]
+    ks = np.array([rng.integers(0, bin(int(w)).count("1")) for w in words], np.int64)
+    expect = [[i for i in range(64) if int(w) >> i & 1][k] for w, k in zip(words, ks)]
+    out = np.zeros(words.size, np.int64)
+    selects(_sky_walk._select_halving)(words, ks, out)
+    np.testing.assert_array_equal(out, expect)
+    if _sky_walk._target_has_bmi2():  # the deposit can only be compiled for a CPU with BMI2
+        out[:] = -1
+        selects(_sky_walk._select_deposit)(words, ks, out)
+        np.testing.assert_array_equal(out, expect)
+
+
 def test_bad_windows_are_refused():
     rng = np.random.default_rng(0)
     sci, var, dq = random_skies(rng, 4)
