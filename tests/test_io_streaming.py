@@ -50,6 +50,34 @@ def test_streamed_fits_is_byte_identical_to_astropys(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
 
 
+def test_bands_that_divide_the_chunk_height_are_stored_as_they_come(tmp_path):
+    """Bands of 8 rows with chunk_rows 32 (the window sky's 128-row bands under 512): one stored chunk each,
+    written without a rechunk (no band moved to another task), and read back in blocks of 32 rows."""
+    rng = np.random.default_rng(4)
+    frame = _frame(rng, shape=(64, 23), chunks=(8, 23), n_ext=1)
+    frame = frame.map_extensions(lambda e: e.with_planes(**{n: da.from_array(np.asarray(e.plane(n)), chunks=(8, 23))
+                                                            for n in ("VAR", "DQ", "OBJMASK")}))
+    with dask.config.set({"draconis.chunk_rows": 32}):
+        from draconis.io.zarr import prepare_zarr
+
+        pending = prepare_zarr(frame, tmp_path / "a.zarr")
+        layers = [k for r in pending.records for k in r.__dask_graph__().layers]
+        assert not [k for k in layers if k.startswith("rechunk")], layers
+        stored = write_zarr(frame, tmp_path / "b.zarr")
+        back = open_zarr(stored)
+    for name in ("SCI", "VAR", "DQ", "OBJMASK"):
+        got = back[0].plane(name)
+        assert stored_source(got).chunk_rows == 8 and got.chunks[0] == (32, 32)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(frame[0].plane(name)))
+        np.testing.assert_array_equal(zarr.open_array(stored, path=f"ext1/{name}")[:], np.asarray(frame[0].plane(name)))
+    # bands that do not divide the chunk height (or are too thin) are merged into chunks of it, as before
+    for chunks in ((12, 23), (2, 23)):
+        other = _frame(rng, shape=(64, 23), chunks=chunks, n_ext=1)
+        with dask.config.set({"draconis.chunk_rows": 32}):
+            again = open_zarr(write_zarr(other, tmp_path / f"c{chunks[0]}.zarr"))
+        assert stored_source(again[0].plane("SCI")).chunk_rows == 32 and again[0].plane("SCI").chunks[0] == (32, 32)
+
+
 def test_checkpoint_chunks_are_zarr_and_read_back_in_any_slice(tmp_path):
     rng = np.random.default_rng(2)
     frame = _frame(rng, n_ext=1)

@@ -45,6 +45,8 @@ from .fits import default_chunks
 #: How each plane is stored (see the module notes for why).
 CODECS = {"SCI": RAW, "VAR": RAW, "DQ": ZSTD, "OBJMASK": ZSTD}
 _SUMMARY_KEY = "draconis_summary"
+#: Rows of the blocks a plane stored in smaller chunks is read in (see :func:`_band_rows`).
+_BLOCK_KEY = "draconis_block_rows"
 
 
 # ---------------------------------------------------------------- summaries
@@ -195,14 +197,15 @@ def _group(attributes: dict) -> dict:
     return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
 
 
-def _array(shape: tuple[int, int], rows: int, dtype: np.dtype, codec: str) -> dict:
+def _array(shape: tuple[int, int], rows: int, dtype: np.dtype, codec: str, block_rows: int | None = None) -> dict:
     codecs: list[dict] = [{"name": "bytes", "configuration": {"endian": "little"}}]
     if codec == ZSTD:
         codecs.append({"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}})
     return {"zarr_format": 3, "node_type": "array", "shape": list(shape), "data_type": np.dtype(dtype).name,
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, shape[1]]}},
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-            "fill_value": 0 if np.dtype(dtype).kind in "iu" else 0.0, "codecs": codecs, "attributes": {},
+            "fill_value": 0 if np.dtype(dtype).kind in "iu" else 0.0, "codecs": codecs,
+            "attributes": {_BLOCK_KEY: block_rows} if block_rows else {},
             "storage_transformers": []}
 
 
@@ -292,17 +295,22 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
         names = [n for n in PLANES if n in ext.data]
         sci = ext.plane("SCI")
         ny = sci.shape[0]
+        block_rows = None
         if chunks:
             rows = max(1, min(chunks[0], ny))
         else:  # draconis.chunk_rows, evened out: the last chunk is not mostly padding
             rows = default_chunks(sci.shape)[0]
             rows = -(-ny // -(-ny // rows))
+            block_rows, rows = rows, _band_rows(sci.chunks[0], rows)
         bands = aligned_rows(sci, rows)
+        if block_rows == rows:
+            block_rows = None
         planes, targets = [], []
         for name in names:
             arr = ext.data[name].data
             dtype = np.dtype(arr.dtype)
-            meta += _write_json(os.path.join(group, name), _array(arr.shape, rows, dtype, CODECS.get(name, RAW)))
+            meta += _write_json(os.path.join(group, name),
+                                _array(arr.shape, rows, dtype, CODECS.get(name, RAW), block_rows))
             planes.append(arr.rechunk((bands, -1)))
             targets.append((os.path.join(group, name), CODECS.get(name, RAW), dtype.str))
         summary = (names.index("SCI"), names.index("DQ") if "DQ" in names else -1, samples)
@@ -311,6 +319,26 @@ def prepare_zarr(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, i
                                      summary=summary, starts=tuple(int(y) for y in np.cumsum((0,) + bands[:-1])),
                                      name=f"checkpoint-{dask.base.tokenize(store, *planes)}"))
     return PendingWrite(store, records, meta)
+
+
+#: Smallest stored chunk, as a fraction of the default chunk height, that bands are stored as they come in.
+MIN_BAND_FRACTION = 8
+
+
+def _band_rows(own: tuple[int, ...], rows: int) -> int:
+    """The stored chunk height for row chunks ``own`` when the default height is ``rows``.
+
+    Bands that evenly divide ``rows`` (the sliding-window sky's output, 128 rows
+    for 512) are stored as they are, one chunk each: merging them into
+    ``rows``-high chunks first cost a rechunk task per chunk and moved the bands
+    computed on other workers (156 full-size F2 frames: ~18 s of a 180 s pass).
+    They are read back in blocks of ``rows`` (recorded with the array, :func:`_open_plane`).
+    """
+    height = own[0]
+    if (height < rows and rows % height == 0 and height >= rows // MIN_BAND_FRACTION
+            and all(c == height for c in own[:-1]) and own[-1] <= height):
+        return height
+    return rows
 
 
 def write_zarr_delayed(frame: Frame, store: str | os.PathLike, *, chunks: tuple[int, int] | None = None):
@@ -377,7 +405,10 @@ def is_frame_store(store: str) -> bool:
 
 
 def open_stored_plane(store: str | os.PathLike, index: int, name: str) -> da.Array:
-    """Plane ``name`` of extension ``index`` (0-based) of a local store, lazily (one stored chunk per block)."""
+    """Plane ``name`` of extension ``index`` (0-based) of a local store, lazily.
+
+    One stored chunk per block, or the blocks recorded with the plane (:func:`_band_rows`).
+    """
     return _open_plane(os.path.abspath(os.fspath(store)), f"ext{index + 1}/{name}")
 
 
@@ -391,8 +422,11 @@ def _open_plane(store: str, component: str) -> da.Array:
     shape = tuple(meta["shape"])
     rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
     source = StoredPlane(directory, shape, np.dtype(meta["data_type"]), rows, codec)
-    name = "zarr-" + dask.base.tokenize(directory, os.stat(os.path.join(directory, "zarr.json")).st_mtime_ns)
-    chunks = (tuple(min(rows, shape[0] - y) for y in range(0, shape[0], rows)), (shape[1],))
+    # bands stored as they were computed (_band_rows) are read in blocks of the height they would have been
+    # stored in, so they do not multiply the tasks of every later step; otherwise one stored chunk per block
+    block = int(meta.get("attributes", {}).get(_BLOCK_KEY) or rows)
+    name = "zarr-" + dask.base.tokenize(directory, os.stat(os.path.join(directory, "zarr.json")).st_mtime_ns, block)
+    chunks = (tuple(min(block, shape[0] - y) for y in range(0, shape[0], block)), (shape[1],))
     arr = da.from_array(source, chunks=chunks, name=name, asarray=False, inline_array=True,
                         meta=np.empty((0, 0), source.dtype))
     # Two opens of one store give arrays of one name: the registry keeps the newest source, and either
