@@ -239,6 +239,29 @@ def test_equal_values_are_ordered_by_frame():
     check(SkySubtractSpec(normalise=None, match="offset"), sci, None, dq, levels, windows, rng)
 
 
+def test_results_written_over_the_targets_equal_the_cube():
+    """out= the target arrays themselves (a band task's own reads): the same SCI, VAR, DQ as the returned cube."""
+    rng = np.random.default_rng(13)
+    nf = 30
+    sci, var, dq = random_skies(rng, nf)
+    levels = rng.uniform(900.0, 1100.0, nf)
+    windows = random_windows(rng, nf, width=8, exclusions=2)
+    ns = len(windows)
+    tsci = rng.normal(1100.0, 30.0, (ns,) + SHAPE).astype(np.float32)
+    tvar = rng.uniform(20, 60, (ns,) + SHAPE).astype(np.float32)
+    tdq = np.where(rng.random((ns,) + SHAPE) < 0.1, 8, 0).astype(np.uint16)
+    tlev = rng.normal(1100.0, 20.0, ns)
+    args = (list(sci), list(var), list(dq), levels)
+    cube = window_sky_subtract(*args, tsci.copy(), tvar.copy(), tdq.copy(), tlev, windows, SkySubtractSpec())
+    assert window_sky_subtract(*args, tsci, tvar, tdq, tlev, windows, SkySubtractSpec(), out=(tsci, tvar, tdq)) is None
+    np.testing.assert_array_equal(tsci, cube[:, 0])
+    np.testing.assert_array_equal(tvar, cube[:, 1])
+    np.testing.assert_array_equal(tdq, cube[:, 2])
+    with pytest.raises(CombineParameterError, match="with_sky"):
+        window_sky_subtract(*args, tsci, tvar, tdq, tlev, windows, SkySubtractSpec(with_sky=True),
+                            out=(tsci, tvar, tdq))
+
+
 def test_kth_set_bit_by_deposit_and_by_halving():
     """Both ways of finding the median's bit (BMI2's deposit where the CPU has it, halving where not)."""
     import numba

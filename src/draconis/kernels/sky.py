@@ -19,6 +19,8 @@ The sliding-window sky of a whole time-ordered sequence is in
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 
@@ -368,7 +370,8 @@ def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[flo
 
 def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
                        var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
-                       reset_level: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                       reset_level: float | None = None,
+                       out: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
     """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
 
     ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
@@ -378,7 +381,8 @@ def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray
     Returns
     -------
     numpy.ndarray
-        float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given).
+        float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given: such an
+        array, or three ``(rows, width)`` arrays, DQ's float32 or uint16).
     """
     sci = np.asarray(sci)
     if out is None:
@@ -395,7 +399,7 @@ def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray
     for o, plane in zip(out, planes):
         if not o.flags.c_contiguous:  # written to a copy: put it in place
             o[...] = plane.reshape(o.shape)
-    return out
+    return out  # type: ignore[return-value]  # the three arrays given, when given so
 
 
 _ABSENT = {np.float32: np.zeros(0, np.float32), np.uint16: np.zeros(0, np.uint16)}
@@ -415,7 +419,7 @@ def _subtract_rows(sci, var, dq, sky, sky_var, sky_dq, factor, offset, factor2, 
         out_s[i] = value
         added = sky_var[i] * factor2 if sky_has_var else zero
         out_v[i] = (var[i] if has_var else zero) + added
-        out_d[i] = np.float32(sky_dq[i] | (dq[i] if has_dq else np.uint16(0)))
+        out_d[i] = sky_dq[i] | (dq[i] if has_dq else np.uint16(0))  # float32 or uint16
 
 
 def subtract_sky_tile(sci: np.ndarray, sky: np.ndarray, sci_level, sky_level, var: np.ndarray | None,

@@ -144,7 +144,8 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
                         sky_dq: Sequence[np.ndarray] | None, sky_levels: np.ndarray,
                         target_sci: Sequence[np.ndarray], target_var: Sequence[np.ndarray | None],
                         target_dq: Sequence[np.ndarray | None], target_levels: np.ndarray,
-                        windows: SkyWindows, spec: SkySubtractSpec) -> np.ndarray:
+                        windows: SkyWindows, spec: SkySubtractSpec,
+                        out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
     """Sky-subtract the targets of a segment, their skies combined with a sliding window.
 
     Parameters
@@ -163,13 +164,18 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
         Each target's skies (:class:`SkyWindows`).
     spec
         :class:`SkySubtractSpec`.
+    out
+        Where to write the targets' SCI, VAR and DQ instead (not with
+        ``spec.with_sky``): ``(S, rows, width)`` float32, float32 and uint16
+        arrays, which may be the target arrays themselves (a pixel is read
+        before it is written), sparing the memory of a new cube.
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or None
         float32 ``(S, 3, rows, width)``: each target's SCI, VAR, DQ after
         the subtraction; ``(S, 6, rows, width)`` with ``spec.with_sky``,
-        planes 3-5 being its sky's SCI, VAR, DQ.
+        planes 3-5 being its sky's SCI, VAR, DQ. None when ``out`` is given.
 
     Raises
     ------
@@ -206,17 +212,27 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
                           + [np.zeros(0, np.int64)])
     has_var = sky_var is not None
     has_dq = sky_dq is not None
-    out = np.empty((ns, 6 if spec.with_sky else 3, ny, nx), np.float32)
+    if out is not None and spec.with_sky:
+        raise CombineParameterError("window_sky_subtract: out= cannot hold the skies (with_sky)")
+    cube = np.empty((ns, 6 if spec.with_sky else 3, ny, nx), np.float32) if out is None else None
     rows = max(1, min(ny, _PASS_BYTES // max(1, nf * nx * (4 + 4 * has_var + 2 * has_dq))))
+    # a pass's buffers are made once and reused: memory written for the first time costs page faults
+    size = rows * nx
+    buffers = [np.empty(n * size, dtype) for n, dtype in ((nf if has_var else 0, np.float32), (nf, np.float32),
+                                                            (nf if has_dq else 0, np.uint16), (ns, np.float32),
+                                                            (ns, np.float32), (ns, np.uint16))]
+
+    def parts(npix: int) -> list[np.ndarray]:  # C-contiguous (frames, npix) views of the buffers
+        return [b[:b.size // size * npix].reshape(-1, npix) for b in buffers]
+
     for r0 in range(0, ny, rows):
         r1 = min(ny, r0 + rows)
-        sci = _gather(sky_sci, r0, r1, np.float32)
-        var = _gather(sky_var, r0, r1, np.float32) if sky_var is not None else _ABSENT_F32
-        dq = _gather(sky_dq, r0, r1, np.uint16) if sky_dq is not None else _ABSENT_U16
-        npix = sci.shape[1]
-        sky_s = np.zeros((ns, npix), np.float32)
-        sky_v = np.zeros((ns, npix), np.float32)
-        sky_d = np.zeros((ns, npix), np.uint16)
+        buf_var, buf_sci, buf_dq, sky_s, sky_v, sky_d = parts((r1 - r0) * nx)
+        sci = _gather(sky_sci, r0, r1, buf_sci)
+        var = _gather(sky_var, r0, r1, buf_var) if sky_var is not None else _ABSENT_F32
+        dq = _gather(sky_dq, r0, r1, buf_dq) if sky_dq is not None else _ABSENT_U16
+        for b in (sky_s, sky_v, sky_d):
+            b[...] = 0
         walk.walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin,
                          np.asarray(windows.nlow, np.int64), np.asarray(windows.nhigh, np.int64), direct,
                          scale_out, add_out, _OPCODE[spec.operation], spec.reject_method == "minmax",
@@ -232,16 +248,15 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
             subtract_sky_block(np.asarray(target_sci[t])[r0:r1], s, v if has_var else None, d,
                                None if tvar is None else np.asarray(tvar)[r0:r1],
                                None if tdq is None else np.asarray(tdq)[r0:r1], factor=factor, offset=offset,
-                               reset_level=tlev[t] if spec.reset else None, out=out[t, :3, r0:r1])
-            if spec.with_sky:
-                out[t, 3, r0:r1], out[t, 4, r0:r1], out[t, 5, r0:r1] = s, v, d
-    return out
+                               reset_level=tlev[t] if spec.reset else None,
+                               out=cube[t, :3, r0:r1] if cube is not None else [o[t, r0:r1] for o in out or ()])
+            if spec.with_sky and cube is not None:
+                cube[t, 3, r0:r1], cube[t, 4, r0:r1], cube[t, 5, r0:r1] = s, v, d
+    return cube
 
 
-def _gather(blocks: Sequence[np.ndarray], r0: int, r1: int, dtype) -> np.ndarray:
-    """Rows ``r0:r1`` of every block, as one contiguous ``(F, pixels)`` array."""
-    nx = np.shape(blocks[0])[1]
-    out = np.empty((len(blocks), (r1 - r0) * nx), dtype)
+def _gather(blocks: Sequence[np.ndarray], r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+    """Rows ``r0:r1`` of every block into ``out``, an ``(F, pixels)`` array whose rows are contiguous."""
     for i, b in enumerate(blocks):
         out[i] = np.asarray(b)[r0:r1].reshape(-1)
     return out
