@@ -5,9 +5,11 @@ order.  Pixels are processed in tiles: a tile is first copied pixel-major
 (normalised value, DQ level, variance, DQ of every sky).  Then, per pixel:
 
 1. The segment's ``F`` values are ranked once by the key ``(DQ level,
-   normalised value, frame)``: ``rank[f]`` and its inverse ``frame[r]``.
-   Ranking by counting the smaller values is ``F^2`` compares that the
-   compiler vectorises, shared by the pixel's ``S`` targets.
+   normalised value, frame)``: ``rank[f]`` and its inverse ``frame[r]``,
+   shared by the pixel's ``S`` targets.  numpy's vectorised sort orders a
+   tile's values (~0.8 us for 122 values, where counting the smaller
+   values in numba took ~2 us); the order is split by level and equal
+   values put in frame order here.
 2. The window is a bitset over ranks (``ceil(F/64)`` words).  Walking the
    targets in order, a frame entering the window sets its rank's bit and a
    frame leaving clears it: O(1) per move, where a sorted array moves the
@@ -16,7 +18,8 @@ order.  Pixels are processed in tiles: a tile is first copied pixel-major
    contiguous range of ranks, since the level leads the key) less its
    excluded frames (itself, skies too close) and the min/max-rejected ends
    (the lowest and highest set bits).  The median is the k-th set bit,
-   found with population counts.
+   found with population counts and a bit deposit (BMI2) where the CPU
+   has one.
 
 Per-level running sums of the values and variances make a query
 O(excluded + rejected): the kept sum is the level's sum less the excluded
