@@ -182,6 +182,7 @@ def ccdproc_stack(scaled, workdir: str, mem: int) -> dict:
 
 
 def main(argv=None) -> None:
+    import dask
     import distributed
     from dask.utils import parse_bytes
 
@@ -190,7 +191,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 156])
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--mem", default="2GiB", help="memory limit per worker, and ccdproc's mem_limit")
+    parser.add_argument("--mem", default="2GiB",
+                        help="memory limit per worker (and draconis.memory_limit), and ccdproc's mem_limit")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--recipe", choices=("reduce", "ultradeep"), default="reduce",
                         help="the F2 default recipe (reduce) or ultradeep (parts 1-3 in one run)")
@@ -207,8 +209,11 @@ def main(argv=None) -> None:
             make_dataset("f2-deep", os.path.join(workdir, "raw"), size=args.size, nframes=n, seed=1)
             made = time.perf_counter() - t0
             files = sorted(glob.glob(os.path.join(workdir, "raw", "*.fits")))
-            with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
-                                          processes=True, dashboard_address=None) as cluster, \
+            # the run plans its tasks for these workers (as for any cluster it is given the address of):
+            # without the settings it planned for this machine's default LocalCluster (~10 GiB workers)
+            with dask.config.set({"draconis.memory_limit": args.mem, "draconis.n_workers": args.workers}), \
+                    distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
+                                             processes=True, dashboard_address=None) as cluster, \
                     distributed.Client(cluster) as client:
                 pids = client.run(os.getpid)
                 dark, flat, t_cal = calibrations(files, cluster.scheduler_address, workdir)
