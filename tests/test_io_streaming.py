@@ -109,6 +109,54 @@ def test_checkpoint_chunks_are_zarr_and_read_back_in_any_slice(tmp_path):
     assert os.path.abspath(store) in live_stores()
 
 
+def test_compressed_planes_are_stored_in_short_chunks_and_read_in_the_others_blocks(tmp_path):
+    """DQ/OBJMASK chunks of at most 128 rows (a band reader decompresses little it does not use), read back in
+    the blocks SCI is read in; zarr itself reads them."""
+    from draconis.io.zarr import stored_rows
+
+    rng = np.random.default_rng(7)
+    frame = _frame(rng, shape=(300, 23), chunks=(100, 23), n_ext=1)
+    store = write_zarr(frame, tmp_path / "a.zarr", chunks=(256, 23))
+    back = open_zarr(store)
+    heights = {}
+    for name in ("SCI", "VAR", "DQ", "OBJMASK"):
+        got = back[0].plane(name)
+        heights[name] = stored_source(got).chunk_rows
+        assert got.chunks[0] == (256, 44)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(frame[0].plane(name)))
+        np.testing.assert_array_equal(zarr.open_array(store, path=f"ext1/{name}")[:], np.asarray(frame[0].plane(name)))
+    assert heights == {"SCI": 256, "VAR": 256, "DQ": 128, "OBJMASK": 128}
+    # the cut divides the block height, is at most 128 rows and at least 32; raw planes are not cut
+    assert stored_rows("zstd", 512, None) == (128, 512) and stored_rows("zstd", 500, None) == (125, 500)
+    assert stored_rows("zstd", 128, 512) == (128, 512) and stored_rows("raw", 512, None) == (512, None)
+    assert stored_rows("zstd", 509, None) == (509, None)  # a prime height has no cut
+
+
+def test_level_samples_are_read_chunk_by_chunk_as_the_slices_give_them(tmp_path):
+    """A level task's strided sample of stored planes (read through a reused buffer) is the plain slice."""
+    from draconis.primitives.sky import _read_sample
+    from draconis.primitives.sky_window import MaskedDQ
+
+    rng = np.random.default_rng(5)
+    frame = _frame(rng, shape=(45, 31), n_ext=1)
+    back = open_zarr(write_zarr(frame, tmp_path / "a.zarr", chunks=(8, 31)))
+    sections = [(slice(None), slice(None)), (slice(5, 38), slice(2, 29)), (slice(9, 10), slice(30, 31)),
+                (slice(0, 8), slice(None, None, 2))]
+    for name in ("SCI", "DQ", "OBJMASK"):
+        want = np.asarray(frame[0].plane(name))
+        reader = stored_source(back[0].plane(name))
+        for section in sections:
+            for step in (1, 3, 10):
+                got = _read_sample(reader, section, step)
+                np.testing.assert_array_equal(got, want[section][:, ::step], err_msg=f"{name} {section} {step}")
+                assert got.dtype == want.dtype
+    # a reader without a chunk height of its own: the DQ with the dilated object mask OR-ed in
+    dq, mask = (stored_source(back[0].plane(n)) for n in ("DQ", "OBJMASK"))
+    masked = MaskedDQ(dq, mask, 1.5, 512)
+    whole = masked.rows(0, 45)
+    np.testing.assert_array_equal(_read_sample(masked, sections[1], 4), whole[sections[1]][:, ::4])
+
+
 def test_a_removed_checkpoint_fails_loudly_not_as_zeros(tmp_path):
     frame = _frame(np.random.default_rng(3), n_ext=1)
     store = write_zarr(frame, tmp_path / "a.zarr", chunks=(8, 23))

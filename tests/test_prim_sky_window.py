@@ -230,3 +230,36 @@ def test_skies_without_a_time_are_combined_directly():
     a, b = Untimed("a.fits"), Untimed("b.fits")
     plan = plan_windows([a, b], [[b], [a]])
     assert plan.direct == [0, 1] and not plan.order
+
+
+def test_a_target_among_the_skies_is_copied_not_read_again(tmp_path, monkeypatch):
+    """In a window task, a target's stored plane already read as a sky's is copied from the skies' cube."""
+    from draconis.frame import make_extension
+    from draconis.io._tasks import StoredPlane
+    from draconis.io.zarr import open_zarr, stored_source, write_zarr
+    from draconis.primitives.sky_window import _filled
+
+    rng = np.random.default_rng(4)
+    planes = []
+    for i in range(3):
+        sci = rng.normal(size=(40, 16)).astype(np.float32)
+        ext = make_extension(fits_header(), da.from_array(sci, chunks=(16, 16)), None, None, None, None)
+        store = write_zarr(Frame(phu=fits_header(), extensions=(ext,), filename=f"f{i}.fits"), tmp_path / f"{i}.zarr")
+        planes.append((sci, stored_source(open_zarr(store)[0].plane("SCI"))))
+    skies = [p for _, p in planes[:2]]
+    cube = _filled(skies, [None, None], 8, 30, np.float32)
+    np.testing.assert_array_equal(cube, np.stack([s[8:30] for s, _ in planes[:2]]))
+    reads = []
+    original = StoredPlane.read_rows_into
+    monkeypatch.setattr(StoredPlane, "read_rows_into",
+                        lambda self, y0, y1, out: (reads.append(self.path), original(self, y0, y1, out)))
+    targets = _filled([planes[1][1], planes[2][1]], [None, None], 8, 30, np.float32, read=(skies, cube))
+    np.testing.assert_array_equal(targets, np.stack([s[8:30] for s, _ in planes[1:]]))
+    assert reads == [planes[2][1].path]  # the sky among the targets was not read again
+
+
+def fits_header():
+    """An empty FITS header."""
+    from astropy.io import fits
+
+    return fits.Header()

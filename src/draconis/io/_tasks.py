@@ -45,12 +45,26 @@ def _zstd():
     return codec
 
 
-def _scratch(nbytes: int) -> memoryview:
-    """A writable buffer of ``nbytes`` kept by the calling thread (the largest asked for so far)."""
-    buf = getattr(_zstd_local, "scratch", None)
+def thread_buffer(nbytes: int, purpose: str) -> np.ndarray:
+    """A writable uint8 buffer of ``nbytes`` kept by the calling thread, one per ``purpose``.
+
+    The largest asked for so far is kept and reused: memory a process writes
+    for the first time costs a page fault per page, which on a VM was ~35 % of
+    a sky pass's CPU time. Callers of different purposes never share one,
+    so a buffer is never read and overwritten by two callers at once.
+    """
+    buffers = getattr(_zstd_local, "buffers", None)
+    if buffers is None:
+        buffers = _zstd_local.buffers = {}
+    buf = buffers.get(purpose)
     if buf is None or buf.nbytes < nbytes:
-        buf = _zstd_local.scratch = np.empty(nbytes, np.uint8)
-    return buf[:nbytes].data
+        buf = buffers[purpose] = np.empty(nbytes, np.uint8)
+    return buf[:nbytes]
+
+
+def _scratch(nbytes: int) -> memoryview:
+    """The thread's buffer for decompressed chunks (:func:`thread_buffer`)."""
+    return thread_buffer(nbytes, "decode").data
 
 
 # ---------------------------------------------------------------- FITS sections
@@ -281,15 +295,14 @@ def _band_samples(sci, dq, y0: int, spec: tuple[int, int, int, int, int]):
     return values, good
 
 
-def write_band(targets: tuple, chunk_rows: int, y0: int, summary: tuple, *blocks: np.ndarray) -> np.ndarray:
+def write_band(targets: tuple, y0: int, summary: tuple, *blocks: np.ndarray) -> np.ndarray:
     """Write one row band of every plane of an extension; return its summary record.
 
     Parameters
     ----------
-    targets : tuple of (path, codec, dtype)
-        One per block, in order.
-    chunk_rows : int
-        Rows per chunk; ``y0`` and the band's rows are multiples of it (but the last).
+    targets : tuple of (path, codec, dtype, chunk rows)
+        One per block, in order; ``y0`` and the band's rows are multiples
+        of each plane's chunk rows (but the last).
     y0 : int
         First row of the band.
     summary : (sci index, dq index or -1, sample grid or None)
@@ -304,7 +317,7 @@ def write_band(targets: tuple, chunk_rows: int, y0: int, summary: tuple, *blocks
         non_linear, and the band's samples ``(values, good)`` or None.
     """
     written = 0
-    for (path, codec, dtype), block in zip(targets, blocks):
+    for (path, codec, dtype, chunk_rows), block in zip(targets, blocks):
         block = np.asarray(block, dtype=dtype)
         for k0 in range(0, block.shape[0], chunk_rows):
             written += write_chunk(path, codec, (y0 + k0) // chunk_rows, block[k0:k0 + chunk_rows], chunk_rows)
@@ -320,14 +333,14 @@ def write_band(targets: tuple, chunk_rows: int, y0: int, summary: tuple, *blocks
     return out
 
 
-def write_band_block(*blocks: np.ndarray, targets: tuple, chunk_rows: int, summary: tuple, starts: tuple,
+def write_band_block(*blocks: np.ndarray, targets: tuple, summary: tuple, starts: tuple,
                      block_id: tuple = (0, 0)) -> np.ndarray:
     """:func:`write_band` as a ``map_blocks`` function: band ``block_id[0]`` starts at row ``starts[block_id[0]]``.
 
     (``block_id`` and one shared tuple of starts, not ``block_info``: a dict per task would double the
     pickled size of a checkpoint's graph.)
     """
-    return write_band(targets, chunk_rows, starts[block_id[0]], summary, *blocks)
+    return write_band(targets, starts[block_id[0]], summary, *blocks)
 
 
 # ---------------------------------------------------------------- FITS outputs, band by band

@@ -35,7 +35,7 @@ from dask.highlevelgraph import HighLevelGraph
 from ..errors import ParameterError
 from ..frame import Frame
 from ..instruments.sections import parse_section
-from ..io._tasks import read_stack
+from ..io._tasks import read_stack, thread_buffer
 from ..io.zarr import stored_source
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
@@ -678,12 +678,42 @@ def lazy_level(sci: da.Array, dq: da.Array | None, objmask: da.Array | None, *, 
     return da.Array(graph, name, chunks=(), dtype=np.float64)
 
 
+#: Rows a level task reads at a time when its reader has no chunk height of its own.
+_LEVEL_READ_ROWS = 256
+
+
 def _level_stored(sci, dq, objmask, section: tuple[slice, slice], step: int, threshold: float) -> np.ndarray:
     """Level of the sample of planes read here (row readers, or None): the sample :func:`lazy_level` takes."""
     def sample(reader):
-        return None if reader is None else reader.rows(0, reader.shape[0])[section][:, ::step]
+        return None if reader is None else _read_sample(reader, section, step)
     return np.asarray(ksky.sampled_level(sample(sci), sample(dq), sample(objmask), threshold=threshold),
                       dtype=np.float64)
+
+
+def _read_sample(reader, section: tuple[slice, slice], step: int) -> np.ndarray:
+    """Every ``step``-th column of ``section`` of the plane ``reader`` reads, read a chunk of rows at a time.
+
+    The rows go through a buffer the thread keeps: a level task needs a tenth
+    of the columns, and reading each whole plane into new memory made the
+    level tasks most of a sky pass's page faults outside its window tasks.
+    """
+    ny, nx = reader.shape
+    y0, y1, ys = section[0].indices(ny)
+    x0, x1, xs = section[1].indices(nx)
+    columns = slice(x0, x1, xs * step)
+    if ys != 1:
+        return reader.rows(0, ny)[section][:, ::step]
+    dtype = np.dtype(reader.dtype)
+    sample = np.empty((max(0, y1 - y0), len(range(x0, x1, xs * step))), dtype)
+    block = max(1, min(int(getattr(reader, "chunk_rows", 0) or _LEVEL_READ_ROWS), ny))
+    buffer = thread_buffer(block * nx * dtype.itemsize, "level").view(dtype)
+    # blocks aligned on the reader's chunks: a compressed chunk is then decompressed once, straight into the buffer
+    for b0 in range(y0 - y0 % block, y1, block):
+        r0, r1 = max(b0, y0), min(b0 + block, y1)
+        rows = buffer[:(r1 - r0) * nx].reshape(r1 - r0, nx)
+        reader.read_rows_into(r0, r1, rows)
+        sample[r0 - y0:r1 - y0] = rows[:, columns]
+    return sample
 
 
 def _level_array(sci, dq, objmask, threshold) -> np.ndarray:

@@ -462,21 +462,30 @@ class _BandReaders:
     targets: list[list[Any]]
 
 
-def _filled(readers: Sequence[Any], given: Sequence[np.ndarray | None], y0: int, y1: int,
-            dtype) -> np.ndarray | list[np.ndarray | None]:
+def _filled(readers: Sequence[Any], given: Sequence[np.ndarray | None], y0: int, y1: int, dtype,
+            read: tuple[Sequence[Any], Any] | None = None) -> np.ndarray | list[np.ndarray | None]:
     """Rows ``y0:y1`` of every plane: read by its reader, else the given block; one ``(n, rows, nx)`` cube.
 
     One cube, not a block per plane: a large array is mapped in huge pages, where ~100 blocks of 1 MB
     were each written to memory the system had to map page by page (page faults were ~35 % of a sky
     pass's CPU time on a VM). A list as given when a plane is absent.
+
+    ``read``: readers and the cube they already filled in this task; a plane one of them reads
+    (the same stored plane) is copied from there instead of read again. A frame is often both a
+    target and a sky of its segment: the targets' SCI and VAR were ~1/3 of a window task's reads.
     """
     if any(rd is None and g is None for rd, g in zip(readers, given)):
         return [given[j] if rd is None else rd.rows(y0, y1) for j, rd in enumerate(readers)]
     width = next(rd.shape[1] if rd is not None else np.shape(g)[1] for rd, g in zip(readers, given))  # type: ignore[arg-type]
     cube = np.empty((len(readers), y1 - y0, width), dtype)
+    done: dict[str, np.ndarray] = {}
+    if read is not None and isinstance(read[1], np.ndarray):
+        done = {rd.path: read[1][i] for i, rd in enumerate(read[0]) if isinstance(rd, StoredPlane)}
     for j, rd in enumerate(readers):
         if rd is None:
             cube[j] = given[j]
+        elif isinstance(rd, StoredPlane) and rd.path in done:
+            cube[j] = done[rd.path]
         elif np.dtype(rd.dtype) == cube.dtype:
             rd.read_rows_into(y0, y1, cube[j])
         else:
@@ -492,17 +501,18 @@ def _window_band(sources: _BandReaders, y0: int, y1: int, sky_sci, sky_var, sky_
     Returns the targets' (SCI, VAR, DQ) cubes, or the kernel's float32 cube when they are not all
     present or the skies are kept too.
     """
-    def column(rows: list[list[Any]], k: int, given):
-        return _filled([rd[k] for rd in rows], given, y0, y1, np.uint16 if k == 2 else np.float32)
+    def column(rows: list[list[Any]], k: int, given, read=None):
+        return _filled([rd[k] for rd in rows], given, y0, y1, np.uint16 if k == 2 else np.float32, read)
 
-    t_sci, t_var, t_dq = (column(sources.targets, k, given) for k, given in enumerate((tgt_sci, tgt_var, tgt_dq)))
+    skies = [column(sources.skies, 0, sky_sci), None if sky_var is None else column(sources.skies, 1, sky_var),
+             column(sources.skies, 2, sky_dq)]
+    t_sci, t_var, t_dq = (column(sources.targets, k, given, ([rd[k] for rd in sources.skies], skies[k]))
+                          for k, given in enumerate((tgt_sci, tgt_var, tgt_dq)))
     # targets read whole into cubes of this task's own are overwritten with their results (no new cube)
     cubes = (t_sci, t_var, t_dq)
     in_place = all(isinstance(c, np.ndarray) for c in cubes) and not spec.with_sky
-    result = window_sky_subtract(
-        column(sources.skies, 0, sky_sci), None if sky_var is None else column(sources.skies, 1, sky_var),
-        column(sources.skies, 2, sky_dq), sky_levels, t_sci, t_var, t_dq, tgt_levels, windows, spec,
-        out=cubes if in_place else None)
+    result = window_sky_subtract(skies[0], skies[1], skies[2], sky_levels, t_sci, t_var, t_dq, tgt_levels, windows,
+                                 spec, out=cubes if in_place else None)
     if in_place:
         return cubes
     assert result is not None
