@@ -7,12 +7,16 @@ machine has (cgroup limits included, as Dask measures it), keeps some for
 the operating system and the client process, and makes as many workers as
 there are cores only while each still gets a worker's baseline plus one
 useful tile; otherwise fewer, larger workers, with more threads each so
-every core is used.  Values set in the configuration
-(``draconis.n_workers``, ``threads_per_worker``, ``memory_limit``) win.
+every core is used.  A run that computes on a cluster plans its tasks for
+the workers that cluster has instead (:func:`machine_plan` given them).
+Values set in the configuration (``draconis.n_workers``,
+``threads_per_worker``, ``memory_limit``) win.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import dask.utils
 
@@ -29,7 +33,7 @@ RESERVE_MAX = 8 * GiB
 
 @dataclasses.dataclass(frozen=True)
 class ClusterPlan:
-    """Workers of the default LocalCluster.
+    """Workers of the default LocalCluster, or of the cluster a run computes on.
 
     Attributes
     ----------
@@ -38,7 +42,7 @@ class ClusterPlan:
     memory_limit
         Bytes per worker (the limit Dask enforces).
     total_memory, cores
-        What the machine offers.
+        What this machine offers.
     reason
         One phrase saying how the plan was reached.
     """
@@ -115,8 +119,30 @@ def plan_local_cluster(total_memory: int, cores: int, *, n_workers: int | None =
     return ClusterPlan(n, threads, memory, int(total_memory), cores, reason)
 
 
-def machine_plan(config: dict | None = None) -> ClusterPlan:
-    """:func:`plan_local_cluster` for this machine and the draconis configuration."""
+def machine_plan(config: dict | None = None,
+                 workers: Mapping[str, Mapping[str, Any]] | None = None) -> ClusterPlan:
+    """The workers a run plans its tasks for: this machine's LocalCluster, or the cluster's own.
+
+    Parameters
+    ----------
+    config
+        ``n_workers``, ``threads_per_worker``, ``memory_limit`` (None: the
+        draconis configuration).  A value set there wins over what is planned
+        or found.
+    workers
+        The workers of the cluster the run computes on, ``{address: {"threads":
+        n, "memory_limit": bytes}}`` as :func:`draconis.runrecord.describe_workers`
+        gives them.  None or empty: :func:`plan_local_cluster` for this machine.
+
+    Returns
+    -------
+    ClusterPlan
+        With ``workers``: as many workers as there are, each with the smallest
+        memory limit among them and the fewest threads.  A worker without a
+        memory limit (0 or None) counts for what this machine's plan gives
+        each of that many workers.  ``total_memory`` and ``cores`` stay this
+        machine's.
+    """
     from dask.system import CPU_COUNT
     from distributed.system import MEMORY_LIMIT
 
@@ -124,4 +150,20 @@ def machine_plan(config: dict | None = None) -> ClusterPlan:
 
     values = config if config is not None else {k: _config.get(k) for k in
                                                 ("n_workers", "threads_per_worker", "memory_limit")}
-    return plan_local_cluster(MEMORY_LIMIT, CPU_COUNT, **values)
+    if not workers:
+        return plan_local_cluster(MEMORY_LIMIT, CPU_COUNT, **values)
+    found = list(workers.values())
+    n = int(values.get("n_workers") or len(found))
+    threads = values.get("threads_per_worker") or min(int(w.get("threads") or 1) for w in found)
+    memory = values.get("memory_limit")
+    if memory:
+        why = "memory per worker from the configuration"
+    else:
+        limits = [int(w.get("memory_limit") or 0) for w in found]
+        unlimited = 0 if all(limits) else plan_local_cluster(MEMORY_LIMIT, CPU_COUNT, n_workers=n).memory_limit
+        memory = min(limit or unlimited for limit in limits)
+        why = ("the smallest worker's memory limit" if all(limits) else
+               "this machine's share for workers without a memory limit")
+    count = "workers from the configuration" if values.get("n_workers") else f"the cluster's {len(found)} workers"
+    plan = plan_local_cluster(MEMORY_LIMIT, CPU_COUNT, n_workers=n, threads_per_worker=threads, memory_limit=memory)
+    return dataclasses.replace(plan, reason=f"{count}, {why}")

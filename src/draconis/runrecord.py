@@ -447,9 +447,13 @@ class MemoryMonitor:
 
 
 def describe_workers(client: Any) -> tuple[str, dict[str, dict[str, Any]]]:
-    """The scheduler's address and each worker's threads and memory limit."""
+    """The scheduler's address and each worker's threads and memory limit.
+
+    Every worker (``n_workers=-1``): some distributed releases of 2025-2026
+    list only the first five by default.
+    """
     try:
-        info = client.scheduler_info()
+        info = client.scheduler_info(n_workers=-1)
     except Exception:  # noqa: BLE001
         return str(getattr(client, "scheduler", "")), {}
     workers = {addr: {"threads": w.get("nthreads"), "memory_limit": w.get("memory_limit")}

@@ -268,7 +268,7 @@ def _unique(frames: Sequence[Frame]) -> list[Frame]:
 _STACK_PARAMS = (
     *STACK(operation="median", reject_method="minmax", nlow=1, nhigh=1, scale=True, unsupported={
         "memory": "sky stacks are cut into row bands planned from the workers' memory "
-                  "(draconis.memory_limit), not from a per-combine figure",
+                  "(the cluster's, or draconis.memory_limit), not from a per-combine figure",
         "separate_ext": "sky levels are always measured per array",
         "debug_old_normalization": "sky levels are always background modes",
     }),

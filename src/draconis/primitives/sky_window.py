@@ -14,8 +14,9 @@ Graph: per detector array, one task per (segment, row band). A task reads
 the band of the skies of the union of its frames' windows (~S + k frames)
 and returns its S frames' sky-subtracted SCI/VAR/DQ bands (the sky itself
 is never materialised per frame unless ``save_sky``). S and the band height
-come from the worker memory budget (``draconis.memory_limit``, else the
-machine's plan: :mod:`draconis.cluster_plan`; at most :data:`TASK_MEMORY_CAP`):
+come from the worker memory budget (``ctx.workers()``: the cluster's
+smallest worker, ``draconis.memory_limit`` when set, else the machine's
+plan; at most :data:`TASK_MEMORY_CAP`):
 memory per task does not grow with the sequence, and tasks per pass are
 ~(N / S) x bands.
 
@@ -115,7 +116,7 @@ def windowed(builder, frames: Sequence[Frame], lists, ctx: Context) -> dict[int,
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
     frame_bytes = FRAME_BYTES + (12 if p.save_sky else 0)
-    # the workers the run plans for (draconis.n_workers / memory_limit when set, else the default LocalCluster)
+    # the workers the run plans for (the cluster's, or the settings draconis.n_workers / memory_limit when set)
     n_workers, worker_memory = ctx.workers()
     rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape,
                                      task_budget(worker_memory), frame_bytes,

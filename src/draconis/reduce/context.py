@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import runrecord
+from ..cluster import active_client
 from ..cluster_plan import machine_plan
 from ..errors import DraconisError, InputError, ParameterError
 from ..frame import Frame
@@ -378,11 +379,21 @@ class RunContext:
         """The workers this run plans for: how many, and each one's memory budget in bytes.
 
         From :func:`draconis.cluster_plan.machine_plan`, asked at each call
-        (the settings may change within a session): ``draconis.n_workers`` and
-        ``draconis.memory_limit`` when set (an external cluster's), else the
-        default LocalCluster of this machine.
+        (settings and workers may change within a run).  When the run
+        computes on a distributed client (an external scheduler, the
+        LocalCluster draconis started, an existing client), the workers that
+        cluster has now: their number and the smallest one's memory limit;
+        with the in-process schedulers, the default LocalCluster of this
+        machine.  ``draconis.n_workers`` and ``draconis.memory_limit`` win
+        when set.
+
+        Returns
+        -------
+        tuple of int
+            ``(number of workers, memory budget of each in bytes)``.
         """
-        plan = machine_plan()
+        client = active_client()
+        plan = machine_plan(workers=runrecord.describe_workers(client)[1] if client is not None else None)
         return plan.n_workers, plan.memory_limit
 
     def checkpoint(self, frames: Sequence[Frame], label: str = "flushPixels", **options: Any) -> list[Frame]:
