@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..buffers import reusable_buffer
+
 RAW, ZSTD = "raw", "zstd"
 #: zstd level of compressed planes (DQ, OBJMASK: mostly zeros, compressed ~100x at level 1).
 ZSTD_LEVEL = 1
@@ -45,26 +47,9 @@ def _zstd():
     return codec
 
 
-def thread_buffer(nbytes: int, purpose: str) -> np.ndarray:
-    """A writable uint8 buffer of ``nbytes`` kept by the calling thread, one per ``purpose``.
-
-    The largest asked for so far is kept and reused: memory a process writes
-    for the first time costs a page fault per page, which on a VM was ~35 % of
-    a sky pass's CPU time. Callers of different purposes never share one,
-    so a buffer is never read and overwritten by two callers at once.
-    """
-    buffers = getattr(_zstd_local, "buffers", None)
-    if buffers is None:
-        buffers = _zstd_local.buffers = {}
-    buf = buffers.get(purpose)
-    if buf is None or buf.nbytes < nbytes:
-        buf = buffers[purpose] = np.empty(nbytes, np.uint8)
-    return buf[:nbytes]
-
-
 def _scratch(nbytes: int) -> memoryview:
-    """The thread's buffer for decompressed chunks (:func:`thread_buffer`)."""
-    return thread_buffer(nbytes, "decode").data
+    """A buffer for decompressed chunks that no one else is using (:func:`~draconis.buffers.reusable_buffer`)."""
+    return reusable_buffer(nbytes, "decode").data
 
 
 # ---------------------------------------------------------------- FITS sections

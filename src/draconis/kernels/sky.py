@@ -162,8 +162,10 @@ def background_level(values: np.ndarray, *, threshold: float = 0.001, max_iters:
     float
         The level; NaN when there are no finite values.
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
-    values = np.sort(values[np.isfinite(values)])
+    values = np.asarray(values).ravel()
+    # sorted in their own precision, then widened: the same numbers in the same order, and numpy sorts
+    # float32 twice as fast as float64 (the sort was ~60 % of a sky level's time)
+    values = np.sort(values[np.isfinite(values)]).astype(np.float64, copy=False)
     if values.size == 0:
         return float("nan")
     median, sigma = _clipped_stats(values)

@@ -32,10 +32,11 @@ import numpy as np
 from astropy.table import Table
 from dask.highlevelgraph import HighLevelGraph
 
+from ..buffers import reusable_buffer
 from ..errors import ParameterError
 from ..frame import Frame
 from ..instruments.sections import parse_section
-from ..io._tasks import read_stack, thread_buffer
+from ..io._tasks import read_stack
 from ..io.zarr import stored_source
 from ..kernels import sky as ksky
 from ..kernels.combine import CombineSpec
@@ -693,7 +694,7 @@ def _level_stored(sci, dq, objmask, section: tuple[slice, slice], step: int, thr
 def _read_sample(reader, section: tuple[slice, slice], step: int) -> np.ndarray:
     """Every ``step``-th column of ``section`` of the plane ``reader`` reads, read a chunk of rows at a time.
 
-    The rows go through a buffer the thread keeps: a level task needs a tenth
+    The rows go through a buffer the process reuses: a level task needs a tenth
     of the columns, and reading each whole plane into new memory made the
     level tasks most of a sky pass's page faults outside its window tasks.
     """
@@ -706,7 +707,7 @@ def _read_sample(reader, section: tuple[slice, slice], step: int) -> np.ndarray:
     dtype = np.dtype(reader.dtype)
     sample = np.empty((max(0, y1 - y0), len(range(x0, x1, xs * step))), dtype)
     block = max(1, min(int(getattr(reader, "chunk_rows", 0) or _LEVEL_READ_ROWS), ny))
-    buffer = thread_buffer(block * nx * dtype.itemsize, "level").view(dtype)
+    buffer = reusable_buffer(block * nx * dtype.itemsize, "level").view(dtype)
     # blocks aligned on the reader's chunks: a compressed chunk is then decompressed once, straight into the buffer
     for b0 in range(y0 - y0 % block, y1, block):
         r0, r1 = max(b0, y0), min(b0 + block, y1)
