@@ -19,7 +19,7 @@ The sliding-window sky of a whole time-ordered sequence is in
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import overload
 
 import numba
 import numpy as np
@@ -370,10 +370,32 @@ def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[flo
     return 1.0, 0.0
 
 
+@overload
+def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
+                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
+                       reset_level: float | None = None, out: np.ndarray | None = None) -> np.ndarray: ...
+
+
+@overload
 def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
                        var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
                        reset_level: float | None = None,
-                       out: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
+                       out: list[np.ndarray] | tuple[np.ndarray, ...]) -> list[np.ndarray] | tuple[np.ndarray, ...]: ...
+
+
+@overload
+def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
+                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
+                       reset_level: float | None = None,
+                       out: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...] | None
+                       ) -> np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...]: ...
+
+
+def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
+                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
+                       reset_level: float | None = None,
+                       out: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...] | None = None
+                       ) -> np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...]:
     """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
 
     ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
@@ -382,9 +404,10 @@ def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``(3, rows, width)`` SCI, VAR, DQ (``out`` when given: such an
-        array, or three ``(rows, width)`` arrays, DQ's float32 or uint16).
+    numpy.ndarray, or the list or tuple ``out``
+        float32 ``(3, rows, width)`` SCI, VAR, DQ; ``out`` when given: such an
+        array, or three ``(rows, width)`` arrays (DQ's float32 or uint16) in a
+        list or tuple, returned as given.
     """
     sci = np.asarray(sci)
     if out is None:
@@ -401,7 +424,7 @@ def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray
     for o, plane in zip(out, planes):
         if not o.flags.c_contiguous:  # written to a copy: put it in place
             o[...] = plane.reshape(o.shape)
-    return out  # type: ignore[return-value]  # the three arrays given, when given so
+    return out
 
 
 _ABSENT = {np.float32: np.zeros(0, np.float32), np.uint16: np.zeros(0, np.uint16)}

@@ -234,8 +234,7 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
         sci = _gather(sky_sci, r0, r1, buf_sci)
         var = _gather(sky_var, r0, r1, buf_var) if sky_var is not None else _ABSENT_F32
         dq = _gather(sky_dq, r0, r1, buf_dq) if sky_dq is not None else _ABSENT_U16
-        for b in (sky_s, sky_v, sky_d):
-            b[...] = 0
+        # every target's sky is written, by the walk or by the direct combine below: no zeroing first
         walk.walk_pixels(sci, var, dq, mul, add, lo, hi, xptr, xidx, kin,
                          np.asarray(windows.nlow, np.int64), np.asarray(windows.nhigh, np.int64), direct,
                          scale_out, add_out, _OPCODE[spec.operation], spec.reject_method == "minmax",
@@ -248,11 +247,12 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
             s, v, d = sky_s[t].reshape(shape), sky_v[t].reshape(shape), sky_d[t].reshape(shape)
             factor, offset = match[t]
             tvar, tdq = target_var[t], target_dq[t]
+            planes: np.ndarray | list[np.ndarray] = (cube[t, :3, r0:r1] if cube is not None
+                                                      else [o[t, r0:r1] for o in out or ()])
             subtract_sky_block(np.asarray(target_sci[t])[r0:r1], s, v if has_var else None, d,
                                None if tvar is None else np.asarray(tvar)[r0:r1],
                                None if tdq is None else np.asarray(tdq)[r0:r1], factor=factor, offset=offset,
-                               reset_level=tlev[t] if spec.reset else None,
-                               out=cube[t, :3, r0:r1] if cube is not None else [o[t, r0:r1] for o in out or ()])
+                               reset_level=tlev[t] if spec.reset else None, out=planes)
             if spec.with_sky and cube is not None:
                 cube[t, 3, r0:r1], cube[t, 4, r0:r1], cube[t, 5, r0:r1] = s, v, d
     return cube
