@@ -135,15 +135,13 @@ def load_tile(sci, var, dq, mul, add, p0, t, use_levels, ty, tl, tv, td):
     """
     has_var = var.shape[0] > 0
     has_dq = dq.shape[0] > 0
-    nf = sci.shape[0]
-    # pixel by pixel, every sky: the writes are contiguous and the reads (one cache line of each
-    # sky's row, reused by the next 15 pixels) stay in L1; sky by sky, every write went to another
-    # cache line (~7 ns a value, as much as sorting them)
-    for k in range(t):
-        q = p0 + k
-        for f in range(nf):
-            y = np.float64(sci[f, q]) * mul[f] + add[f]
-            d = np.int64(dq[f, q]) if has_dq else 0
+    for f in range(sci.shape[0]):
+        m = mul[f]
+        a = add[f]
+        m2 = m * m
+        for k in range(t):
+            y = np.float64(sci[f, p0 + k]) * m + a
+            d = np.int64(dq[f, p0 + k]) if has_dq else 0
             ty[k, f] = y
             if not math.isfinite(y):
                 tl[k, f] = _NO_LEVEL
@@ -151,7 +149,7 @@ def load_tile(sci, var, dq, mul, add, p0, t, use_levels, ty, tl, tv, td):
                 tl[k, f] = _dq_level(d)
             else:
                 tl[k, f] = 0
-            tv[k, f] = np.float64(var[f, q]) * (mul[f] * mul[f]) if has_var else 0.0
+            tv[k, f] = np.float64(var[f, p0 + k]) * m2 if has_var else 0.0
             td[k, f] = d
 
 
