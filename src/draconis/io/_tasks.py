@@ -47,11 +47,6 @@ def _zstd():
     return codec
 
 
-def _scratch(nbytes: int) -> memoryview:
-    """A buffer for decompressed chunks that no one else is using (:func:`~draconis.buffers.reusable_buffer`)."""
-    return reusable_buffer(nbytes, "decode").data
-
-
 # ---------------------------------------------------------------- FITS sections
 _read_lock = threading.Lock()
 _pixel_reads = 0
@@ -168,9 +163,9 @@ class StoredPlane:
         if skip == 0 and out.nbytes == nbytes:
             _zstd().decode(data, out=memoryview(out).cast("B"))  # type: ignore[arg-type]
             return
-        # decompressed into a buffer kept by the thread: a fresh one per read was written to memory the
-        # system had to map first (page faults were ~35 % of a sky pass's CPU time on a VM)
-        full = np.frombuffer(_zstd().decode(data, out=_scratch(nbytes)), dtype=self.dtype)
+        # decompressed into a reused buffer no other task holds: a fresh one per read was written to memory
+        # the system had to map first (page faults were ~35 % of a sky pass's CPU time on a VM)
+        full = np.frombuffer(_zstd().decode(data, out=reusable_buffer(nbytes, "decode").data), dtype=self.dtype)
         first = skip * self.shape[1]
         out[...] = full[first:first + out.size].reshape(out.shape)
 

@@ -19,7 +19,7 @@ The sliding-window sky of a whole time-ordered sequence is in
 """
 from __future__ import annotations
 
-from typing import overload
+from typing import TypeVar, overload
 
 import numba
 import numpy as np
@@ -370,32 +370,25 @@ def sky_match(sci_level: float, sky_level: float, mode: str | None) -> tuple[flo
     return 1.0, 0.0
 
 
-@overload
-def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
-                       var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
-                       reset_level: float | None = None, out: np.ndarray | None = None) -> np.ndarray: ...
+#: What ``out`` of :func:`subtract_sky_block` may be; it is returned as given.
+_Planes = TypeVar("_Planes", bound=np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...])
 
 
 @overload
 def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
                        var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
-                       reset_level: float | None = None,
-                       out: list[np.ndarray] | tuple[np.ndarray, ...]) -> list[np.ndarray] | tuple[np.ndarray, ...]: ...
+                       reset_level: float | None = None, out: None = None) -> np.ndarray: ...
 
 
 @overload
 def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
                        var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
-                       reset_level: float | None = None,
-                       out: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...] | None
-                       ) -> np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...]: ...
+                       reset_level: float | None = None, out: _Planes) -> _Planes: ...
 
 
 def subtract_sky_block(sci: np.ndarray, sky_sci: np.ndarray, sky_var: np.ndarray | None, sky_dq: np.ndarray,
                        var: np.ndarray | None, dq: np.ndarray | None, *, factor: float, offset: float,
-                       reset_level: float | None = None,
-                       out: np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...] | None = None
-                       ) -> np.ndarray | list[np.ndarray] | tuple[np.ndarray, ...]:
+                       reset_level: float | None = None, out=None):
     """A frame's tile minus its matched sky, with VAR and DQ (float32 arithmetic, as the planes are).
 
     ``SCI - (sky * factor + offset)`` (plus ``reset_level`` when given),
