@@ -4,7 +4,7 @@ Runs ``bench_sky.py`` (same arguments; ``--window-only --passes 1`` is the
 usual choice) with timers installed in every worker before the pass: the
 thread CPU time, wall time and minor page faults of each piece of a window
 task (its reads, the walk, the subtraction), of the level tasks and of the
-checkpoint writes, summed over the workers, plus each worker's whole
+checkpoint writes, and of Python's garbage collections, summed over the workers, plus each worker's whole
 user/system time and page faults over the pass. The pieces are found by
 name in their modules, so a renamed function shows up as missing, not as
 zero.
@@ -59,6 +59,23 @@ def _timed(fn, label):
     return wrapper
 
 
+_gc_started = threading.local()
+
+
+def _gc_timer(phase: str, info: dict) -> None:
+    """Python's garbage collections, by generation: they run in whichever thread triggers them."""
+    if phase == "start":
+        _gc_started.at = (time.thread_time(), time.perf_counter())
+        return
+    c0, t0 = getattr(_gc_started, "at", (time.thread_time(), time.perf_counter()))
+    label = f"gc generation {info.get('generation')}"
+    with _lock:
+        old = _stats.setdefault(label, [0, 0.0, 0.0, 0])
+        old[0] += 1
+        old[1] += time.thread_time() - c0
+        old[2] += time.perf_counter() - t0
+
+
 def install() -> list[str]:
     """In a worker: wrap every piece (once); start the worker's totals. The pieces not found."""
     import importlib
@@ -75,6 +92,10 @@ def install() -> list[str]:
         elif not getattr(fn, "_profiled", False):
             setattr(owner, attr, _timed(fn, label))
     _stats.clear()
+    import gc
+
+    if _gc_timer not in gc.callbacks:
+        gc.callbacks.append(_gc_timer)
     r = resource.getrusage(resource.RUSAGE_SELF)
     _stats["_start"] = [r.ru_utime, r.ru_stime, r.ru_minflt]
     return missing
@@ -99,7 +120,7 @@ def _report(results: dict) -> None:
             for i, v in enumerate(row):
                 old[i] += v
     print(f"{'piece (both workers)':<28}{'calls':>8}{'CPU s':>9}{'wall s':>9}{'faults M':>10}")
-    for _, _, label in PIECES:
+    for label in [p[2] for p in PIECES] + sorted(k for k in total if k.startswith("gc ")):
         if label in total:
             n, cpu, wall, faults = total[label]
             print(f"{label:<28}{n:>8}{cpu:>9.1f}{wall:>9.1f}{faults / 1e6:>10.2f}")

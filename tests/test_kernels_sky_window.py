@@ -262,6 +262,44 @@ def test_results_written_over_the_targets_equal_the_cube():
                             out=(tsci, tvar, tdq))
 
 
+@pytest.mark.parametrize("pass_bytes", [3000, 2 ** 25])
+@pytest.mark.parametrize("targets", ["all", "some, out of order"])
+def test_results_written_over_the_skies_cubes_equal_the_cube(monkeypatch, pass_bytes, targets):
+    """out= the skies' own planes (every target is a sky too, as in a band task): the same results.
+
+    A pass's rows are overwritten only after every sky value of them was used: with passes of one row
+    (3000 bytes) and of the whole band, with a sky combined directly (its level is not usable), and with
+    targets that are some of the skies in another order (out= then lists of the skies' planes).
+    """
+    from draconis.kernels import sky_window
+
+    rng = np.random.default_rng(14)
+    nf = 30
+    sci, var, dq = random_skies(rng, nf)
+    levels = rng.uniform(900.0, 1100.0, nf)
+    levels[17] = np.nan
+    every = random_windows(rng, nf, width=8, exclusions=2)
+    assert len(every) == nf  # target t is sky t
+    pick = np.arange(nf) if targets == "all" else np.array([f for f in range(nf) if f % 7 != 3])[::-1]
+    windows = SkyWindows(every.lo[pick], every.hi[pick], tuple(every.excluded[i] for i in pick), every.nlow[pick],
+                         every.nhigh[pick])
+    spec = SkySubtractSpec()
+    monkeypatch.setattr(sky_window, "_PASS_BYTES", pass_bytes)
+    untouched = [p[[f for f in range(nf) if f not in pick]] for p in (sci, var, dq)]
+    cube = window_sky_subtract(list(sci), list(var), list(dq), levels, list(sci[pick]), list(var[pick]),
+                               list(dq[pick]), levels[pick], windows, spec)
+    if targets == "all":
+        out = (sci, var, dq)
+    else:
+        out = tuple([p[f] for f in pick] for p in (sci, var, dq))  # views of the skies' planes
+    assert window_sky_subtract(sci, var, dq, levels, *out, levels[pick], windows, spec, out=out) is None
+    np.testing.assert_array_equal(sci[pick], cube[:, 0])
+    np.testing.assert_array_equal(var[pick], cube[:, 1])
+    np.testing.assert_array_equal(dq[pick], cube[:, 2])
+    for before, p in zip(untouched, (sci, var, dq)):  # the skies that are not targets are left as they were
+        np.testing.assert_array_equal(p[[f for f in range(nf) if f not in pick]], before)
+
+
 def test_kth_set_bit_by_deposit_and_by_halving():
     """Both ways of finding the median's bit (BMI2's deposit where the CPU has it, halving where not)."""
     import numba

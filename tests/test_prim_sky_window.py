@@ -233,7 +233,10 @@ def test_skies_without_a_time_are_combined_directly():
 
 
 def test_a_target_among_the_skies_is_copied_not_read_again(tmp_path, monkeypatch):
-    """In a window task, a target's stored plane already read as a sky's is copied from the skies' cube."""
+    """In a window task, a target's stored plane already read as a sky's is taken from the skies' cube.
+
+    Copied from it, or, when every target is a sky, as views of it.
+    """
     from draconis.frame import make_extension
     from draconis.io._tasks import StoredPlane
     from draconis.io.zarr import open_zarr, stored_source, write_zarr
@@ -256,6 +259,10 @@ def test_a_target_among_the_skies_is_copied_not_read_again(tmp_path, monkeypatch
     targets = _filled([planes[1][1], planes[2][1]], [None, None], 8, 30, np.float32, read=(skies, cube))
     np.testing.assert_array_equal(targets, np.stack([s[8:30] for s, _ in planes[1:]]))
     assert reads == [planes[2][1].path]  # the sky among the targets was not read again
+    # targets that are all skies (in any order): views of the skies' cube itself (written over in place)
+    views = _filled([planes[1][1], planes[0][1]], [None, None], 8, 30, np.float32, read=(skies, cube))
+    assert reads == [planes[2][1].path] and all(np.shares_memory(v, cube) for v in views)
+    np.testing.assert_array_equal(np.stack(views), cube[::-1])
 
 
 def fits_header():

@@ -145,7 +145,8 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
                         target_sci: Sequence[np.ndarray], target_var: Sequence[np.ndarray | None],
                         target_dq: Sequence[np.ndarray | None], target_levels: np.ndarray,
                         windows: SkyWindows, spec: SkySubtractSpec,
-                        out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+                        out: tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None
+                        ) -> np.ndarray | None:
     """Sky-subtract the targets of a segment, their skies combined with a sliding window.
 
     Parameters
@@ -167,8 +168,12 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
     out
         Where to write the targets' SCI, VAR and DQ instead (not with
         ``spec.with_sky``): ``(S, rows, width)`` float32, float32 and uint16
-        arrays, which may be the target arrays themselves (a pixel is read
-        before it is written), sparing the memory of a new cube.
+        arrays (or sequences of ``S`` such planes), which may be the target
+        arrays themselves (a pixel is read
+        before it is written), sparing the memory of a new cube. They may
+        also be views of the skies' cubes (targets that are skies too): the
+        rows of a pass are written only after every sky value of those rows
+        has been used.
 
     Returns
     -------
@@ -248,7 +253,7 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
             factor, offset = match[t]
             tvar, tdq = target_var[t], target_dq[t]
             planes: np.ndarray | list[np.ndarray] = (cube[t, :3, r0:r1] if cube is not None
-                                                      else [o[t, r0:r1] for o in out or ()])
+                                                      else [o[t][r0:r1] for o in out or ()])
             subtract_sky_block(np.asarray(target_sci[t])[r0:r1], s, v if has_var else None, d,
                                None if tvar is None else np.asarray(tvar)[r0:r1],
                                None if tdq is None else np.asarray(tdq)[r0:r1], factor=factor, offset=offset,

@@ -71,14 +71,25 @@ WINDOW_FILL_NS = 25.0
 #: The direct combine: per distinct sky list (its stack and the subtraction of it), plus per sky in the list.
 DIRECT_STACK_NS = 260.0
 DIRECT_SKY_NS = 24.0
-#: Fraction of a worker's memory one window task may plan for (inputs, outputs and work buffers).
+#: Fraction of a worker's memory one sky task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
+#: Fraction a window task plans for, with its result held until the checkpoint writes have taken it: views
+#: of the task's skies' planes (156 full-size frames in 128-row bands: ~0.4 GB each, peaks of ~1.5 GiB on
+#: 2 GiB workers).
+WINDOW_MEMORY_FRACTION = 0.5
 #: Most bytes one window (or direct) sky task plans for, whatever the worker budget (skyCorrect's ``memory``
 #: parameter is declared unsupported: both paths plan their bands from the workers' memory).
 TASK_MEMORY_CAP = 1024 ** 3
-#: Bytes per pixel held per sky of a task (SCI, VAR, DQ) and per frame (its planes, outputs).
+#: Bytes per pixel held per sky of a task (SCI, VAR, DQ).
 SKY_BYTES = 10
-FRAME_BYTES = 22
+#: Bytes per pixel held per frame of a task beyond its skies': a frame that is a sky of its segment too
+#: is read once, as a sky, and its results written over those planes; it keeps a DQ plane of its own when
+#: the skies' DQ carries the object masks, and the walk's buffers hold its sky (SCI, VAR, DQ) for a few
+#: rows. A frame that is not among the skies has its planes (10 bytes) on top; one whose sky is saved too,
+#: the (S, 6) float32 output cube (24).
+FRAME_BYTES = 4
+OWN_PLANES_BYTES = 10
+SAVED_SKY_BYTES = 24
 #: Smallest band height tried when memory is short.
 MIN_ROWS = 16
 #: Fewest tasks per array wanted (when the image allows), per worker: each has a couple to run, while
@@ -115,12 +126,14 @@ def windowed(builder, frames: Sequence[Frame], lists, ctx: Context) -> dict[int,
     first = frames[plan.order[0]][0]
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
-    frame_bytes = FRAME_BYTES + (12 if p.save_sky else 0)
+    shared = _among_skies([frames[i] for i in plan.order], plan.skies)
+    frame_bytes = FRAME_BYTES + (SAVED_SKY_BYTES if p.save_sky else 0) + (0 if shared else OWN_PLANES_BYTES)
     # the workers the run plans for (the cluster's, or the settings draconis.n_workers / memory_limit when set)
     n_workers, worker_memory = ctx.workers()
     rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape,
-                                     task_budget(worker_memory), frame_bytes,
-                                     min_tasks=TASKS_PER_WORKER * n_workers)
+                                     task_budget(worker_memory, WINDOW_MEMORY_FRACTION), frame_bytes,
+                                     min_tasks=TASKS_PER_WORKER * n_workers, n_skies=len(plan.skies),
+                                     shared=shared)
     if segment == 0:
         log.info("skyCorrect: windows of %d skies do not fit the memory budget of a task: skies combined directly",
                  width)
@@ -245,23 +258,39 @@ def window_is_cheaper(plan: WindowPlan, sky_lists: Sequence[Sequence[Frame] | No
     return window < direct
 
 
-def task_budget(worker_memory: int) -> int:
-    """Bytes one window task may use: a fraction of a worker's ``worker_memory``, at most :data:`TASK_MEMORY_CAP`."""
-    return int(min(TASK_MEMORY_FRACTION * worker_memory, TASK_MEMORY_CAP))
+def _among_skies(targets: Sequence[Frame], skies: Sequence[Frame]) -> bool:
+    """Whether every target's stored SCI is a sky's too: its task reads it once, as a sky (see ``_filled``)."""
+    def path(f: Frame) -> str | None:
+        plane = stored_source(f[0].plane("SCI"))
+        return None if plane is None else plane.path
+
+    paths = {path(s) for s in skies} - {None}
+    return all(path(t) in paths for t in targets)
+
+
+def task_budget(worker_memory: int, fraction: float = TASK_MEMORY_FRACTION) -> int:
+    """Bytes one sky task may use: ``fraction`` of a worker's ``worker_memory``, at most :data:`TASK_MEMORY_CAP`."""
+    return int(min(fraction * worker_memory, TASK_MEMORY_CAP))
 
 
 def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: int, budget: int,
-                     frame_bytes: int = FRAME_BYTES, min_tasks: int = 4) -> tuple[int, int]:
+                     frame_bytes: int = FRAME_BYTES, min_tasks: int = 4,
+                     n_skies: int | None = None, shared: bool = True) -> tuple[int, int]:
     """Band height and frames per segment for ``n_targets`` frames with windows of ``width`` skies.
 
-    A task holds ``(S + width)`` sky bands and ``S`` frames' bands, within
-    ``budget`` bytes. Bands follow the input chunks (the chunk height or a
-    divisor of it). Among the choices that fit and give at least
-    ``min_tasks`` tasks (when the image allows), the one reading the sky
-    chunks the fewest times is taken: each segment reads its ``S + width``
-    skies, and a chunk is read once per band cut from it. ``(0, 0)`` when
-    not even ``MIN_ROWS`` rows fit.
+    A task holds the bands of its segment's skies (``S + width`` of them, at
+    most the ``n_skies`` of the whole sequence) and ``frame_bytes`` per
+    pixel of each of its ``S`` frames, and its result is held until it is
+    written: the frames' planes, which are views of the skies' cube (the
+    whole cube held) when the frames are ``shared`` with the skies. Both
+    within ``budget`` bytes. Bands follow
+    the input chunks (the chunk height or a divisor of it). Among the
+    choices that fit and give at least ``min_tasks`` tasks (when the image
+    allows), the one reading the sky chunks the fewest times is taken: each
+    segment reads its skies, and a chunk is read once per band cut from it.
+    ``(0, 0)`` when not even ``MIN_ROWS`` rows fit.
     """
+    total = n_targets + width if n_skies is None else n_skies
     heights = {min(chunk_rows, ny)}
     rows = min(chunk_rows, ny)
     while rows // 2 >= MIN_ROWS:
@@ -270,7 +299,13 @@ def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: i
     best, best_key = (0, 0), None
     for rows in sorted(heights, reverse=True):
         pix = rows * nx
-        fit = (budget - width * pix * SKY_BYTES) // (pix * (SKY_BYTES + frame_bytes))
+        # the task's skies and frames, and its result until it is written: its frames' planes, which are
+        # views of the skies' (held whole) when the frames are skies too
+        held = SKY_BYTES if shared else OWN_PLANES_BYTES
+        fit = (budget - width * pix * SKY_BYTES * (2 if shared else 1)) // (pix * (SKY_BYTES + frame_bytes + held))
+        if n_targets and total * pix * SKY_BYTES * (2 if shared else 1) + n_targets * pix * (
+                frame_bytes + (0 if shared else held)) <= budget:
+            fit = n_targets  # the whole sequence's skies fit: one segment
         if fit < 1:
             continue
         bands = -(-ny // rows)
@@ -278,7 +313,7 @@ def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: i
         while segs * bands < min_tasks and segs < n_targets:
             segs += 1
         size = -(-n_targets // segs)
-        reads = segs * (size + width) * max(chunk_rows, rows) / rows
+        reads = segs * min(size + width, total) * max(chunk_rows, rows) / rows
         key = (segs * bands < min_tasks, reads)  # enough tasks first, then the fewest reads
         if best_key is None or key < best_key:
             best, best_key = (rows, size), key
@@ -463,6 +498,10 @@ class _BandReaders:
     targets: list[list[Any]]
 
 
+class _Views(list):
+    """Planes that are views of a window task's own cube (its skies'): the task may write over them."""
+
+
 def _filled(readers: Sequence[Any], given: Sequence[np.ndarray | None], y0: int, y1: int, dtype,
             read: tuple[Sequence[Any], Any] | None = None) -> np.ndarray | list[np.ndarray | None]:
     """Rows ``y0:y1`` of every plane: read by its reader, else the given block; one ``(n, rows, nx)`` cube.
@@ -471,22 +510,26 @@ def _filled(readers: Sequence[Any], given: Sequence[np.ndarray | None], y0: int,
     were each written to memory the system had to map page by page (page faults were ~35 % of a sky
     pass's CPU time on a VM). A list as given when a plane is absent.
 
-    ``read``: readers and the cube they already filled in this task; a plane one of them reads
-    (the same stored plane) is copied from there instead of read again. A frame is often both a
-    target and a sky of its segment: the targets' SCI and VAR were ~1/3 of a window task's reads.
+    ``read``: readers and the cube they already filled in this task. A frame is usually both a
+    target and a sky of its segment. When every plane is one of those (the same stored plane), the
+    result is :class:`_Views` of the cube: the targets' planes cost no memory of their own (copying
+    them was ~8 % of a pass's CPU time). Otherwise a plane one of them reads is copied from there
+    instead of read again.
     """
     if any(rd is None and g is None for rd, g in zip(readers, given)):
         return [given[j] if rd is None else rd.rows(y0, y1) for j, rd in enumerate(readers)]
+    done: dict[str, int] = {}
+    if read is not None and isinstance(read[1], np.ndarray) and read[1].dtype == dtype:
+        done = {rd.path: i for i, rd in enumerate(read[0]) if isinstance(rd, StoredPlane)}
+        if all(isinstance(rd, StoredPlane) and rd.path in done for rd in readers):
+            return _Views(read[1][done[rd.path]] for rd in readers)
     width = next(rd.shape[1] if rd is not None else np.shape(g)[1] for rd, g in zip(readers, given))  # type: ignore[arg-type]
     cube = np.empty((len(readers), y1 - y0, width), dtype)
-    done: dict[str, np.ndarray] = {}
-    if read is not None and isinstance(read[1], np.ndarray):
-        done = {rd.path: read[1][i] for i, rd in enumerate(read[0]) if isinstance(rd, StoredPlane)}
     for j, rd in enumerate(readers):
         if rd is None:
             cube[j] = given[j]
         elif isinstance(rd, StoredPlane) and rd.path in done:
-            cube[j] = done[rd.path]
+            cube[j] = read[1][done[rd.path]]  # type: ignore[index]  # done is empty unless read is given
         elif np.dtype(rd.dtype) == cube.dtype:
             rd.read_rows_into(y0, y1, cube[j])
         else:
@@ -509,9 +552,11 @@ def _window_band(sources: _BandReaders, y0: int, y1: int, sky_sci, sky_var, sky_
              column(sources.skies, 2, sky_dq)]
     t_sci, t_var, t_dq = (column(sources.targets, k, given, ([rd[k] for rd in sources.skies], skies[k]))
                           for k, given in enumerate((tgt_sci, tgt_var, tgt_dq)))
-    # targets read whole into cubes of this task's own are overwritten with their results (no new cube)
+    # the targets' planes, when this task's own (its cubes, or views of the skies': see _filled), are
+    # overwritten with their results, no new cube; window_sky_subtract reads a band's skies before it
+    # writes its targets. Blocks given as dependencies are not this task's to write over.
     cubes = (t_sci, t_var, t_dq)
-    in_place = all(isinstance(c, np.ndarray) for c in cubes) and not spec.with_sky
+    in_place = all(isinstance(c, (np.ndarray, _Views)) for c in cubes) and not spec.with_sky
     result = window_sky_subtract(skies[0], skies[1], skies[2], sky_levels, t_sci, t_var, t_dq, tgt_levels, windows,
                                  spec, out=cubes if in_place else None)
     if in_place:
