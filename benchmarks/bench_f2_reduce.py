@@ -184,6 +184,7 @@ def ccdproc_stack(scaled, workdir: str, mem: int) -> dict:
 def main(argv=None) -> None:
     import dask
     import distributed
+    from bench_stack import _worker_spilled  # (benchmarks/ is the script's folder: on sys.path, the workers' too)
     from dask.utils import parse_bytes
 
     from draconis.simulate import make_dataset
@@ -226,6 +227,7 @@ def main(argv=None) -> None:
                 result = science(files, dark, flat, cluster.scheduler_address, workdir, args.recipe)
                 peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
                 restarted = client.run(os.getpid) != pids
+                spilled = client.run(_worker_spilled)
             t = result["times"]
             ny, nx = result["shape"]
             print(f"\n== F2 deep field, recipe {args.recipe}, {n} science frames of {args.size}x{args.size} "
@@ -241,7 +243,7 @@ def main(argv=None) -> None:
             print("draconis: peak RSS per worker (MiB): " + ", ".join(f"{v / MIB:.0f}" for v in peaks.values())
                   + f"; all workers {sum(peaks.values()) / MIB:.0f} MiB; client "
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; workers restarted: "
-                  f"{restarted}")
+                  f"{restarted}; writes to the spill directory: " + ", ".join(str(v) for v in spilled.values()))
             print("draconis: time per primitive and compute stage (the end-of-run table of a reduce):")
             # the benchmark records the run itself, without the runner's memory monitor: the table gets the
             # peaks measured above (over the workers' lives, calibrations included)

@@ -150,6 +150,7 @@ def run_mode(frames, workdir, mode, args, mem, masks=None, sample=None):
     """One path on a fresh LocalCluster: timings and worker peaks."""
     import dask
     import distributed
+    from bench_stack import _worker_spilled  # (benchmarks/ is the script's folder: on sys.path, the workers' too)
 
     from draconis.cluster import execution
 
@@ -167,6 +168,7 @@ def run_mode(frames, workdir, mode, args, mem, masks=None, sample=None):
         _print_task_times(mode, stream.data)
         result["peaks"] = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         result["restarted"] = client.run(os.getpid) != pids
+        result["spilled"] = client.run(_worker_spilled)
     return result
 
 
@@ -251,7 +253,8 @@ def main(argv=None) -> None:
             print(line)
             print(f"{mode:>6}: peak RSS per worker (MiB): "
                   + ", ".join(f"{v / MIB:.0f}" for v in r["peaks"].values())
-                  + f"; workers restarted: {r['restarted']}")
+                  + f"; workers restarted: {r['restarted']}; writes to the spill directory: "
+                  + ", ".join(str(v) for v in r["spilled"].values()))
         if args.window_only:
             results["window"]["ctx"].close(True)
             setup.close(True)
