@@ -270,3 +270,26 @@ def fits_header():
     from astropy.io import fits
 
     return fits.Header()
+
+
+def test_band_and_segment_plans_the_task_and_its_held_result():
+    """The planner's bands and segments: task and held result within the budget, one segment when it fits."""
+    from draconis.primitives.sky_window import SKY_BYTES, band_and_segment
+
+    nx = ny = 2048
+    budget = 1024 ** 3
+
+    def need(rows, size, n, width, frame_bytes, shared):  # bytes of a task and the result it leaves
+        skies = min(size + width, n)
+        return rows * nx * (skies * SKY_BYTES * (2 if shared else 1) + size * (frame_bytes + (0 if shared else 10)))
+
+    # the seed's sequence, every frame a sky of the others: one segment (each sky band read once)
+    assert band_and_segment(70, 156, 512, ny, nx, budget, 4, 4, n_skies=156) == (128, 156)
+    for n, shared, frame_bytes in ((156, False, 14), (1000, True, 4), (300, True, 28)):
+        rows, size = band_and_segment(70, n, 512, ny, nx, budget, frame_bytes, 4, n_skies=n, shared=shared)
+        assert rows >= 16 and 1 <= size <= n
+        assert need(rows, size, n, 70, frame_bytes, shared) <= budget
+        # the next taller band of the same segment would not fit, or would read the skies as often
+        assert rows == 512 or need(2 * rows, size, n, 70, frame_bytes, shared) > budget or size < n
+    # frames that are not skies keep their own planes: smaller segments than when they are
+    assert band_and_segment(70, 156, 512, ny, nx, budget, 14, 4, n_skies=156, shared=False)[1] < 156

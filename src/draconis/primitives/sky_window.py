@@ -280,14 +280,14 @@ def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: i
 
     A task holds the bands of its segment's skies (``S + width`` of them, at
     most the ``n_skies`` of the whole sequence) and ``frame_bytes`` per
-    pixel of each of its ``S`` frames, and its result is held until it is
+    pixel of each of its ``S`` frames. Its result is then held until it is
     written: the frames' planes, which are views of the skies' cube (the
-    whole cube held) when the frames are ``shared`` with the skies. Both
-    within ``budget`` bytes. Bands follow
-    the input chunks (the chunk height or a divisor of it). Among the
-    choices that fit and give at least ``min_tasks`` tasks (when the image
-    allows), the one reading the sky chunks the fewest times is taken: each
-    segment reads its skies, and a chunk is read once per band cut from it.
+    whole cube stays alive) when the frames are ``shared`` with the skies.
+    Task and result must fit in ``budget`` bytes. Bands follow the input
+    chunks (the chunk height or a divisor of it). Among the choices that
+    fit and give at least ``min_tasks`` tasks (when the image allows), the
+    one reading the sky chunks the fewest times is taken: each segment
+    reads its skies, and a chunk is read once per band cut from it.
     ``(0, 0)`` when not even ``MIN_ROWS`` rows fit.
     """
     total = n_targets + width if n_skies is None else n_skies
