@@ -74,9 +74,10 @@ DIRECT_SKY_NS = 24.0
 #: Fraction of a worker's memory one sky task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
 #: Fraction a window task plans for, with its result held until the checkpoint writes have taken it: views
-#: of the task's skies' planes (156 full-size frames in 128-row bands: ~0.4 GB each, peaks of ~1.5 GiB on
-#: 2 GiB workers).
-WINDOW_MEMORY_FRACTION = 0.5
+#: of the task's skies' planes. Measured at 156 full-size frames on 2 GiB workers: 0.5 (one segment of
+#: 128-row bands) gave a 59-64 s pass but spilled (~177 writes a worker) and, in the ultradeep recipe's
+#: third pass, paused workers at 80 %; 0.38 (64-row bands) spilled 22 writes a worker in 65 s.
+WINDOW_MEMORY_FRACTION = 0.38
 #: Most bytes one window (or direct) sky task plans for, whatever the worker budget (skyCorrect's ``memory``
 #: parameter is declared unsupported: both paths plan their bands from the workers' memory).
 TASK_MEMORY_CAP = 1024 ** 3
@@ -127,13 +128,14 @@ def windowed(builder, frames: Sequence[Frame], lists, ctx: Context) -> dict[int,
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
     shared = _among_skies([frames[i] for i in plan.order], plan.skies)
+    sky_bytes = SKY_BYTES + _given_bytes(builder, plan.skies, have_var=True)
     frame_bytes = FRAME_BYTES + (SAVED_SKY_BYTES if p.save_sky else 0) + (0 if shared else OWN_PLANES_BYTES)
     # the workers the run plans for (the cluster's, or the settings draconis.n_workers / memory_limit when set)
     n_workers, worker_memory = ctx.workers()
     rows, segment = band_and_segment(width, len(plan.order), chunk_rows, *first.shape,
                                      task_budget(worker_memory, WINDOW_MEMORY_FRACTION), frame_bytes,
                                      min_tasks=TASKS_PER_WORKER * n_workers, n_skies=len(plan.skies),
-                                     shared=shared)
+                                     shared=shared, sky_bytes=sky_bytes)
     if segment == 0:
         log.info("skyCorrect: windows of %d skies do not fit the memory budget of a task: skies combined directly",
                  width)
@@ -268,6 +270,21 @@ def _among_skies(targets: Sequence[Frame], skies: Sequence[Frame]) -> bool:
     return all(path(t) in paths for t in targets)
 
 
+def _given_bytes(builder, skies: Sequence[Frame], have_var: bool) -> int:
+    """Bytes per pixel of a sky that its task is given as dependencies, the most of any sky.
+
+    A plane the task cannot read itself (not a stored checkpoint, e.g. object masks transferred from a
+    stack and dilated lazily) is held twice: as the dependency's result and in the task's cube.
+    """
+    most = 0
+    for sky in skies:
+        sci, var, dq = sky_readers(builder, sky, 0, have_var)
+        planes = sky[0].plane("SCI"), sky[0].plane("VAR"), sky[0].plane("DQ")
+        most = max(most, sum(size for reader, plane, size in zip((sci, var, dq), planes, (4, 4, 2))
+                             if reader is None and plane is not None))
+    return most
+
+
 def task_budget(worker_memory: int, fraction: float = TASK_MEMORY_FRACTION) -> int:
     """Bytes one sky task may use: ``fraction`` of a worker's ``worker_memory``, at most :data:`TASK_MEMORY_CAP`."""
     return int(min(fraction * worker_memory, TASK_MEMORY_CAP))
@@ -275,10 +292,11 @@ def task_budget(worker_memory: int, fraction: float = TASK_MEMORY_FRACTION) -> i
 
 def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: int, budget: int,
                      frame_bytes: int = FRAME_BYTES, min_tasks: int = 4,
-                     n_skies: int | None = None, shared: bool = True) -> tuple[int, int]:
+                     n_skies: int | None = None, shared: bool = True,
+                     sky_bytes: int = SKY_BYTES) -> tuple[int, int]:
     """Band height and frames per segment for ``n_targets`` frames with windows of ``width`` skies.
 
-    A task holds the bands of its segment's skies (``S + width`` of them, at
+    A task holds ``sky_bytes`` per pixel of its segment's skies (``S + width`` of them, at
     most the ``n_skies`` of the whole sequence) and ``frame_bytes`` per
     pixel of each of its ``S`` frames. Its result is then held until it is
     written: the frames' planes, which are views of the skies' cube (the
@@ -302,9 +320,9 @@ def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: i
         # the task's skies and frames, and its result until it is written: its frames' planes, which are
         # views of the skies' (held whole) when the frames are skies too
         held = SKY_BYTES if shared else OWN_PLANES_BYTES
-        fit = (budget - width * pix * SKY_BYTES * (2 if shared else 1)) // (pix * (SKY_BYTES + frame_bytes + held))
-        if n_targets and total * pix * SKY_BYTES * (2 if shared else 1) + n_targets * pix * (
-                frame_bytes + (0 if shared else held)) <= budget:
+        per_sky = sky_bytes + (SKY_BYTES if shared else 0)
+        fit = (budget - width * pix * per_sky) // (pix * (per_sky + frame_bytes + (0 if shared else held)))
+        if n_targets and total * pix * per_sky + n_targets * pix * (frame_bytes + (0 if shared else held)) <= budget:
             fit = n_targets  # the whole sequence's skies fit: one segment
         if fit < 1:
             continue
