@@ -293,3 +293,7 @@ def test_band_and_segment_plans_the_task_and_its_held_result():
         assert rows == 512 or need(2 * rows, size, n, 70, frame_bytes, shared) > budget or size < n
     # frames that are not skies keep their own planes: smaller segments than when they are
     assert band_and_segment(70, 156, 512, ny, nx, budget, 14, 4, n_skies=156, shared=False)[1] < 156
+    # sky planes given as dependencies (12 bytes a sky pixel instead of 10) tip a plan that just fit
+    tight = 156 * 128 * nx * (2 * SKY_BYTES + 4) + 1
+    assert band_and_segment(70, 156, 512, ny, nx, tight, 4, 4, n_skies=156) == (128, 156)
+    assert band_and_segment(70, 156, 512, ny, nx, tight, 4, 4, n_skies=156, sky_bytes=SKY_BYTES + 2) != (128, 156)
