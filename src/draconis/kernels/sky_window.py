@@ -168,12 +168,11 @@ def window_sky_subtract(sky_sci: Sequence[np.ndarray], sky_var: Sequence[np.ndar
     out
         Where to write the targets' SCI, VAR and DQ instead (not with
         ``spec.with_sky``): ``(S, rows, width)`` float32, float32 and uint16
-        arrays (or sequences of ``S`` such planes), which may be the target
-        arrays themselves (a pixel is read
-        before it is written), sparing the memory of a new cube. They may
-        also be views of the skies' cubes (targets that are skies too): the
-        rows of a pass are written only after every sky value of those rows
-        has been used.
+        arrays (or sequences of ``S`` such planes). They may be the target
+        arrays themselves (a pixel is read before it is written), sparing
+        the memory of a new cube, and views of the skies' planes (targets
+        that are skies too): the rows of a pass are written only after
+        every sky value of those rows has been used.
 
     Returns
     -------
