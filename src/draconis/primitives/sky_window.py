@@ -128,7 +128,7 @@ def windowed(builder, frames: Sequence[Frame], lists, ctx: Context) -> dict[int,
     chunk_rows = first.plane("SCI").chunks[0][0]
     width = int((plan.hi - plan.lo).max())
     shared = _among_skies([frames[i] for i in plan.order], plan.skies)
-    sky_bytes = SKY_BYTES + _given_bytes(builder, plan.skies, have_var=True)
+    sky_bytes = SKY_BYTES + _given_bytes(builder, plan.skies)
     frame_bytes = FRAME_BYTES + (SAVED_SKY_BYTES if p.save_sky else 0) + (0 if shared else OWN_PLANES_BYTES)
     # the workers the run plans for (the cluster's, or the settings draconis.n_workers / memory_limit when set)
     n_workers, worker_memory = ctx.workers()
@@ -270,7 +270,7 @@ def _among_skies(targets: Sequence[Frame], skies: Sequence[Frame]) -> bool:
     return all(path(t) in paths for t in targets)
 
 
-def _given_bytes(builder, skies: Sequence[Frame], have_var: bool) -> int:
+def _given_bytes(builder, skies: Sequence[Frame]) -> int:
     """Bytes per pixel of a sky that its task is given as dependencies, the most of any sky.
 
     A plane the task cannot read itself (not a stored checkpoint, e.g. object masks transferred from a
@@ -278,7 +278,7 @@ def _given_bytes(builder, skies: Sequence[Frame], have_var: bool) -> int:
     """
     most = 0
     for sky in skies:
-        sci, var, dq = sky_readers(builder, sky, 0, have_var)
+        sci, var, dq = sky_readers(builder, sky, 0, have_var=True)
         planes = sky[0].plane("SCI"), sky[0].plane("VAR"), sky[0].plane("DQ")
         most = max(most, sum(size for reader, plane, size in zip((sci, var, dq), planes, (4, 4, 2))
                              if reader is None and plane is not None))
@@ -317,12 +317,12 @@ def band_and_segment(width: int, n_targets: int, chunk_rows: int, ny: int, nx: i
     best, best_key = (0, 0), None
     for rows in sorted(heights, reverse=True):
         pix = rows * nx
-        # the task's skies and frames, and its result until it is written: its frames' planes, which are
-        # views of the skies' (held whole) when the frames are skies too
-        held = SKY_BYTES if shared else OWN_PLANES_BYTES
+        # the task's skies and frames, and its result until it is written: the frames' planes, which are
+        # views of the skies' cube (held whole) when the frames are skies too, else their own cubes
         per_sky = sky_bytes + (SKY_BYTES if shared else 0)
-        fit = (budget - width * pix * per_sky) // (pix * (per_sky + frame_bytes + (0 if shared else held)))
-        if n_targets and total * pix * per_sky + n_targets * pix * (frame_bytes + (0 if shared else held)) <= budget:
+        per_frame = frame_bytes + (0 if shared else OWN_PLANES_BYTES)
+        fit = (budget - width * pix * per_sky) // (pix * (per_sky + per_frame))
+        if n_targets and pix * (total * per_sky + n_targets * per_frame) <= budget:
             fit = n_targets  # the whole sequence's skies fit: one segment
         if fit < 1:
             continue
