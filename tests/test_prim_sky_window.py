@@ -145,6 +145,29 @@ def test_checkpointed_planes_are_read_inside_the_window_tasks(run_primitive, wit
     # and the levels read their samples themselves (the skies' with the stored masks dilated)
     assert graph.dependencies[layer] and all(d.startswith("sky-level") for d in graph.dependencies[layer])
     assert all(not graph.dependencies[d] for d in graph.dependencies[layer])
+    # each band task is marked a data producer, so distributed queues it like a root task (next test)
+    assert all(graph.layers[layer][k].data_producer for k in bands if isinstance(k, tuple))
+    # on a real cluster the mark reaches the scheduler: with one worker thread, band tasks wait in the
+    # scheduler's queue (a worker gets its next band once the writes of the last one took its slots)
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class BandTransitions(SchedulerPlugin):
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if key_split(key) == "sky-window":
+                self.seen.append(finish)
+
+    plugin = BandTransitions()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        cluster.scheduler.add_plugin(plugin)
+        on_cluster = client.compute([f[0].plane("SCI") for f in out], sync=True)
+    assert "queued" in plugin.seen
+    for got, (sci, _, _) in zip(on_cluster, window):
+        np.testing.assert_array_equal(got, sci)
     _, direct, _, _ = sky_correct(run_primitive, "direct", main, skies, mask_objects=True)
     assert_same(window, direct)
 

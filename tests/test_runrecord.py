@@ -176,3 +176,42 @@ def test_peak_memory_per_worker_on_a_local_cluster(tmp_path, monkeypatch):
         assert 50 * 2**20 < peak <= rec.workers[address]["memory_limit"]
         assert rec.workers[address]["threads"] == 1
     assert "peak memory per worker: " in rec.summary_table()
+    # 2 GiB workers and a 64x64 dark: nothing had to leave memory, and the summary says so
+    assert rec.spilled == {w: 0 for w in workers}
+    assert "spilled to disk per worker: none" in rec.summary_table()
+
+
+@pytest.mark.timeout(300)
+def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch):
+    """Workers that must keep almost nothing in memory spill: the record counts those bytes, per worker and
+    per compute stage, from distributed's own counter (real worker processes, real spill directories)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from draconis.reduce import Reduce
+    from draconis.simulate import make_dataset
+
+    info = make_dataset("f2-deep", tmp_path / "raw", size=256, nframes=1, seed=2)
+    monkeypatch.chdir(tmp_path)
+    # managed memory above 64 KiB goes to disk (a 256x256 float32 plane is 256 KiB); the process-memory
+    # thresholds are off, so nothing pauses or restarts whatever else loads the machine
+    tiny = {"distributed.worker.memory.target": 64 * 1024 / 2**31, "distributed.worker.memory.spill": False,
+            "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(tiny), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                             dashboard_address=":0", memory_limit="2GiB",
+                                             local_directory=str(tmp_path / "workers")) as cluster, \
+            Client(cluster) as client:
+        r = Reduce([str(p) for p in info.files["dark_5s"]], scheduler=cluster.scheduler_address)
+        r.runr()
+        counted = client.run(runrecord._worker_spilled_bytes)
+    rec = r.summary
+    assert set(rec.spilled) == set(counted)
+    assert sum(rec.spilled.values()) > 256 * 1024  # at least one plane went to disk
+    assert all(0 <= rec.spilled[w] <= counted[w] for w in counted)
+    # the stages that spilled are named (not every computation is a stage: a primitive's own small
+    # dask.compute is not), and no byte is counted twice
+    stages = rec.stage_times()
+    assert 0 < sum(st["spilled"] for st in stages) <= sum(rec.spilled.values())
+    table = rec.summary_table()
+    assert "spilled to disk per worker: " in table and "spilled to disk per worker: none" not in table
+    assert "(spilled " in table

@@ -63,6 +63,8 @@ class StageRecord:
     step: str | None
     seconds: float
     items: int
+    #: bytes the workers wrote to their spill directories during the computation (0 without a cluster)
+    spilled: int = 0
 
 
 @dataclasses.dataclass
@@ -89,6 +91,11 @@ class RunRecord:
         Pixel computations in order (each inside a step, or the final write).
     memory_peak : dict
         Peak resident memory (bytes) per worker (``"this process"`` without a cluster).
+    spilled : dict
+        Bytes each worker wrote to its spill directory during the run (empty
+        without a cluster): data the workers had to move to disk because
+        their memory filled, which a run whose tasks plan their memory
+        should not need.
     workers : dict
         Worker name -> ``{"threads": n, "memory_limit": bytes}``; empty without a cluster.
     scheduler : str
@@ -120,6 +127,7 @@ class RunRecord:
         self.steps: list[StepRecord] = []
         self.stages: list[StageRecord] = []
         self.memory_peak: dict[str, int] = {}
+        self.spilled: dict[str, int] = {}
         self.workers: dict[str, dict[str, Any]] = {}
         self.scheduler = "synchronous"
         self.checkpoint_bytes: int | None = None
@@ -181,9 +189,11 @@ class RunRecord:
         """Per (step, stage label): runs and seconds, in order of first run."""
         rows: dict[tuple, dict[str, Any]] = {}
         for s in self.stages:
-            row = rows.setdefault((s.step, s.label), {"step": s.step, "label": s.label, "runs": 0, "seconds": 0.0})
+            row = rows.setdefault((s.step, s.label), {"step": s.step, "label": s.label, "runs": 0, "seconds": 0.0,
+                                                      "spilled": 0})
             row["runs"] += 1
             row["seconds"] += s.seconds
+            row["spilled"] += s.spilled
         return list(rows.values())
 
     def summary_table(self) -> str:
@@ -206,7 +216,7 @@ class RunRecord:
             return str(obj)
 
         keys = ("recipe", "instrument", "inputs", "command", "user_parameters", "version", "start", "end",
-                "seconds", "steps", "stages", "memory_peak", "workers", "scheduler", "checkpoint_bytes",
+                "seconds", "steps", "stages", "memory_peak", "spilled", "workers", "scheduler", "checkpoint_bytes",
                 "calibrations", "frames", "outputs", "success")
         out = {k: conv(getattr(self, k)) for k in keys}
         out["frames_per_second"] = self.frames_per_second
@@ -238,16 +248,23 @@ def format_summary(record: RunRecord) -> str:
                      f"{row['seconds']:>8.2f}  {100 * row['seconds'] / total:>5.1f}")
         for st in (s for s in stages if s["step"] == row["name"]):
             lines.append(f"    {st['label']:<{width - 2}}  {st['runs']:>5}  {'':>13}  {st['seconds']:>8.2f}  "
-                         f"{100 * st['seconds'] / total:>5.1f}")
+                         f"{100 * st['seconds'] / total:>5.1f}{_spill_note(st['spilled'])}")
     for st in (s for s in stages if s["step"] is None):
         lines.append(f"  {st['label']:<{width}}  {st['runs']:>5}  {'':>13}  {st['seconds']:>8.2f}  "
-                     f"{100 * st['seconds'] / total:>5.1f}")
+                     f"{100 * st['seconds'] / total:>5.1f}{_spill_note(st['spilled'])}")
     peaks = ", ".join(f"{_short_worker(k)} {human_bytes(v)}" for k, v in sorted(record.memory_peak.items()))
     lines.append(f"  peak memory per worker: {peaks or '-'}")
+    if record.spilled:
+        spilled = ", ".join(f"{_short_worker(k)} {human_bytes(v)}" for k, v in sorted(record.spilled.items()))
+        lines.append(f"  spilled to disk per worker: {spilled if any(record.spilled.values()) else 'none'}")
     per_frame = (f" ({human_bytes(record.checkpoint_bytes / record.n_frames)} per input frame)"
                  if record.checkpoint_bytes and record.n_frames else "")
     lines.append(f"  checkpoints written: {human_bytes(record.checkpoint_bytes)}{per_frame}")
     return "\n".join(lines)
+
+
+def _spill_note(spilled: int) -> str:
+    return f"  (spilled {human_bytes(spilled)})" if spilled else ""
 
 
 def _short_worker(address: str) -> str:
@@ -356,11 +373,14 @@ def stage(label: str, items: int = 0) -> Iterator[None]:
     """Time one pixel computation of the current record (no-op without one)."""
     record = current()
     t0 = time.monotonic()
+    before = spilled_bytes() if record is not None else None
     try:
         yield
     finally:
         if record is not None:
-            record.stages.append(StageRecord(label, record.current_step, time.monotonic() - t0, items))
+            after = spilled_bytes() if before is not None else None
+            record.stages.append(StageRecord(label, record.current_step, time.monotonic() - t0, items,
+                                             _spilled_between(before, after)))
 
 
 def note_calibration(caltype: str, path: str | None) -> None:
@@ -382,6 +402,37 @@ def _non_default(spec: Any, params: Any, ctx: Any) -> dict[str, Any]:
 
 
 # -- memory ------------------------------------------------------------------------
+def _worker_spilled_bytes(dask_worker=None) -> int:
+    """Runs on a worker: the bytes it has written to its spill directory since it started."""
+    metrics = getattr(getattr(dask_worker, "data", None), "cumulative_metrics", None)
+    return int(metrics.get(("disk-write", "bytes"), 0)) if metrics is not None else 0
+
+
+def spilled_bytes(client: Any = None) -> dict[str, int] | None:
+    """Bytes each worker of ``client`` (default: the active one) has spilled since it started; None without one.
+
+    One round trip to the workers (distributed's own counter, no task added).
+    """
+    if client is None:
+        from .cluster import active_client
+
+        client = active_client()
+    if client is None:
+        return None
+    try:
+        return {k: int(v) for k, v in client.run(_worker_spilled_bytes).items()}
+    except Exception as err:  # noqa: BLE001 - a lost worker must not break the run
+        log.debug("spill count failed: %s", err)
+        return None
+
+
+def _spilled_between(before: dict[str, int] | None, after: dict[str, int] | None) -> int:
+    # a worker that joined in between counts from 0; one restarted in between has a smaller counter
+    if before is None or after is None:
+        return 0
+    return sum(max(0, v - before.get(k, 0)) for k, v in after.items())
+
+
 def _worker_peak(dask_worker=None, since: float = 0.0) -> int:
     """Runs on a worker: its peak RSS since ``since`` from distributed's system monitor."""
     monitor = getattr(dask_worker, "monitor", None)
@@ -474,11 +525,15 @@ def watching(record: RunRecord, ctx: Any, scheduler: str | None) -> Iterator[Non
     else:
         record.scheduler = requested or "synchronous"
     monitor = MemoryMonitor(client)
+    spilled_at_start = spilled_bytes(client) if client is not None else None
     try:
         with monitor:
             yield
     finally:
         record.memory_peak = dict(monitor.peaks)
+        if spilled_at_start is not None:
+            now = spilled_bytes(client) or {}
+            record.spilled = {k: max(0, v - spilled_at_start.get(k, 0)) for k, v in now.items()}
         record.checkpoint_bytes = checkpoint_bytes(ctx.checkpoints if ctx is not None else None)
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import Task, convert_legacy_task  # the data-producer mark (dask >= 2025.1, pinned)
 from dask.highlevelgraph import HighLevelGraph
 from dask.typing import Key
 
@@ -74,10 +75,11 @@ DIRECT_SKY_NS = 24.0
 #: Fraction of a worker's memory one sky task may plan for (inputs, outputs and work buffers).
 TASK_MEMORY_FRACTION = 0.3
 #: Fraction a window task plans for, with its result held until the checkpoint writes have taken it: views
-#: of the task's skies' planes. Measured at 156 full-size frames on 2 GiB workers: 0.5 (one segment of
-#: 128-row bands) gave a 59-64 s pass but spilled (~177 writes a worker) and, in the ultradeep recipe's
-#: third pass, paused workers at 80 %; 0.38 (64-row bands) spilled 22 writes a worker in 65 s.
-WINDOW_MEMORY_FRACTION = 0.38
+#: of the task's skies' planes. Measured at 156 full-size frames on 2 GiB workers, with the band tasks
+#: queued by the scheduler (:func:`_queued`): 0.5 (one segment of 128-row bands) a 56 s pass, peak RSS
+#: 1116 MiB a worker, nothing spilled; 0.38 (64-row bands) 62 s, 940 MiB. Before the queuing a worker ran
+#: its band tasks ahead of the writes and held 4-6 results: 0.5 spilled ~177 writes a worker.
+WINDOW_MEMORY_FRACTION = 0.5
 #: Most bytes one window (or direct) sky task plans for, whatever the worker budget (skyCorrect's ``memory``
 #: parameter is declared unsupported: both paths plan their bands from the workers' memory).
 TASK_MEMORY_CAP = 1024 ** 3
@@ -427,7 +429,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
                                            [list(rd) for rd in target_readers])}
         y0 = 0
         for r, height in enumerate(bands):
-            layer[(name, 0, 0, r, 0)] = (
+            layer[(name, 0, 0, r, 0)] = _queued((name, 0, 0, r, 0), (
                 _window_band, sources, y0, y0 + height,
                 [key(q[0], r) for q in window_skies],
                 [key(q[1], r) for q in window_skies] if have_var else None,
@@ -437,12 +439,37 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
                 [key(q[1], r) for q in targets],
                 [key(q[2], r) for q in targets],
                 tgt_levels,
-                windows, spec)
+                windows, spec))
             y0 += height
         graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
         chunks = ((group.stop - group.start,), (6 if spec.with_sky else 3,), bands, (nx,))
         out.append((da.Array(graph, name, chunks=chunks, dtype=np.float32), have_var))
     return out
+
+
+def _queued(key: Key, task: tuple) -> Task:
+    """The band task ``task`` marked as a data producer, which distributed queues like a root task.
+
+    Why: a band task's result (its skies' planes, the targets' results
+    written over them) is held until the checkpoint writes have taken every
+    frame's band.  Distributed's heuristic does not queue a band task (it
+    depends on every frame's level), so once the levels were in, every band
+    task was sent to the workers, and dask's order ran them before the
+    writes: at 156 full-size frames a 2 GiB worker held 4-6 band results
+    and spilled.  Queued, a worker is sent a band task only while it has a
+    free slot (distributed's ``worker-saturation``: two for one thread), and
+    the writes of a finished band take its slots: a worker holds at most
+    two bands, a finished one waiting for its writes and the one it is
+    making (timeline of the pass above: never more), which is what
+    :func:`band_and_segment` plans for (the task and its held result).
+
+    The mark is part of the task itself (dask's task spec), so it survives
+    the graph optimisation that drops layer annotations such as priorities.
+    """
+    referenced = {task[1]} | {k for arg in task[4:12] if arg is not None for k in arg if k is not None}
+    legacy = convert_legacy_task(key, task, referenced)
+    assert isinstance(legacy, Task)
+    return Task(legacy.key, legacy.func, *legacy.args, _data_producer=True, **legacy.kwargs)
 
 
 def sky_readers(builder, sky: Frame, e: int, have_var: bool) -> tuple[Any, Any, Any]:

@@ -67,9 +67,11 @@ def _run_section(record: RunRecord) -> dict[str, Any]:
             ("scheduler", record.scheduler),
             ("checkpoints written", human_bytes(record.checkpoint_bytes))]
     workers = [{"name": name, "threads": info.get("threads", "-"), "limit": human_bytes(info.get("memory_limit")),
-                "peak": human_bytes(record.memory_peak.get(name))} for name, info in record.workers.items()]
+                "peak": human_bytes(record.memory_peak.get(name)),
+                "spilled": human_bytes(record.spilled.get(name)) if record.spilled else "-"}
+               for name, info in record.workers.items()]
     if not workers:
-        workers = [{"name": name, "threads": "-", "limit": "-", "peak": human_bytes(peak)}
+        workers = [{"name": name, "threads": "-", "limit": "-", "peak": human_bytes(peak), "spilled": "-"}
                    for name, peak in record.memory_peak.items()]
     user = {key: value for key, value in record.user_parameters}
     params, seen = [], set()

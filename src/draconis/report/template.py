@@ -39,8 +39,8 @@ figcaption { font-size: 0.8em; color: #555; }
 {% endfor %}</table>{% else %}<p>None.</p>{% endif %}
 
 <h3>Scheduler and workers</h3>
-<table id="workers-table"><tr><th class="text">worker</th><th>threads</th><th>memory limit</th><th>peak memory</th></tr>
-{% for w in workers %}<tr><td class="text">{{ w.name }}</td><td>{{ w.threads }}</td><td>{{ w.limit }}</td><td>{{ w.peak }}</td></tr>
+<table id="workers-table"><tr><th class="text">worker</th><th>threads</th><th>memory limit</th><th>peak memory</th><th>spilled to disk</th></tr>
+{% for w in workers %}<tr><td class="text">{{ w.name }}</td><td>{{ w.threads }}</td><td>{{ w.limit }}</td><td>{{ w.peak }}</td><td>{{ w.spilled }}</td></tr>
 {% endfor %}</table>
 
 <h3>Time per primitive</h3>
