@@ -140,6 +140,9 @@ def load_tile(sci, var, dq, mul, add, p0, t, use_levels, ty, tl, tv, td):
     """
     has_var = var.shape[0] > 0
     has_dq = dq.shape[0] > 0
+    # frame by frame: each sky's pixels are read in order (its row of the band); writing the tile
+    # row by row instead (pixel-major, reading one value of every sky per pixel) was 2x slower on
+    # the pass's real layout, 156 skies of 128 x 2048 (1f76079)
     for f in range(sci.shape[0]):
         m = mul[f]
         a = add[f]
