@@ -225,22 +225,12 @@ def transfer_object_mask(frames: list[Frame], p: Params, ctx: Context) -> list[F
     if not sources:
         raise ParameterError(f"transferObjectMask: source {source.filename} has no OBJMASK (run detectSources)")
     order = _INTERPOLANT_ORDER[p.interpolant]
-    masks = [[dilate_lazy(transfer_mask(ext, sources, order=order, threshold=p.dq_threshold), p.dilation)
-              for ext in frame.extensions] for frame in frames]
-    # The masks go to disk (computed and written band by band by the runner), so the sky passes that
-    # use them read them in their band tasks like detectSources' masks. As dependencies they were
-    # computed for every frame ahead of the band tasks, a whole chunk row of each frame's mask and DQ
-    # at a time (plus the dilation's neighbours): at 156 full-size frames, paused and spilling 2 GiB
-    # workers and a third ultradeep sky pass of 208 s against 57 s for the second.
-    kept = ctx.keep_computed(frames, "OBJMASK", masks, "transferObjectMask_masks")
     outputs = []
-    for f, frame in enumerate(frames):
+    for frame in frames:
         exts = []
-        for j, ext in enumerate(frame.extensions):
-            mask = masks[f][j] if kept is None else kept[f][j]
-            if mask.chunks != ext.plane("SCI").chunks:
-                mask = mask.rechunk(ext.plane("SCI").chunks)
-            exts.append(ext.with_planes(OBJMASK=mask))
+        for ext in frame.extensions:
+            mask = transfer_mask(ext, sources, order=order, threshold=p.dq_threshold)
+            exts.append(ext.with_planes(OBJMASK=dilate_lazy(mask, p.dilation)))
         outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
     return outputs
 

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import fsspec
-import numpy as np
 
 from .. import progress
 from ..errors import InputError
@@ -31,8 +30,8 @@ from ..io.zarr import (
     live_stores,
     open_stored_plane,
     open_zarr,
-    prepare_planes,
     prepare_zarr,
+    write_planes_now,
 )
 
 log = logging.getLogger("draconis")
@@ -192,7 +191,7 @@ class Checkpoints:
 
     def write_computed(self, frames: Sequence[Frame], name: str, values: Iterable[Sequence[Any]],
                        label: str) -> list[list[Any]] | None:
-        """Store plane ``name`` of each frame's arrays (``values[frame][array]``: computed, or lazy arrays).
+        """Store plane ``name`` of each frame's arrays, already computed here (``values[frame][array]``).
 
         Returns the planes reopened lazily (chunked like each array's SCI
         rows), or None where checkpoints live on an fsspec URL (the caller
@@ -203,17 +202,12 @@ class Checkpoints:
             return None
         start = time.perf_counter()
         directory = self._new_directory(label)
-        written, out, pending = 0, [], []
+        written, out = 0, []
         for i, (frame, arrays) in enumerate(zip(frames, values)):
             store = _store_path(directory, i, frame)
             rows = [ext.plane("SCI").chunks[0][0] for ext in frame.extensions]
-            now, lazy = prepare_planes(store, [{name: v} for v in arrays], rows)
-            written += now
-            pending += lazy
+            written += write_planes_now(store, [{name: v} for v in arrays], rows)
             out.append([open_stored_plane(store, j, name) for j in range(len(arrays))])
-        if pending:  # lazy planes: computed and written band by band, in one computation
-            records = progress.compute([r for r in pending], f"checkpoint {label}")
-            written += sum(int(rec["bytes"]) for block in records for rec in np.asarray(block).ravel())
         record = CheckpointRecord(label, directory, len(frames), written, time.perf_counter() - start)
         self.records.append(record)
         log.info("Stored %s of %d frame(s) in %s (%.1f MB, %.1f s)", name, len(frames), directory,
