@@ -8,6 +8,7 @@ per-worker memory.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 
 import numpy as np
@@ -182,7 +183,7 @@ def test_peak_memory_per_worker_on_a_local_cluster(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(300)
-def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch):
+def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch, caplog):
     """Workers that must keep almost nothing in memory spill: the record counts those bytes, per worker and
     per compute stage, from distributed's own counter (real worker processes, real spill directories)."""
     import dask
@@ -202,7 +203,12 @@ def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch):
                                              local_directory=str(tmp_path / "workers")) as cluster, \
             Client(cluster) as client:
         r = Reduce([str(p) for p in info.files["dark_5s"]], scheduler=cluster.scheduler_address)
-        r.runr()
+        logger = logging.getLogger("draconis")  # it does not propagate to caplog's root handler
+        logger.addHandler(caplog.handler)
+        try:
+            r.runr()
+        finally:
+            logger.removeHandler(caplog.handler)
         counted = client.run(runrecord._worker_spilled_bytes)
     rec = r.summary
     assert set(rec.spilled) == set(counted)
@@ -215,3 +221,5 @@ def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch):
     table = rec.summary_table()
     assert "spilled to disk per worker: " in table and "spilled to disk per worker: none" not in table
     assert "(spilled " in table
+    # and the log says it when it happens, naming the stage
+    assert any("the workers spilled" in r.getMessage() for r in caplog.records)

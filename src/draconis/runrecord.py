@@ -379,8 +379,10 @@ def stage(label: str, items: int = 0) -> Iterator[None]:
     finally:
         if record is not None:
             after = spilled_bytes() if before is not None else None
-            record.stages.append(StageRecord(label, record.current_step, time.monotonic() - t0, items,
-                                             _spilled_between(before, after)))
+            spilled = _spilled_between(before, after)
+            record.stages.append(StageRecord(label, record.current_step, time.monotonic() - t0, items, spilled))
+            if spilled:  # in the log at the time, so a stage run several times says which run spilled
+                log.info("%s: the workers spilled %s to disk (their memory filled)", label, human_bytes(spilled))
 
 
 def note_calibration(caltype: str, path: str | None) -> None:
