@@ -35,16 +35,17 @@ def sample(dask_worker=None) -> dict:
     import psutil
     from dask.utils import key_split
 
+    from draconis.runrecord import _worker_spilled_bytes
+
     data = dask_worker.data
     fast = getattr(data, "fast", data)
     held: dict[str, int] = {}
     for key in list(fast.keys()):
         prefix = str(key_split(key))
         held[prefix] = held.get(prefix, 0) + 1
-    metrics = getattr(data, "cumulative_metrics", {})
     return {"t": time.time(), "rss": psutil.Process().memory_info().rss >> 20,
             "managed": int(getattr(fast, "total_weight", 0)) >> 20,
-            "spilled": int(metrics.get(("disk-write", "bytes"), 0)) >> 20,
+            "spilled": _worker_spilled_bytes(dask_worker) >> 20,
             "held": sorted(held.items(), key=lambda kv: -kv[1])[:4],
             "executing": sorted(str(key_split(ts.key)) for ts in dask_worker.state.executing),
             "ready": len(dask_worker.state.ready)}

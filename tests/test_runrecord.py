@@ -222,4 +222,4 @@ def test_spill_to_disk_per_worker_and_per_stage(tmp_path, monkeypatch, caplog):
     assert "spilled to disk per worker: " in table and "spilled to disk per worker: none" not in table
     assert "(spilled " in table
     # and the log says it when it happens, naming the stage
-    assert any("the workers spilled" in r.getMessage() for r in caplog.records)
+    assert any("the workers spilled" in line.getMessage() for line in caplog.records)

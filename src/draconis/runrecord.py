@@ -379,7 +379,7 @@ def stage(label: str, items: int = 0) -> Iterator[None]:
     finally:
         if record is not None:
             after = spilled_bytes() if before is not None else None
-            spilled = _spilled_between(before, after)
+            spilled = sum(_spilled_since(before, after).values())
             record.stages.append(StageRecord(label, record.current_step, time.monotonic() - t0, items, spilled))
             if spilled:  # in the log at the time, so a stage run several times says which run spilled
                 log.info("%s: the workers spilled %s to disk (their memory filled)", label, human_bytes(spilled))
@@ -428,11 +428,12 @@ def spilled_bytes(client: Any = None) -> dict[str, int] | None:
         return None
 
 
-def _spilled_between(before: dict[str, int] | None, after: dict[str, int] | None) -> int:
+def _spilled_since(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, int]:
+    """Bytes each worker spilled between two :func:`spilled_bytes` readings ({} when either failed)."""
     # a worker that joined in between counts from 0; one restarted in between has a smaller counter
     if before is None or after is None:
-        return 0
-    return sum(max(0, v - before.get(k, 0)) for k, v in after.items())
+        return {}
+    return {k: max(0, v - before.get(k, 0)) for k, v in after.items()}
 
 
 def _worker_peak(dask_worker=None, since: float = 0.0) -> int:
@@ -534,8 +535,7 @@ def watching(record: RunRecord, ctx: Any, scheduler: str | None) -> Iterator[Non
     finally:
         record.memory_peak = dict(monitor.peaks)
         if spilled_at_start is not None:
-            now = spilled_bytes(client) or {}
-            record.spilled = {k: max(0, v - spilled_at_start.get(k, 0)) for k, v in now.items()}
+            record.spilled = _spilled_since(spilled_at_start, spilled_bytes(client))
         record.checkpoint_bytes = checkpoint_bytes(ctx.checkpoints if ctx is not None else None)
 
 

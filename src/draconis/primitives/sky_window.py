@@ -38,6 +38,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask._task_spec import Task, convert_legacy_task  # the data-producer mark (dask >= 2025.1, pinned)
+from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 from dask.typing import Key
 
@@ -425,11 +426,13 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
         tgt_levels = [(q[3].name,) for q in targets]
         # the segment's readers are one graph key, not copied into each band's task
         sources = f"sky-sources-{token}"  # not the window tasks' prefix (see _plane)
+        # every key a band task may refer to: the segment's readers and its dependencies' blocks
+        known = {sources} | {k for d in deps for k in flatten(d.__dask_keys__())}
         layer: dict[Key, Any] = {sources: (_BandReaders, [list(rd) for rd in readers_of[a:b]],
                                            [list(rd) for rd in target_readers])}
         y0 = 0
         for r, height in enumerate(bands):
-            layer[(name, 0, 0, r, 0)] = _queued((name, 0, 0, r, 0), (
+            layer[(name, 0, 0, r, 0)] = _queued((name, 0, 0, r, 0), known, (
                 _window_band, sources, y0, y0 + height,
                 [key(q[0], r) for q in window_skies],
                 [key(q[1], r) for q in window_skies] if have_var else None,
@@ -447,7 +450,7 @@ def _window_graphs(builder, frames, plan: WindowPlan, e: int, groups: list[slice
     return out
 
 
-def _queued(key: Key, task: tuple) -> Task:
+def _queued(key: Key, known: set, task: tuple) -> Task:
     """The band task ``task`` marked as a data producer, which distributed queues like a root task.
 
     Why: a band task's result (its skies' planes, the targets' results
@@ -466,8 +469,7 @@ def _queued(key: Key, task: tuple) -> Task:
     The mark is part of the task itself (dask's task spec), so it survives
     the graph optimisation that drops layer annotations such as priorities.
     """
-    referenced = {task[1]} | {k for arg in task[4:12] if arg is not None for k in arg if k is not None}
-    legacy = convert_legacy_task(key, task, referenced)
+    legacy = convert_legacy_task(key, task, known)  # ``known``: which values in ``task`` are keys
     assert isinstance(legacy, Task)
     return Task(legacy.key, legacy.func, *legacy.args, _data_producer=True, **legacy.kwargs)
 
