@@ -10,6 +10,7 @@ from scipy.special import erf
 
 from draconis.frame import Frame, make_extension
 from draconis.kernels.sky import disc
+from draconis.io.zarr import stored_source
 from draconis.testing import raise_if_dask_computes
 
 PIXSCALE = 0.117
@@ -208,9 +209,12 @@ def test_transfer_object_mask_follows_the_wcs(run_primitive, interpolant):
     stack = stack.with_extensions([stack[0].with_planes(OBJMASK=da.from_array(block, chunks=(64, 64)))])
     target = mask_frame([], crpix_shift=(3.0, -2.0), name="N20160102S0301")
     ctx = run_primitive.context(streams={"stacked": [stack]})
-    with raise_if_dask_computes():
+    # one computation: the masks are computed and written to the work directory band by band, and the
+    # output reads them back (the sky passes that use them read them inside their band tasks)
+    with raise_if_dask_computes(max_computes=1):
         out = run_primitive("transferObjectMask", [target], ctx, source="stacked", interpolant=interpolant,
                             dilation=0.0)
+    assert stored_source(out[0][0].plane("OBJMASK")) is not None
     mask = out[0][0].plane("OBJMASK").compute()
     expected = np.zeros((64, 64), np.uint8)
     expected[28:33, 23:28] = 1
@@ -222,6 +226,33 @@ def test_transfer_object_mask_follows_the_wcs(run_primitive, interpolant):
     dilated = run_primitive("transferObjectMask", [target], ctx, source="stacked", interpolant="nearest")
     assert dilated[0][0].plane("OBJMASK").sum().compute() > expected.sum()
     assert dilated[0].filename.endswith("_objmaskTransferred.fits")
+
+
+@pytest.mark.parametrize("dilation", [1.5, 2.5])
+def test_transferred_mask_in_row_bands_equals_the_whole_mask_dilated(run_primitive, dilation):
+    # each task computes its 16-row band and the rows the dilation reaches beyond it: together they are
+    # the whole transferred mask dilated at once (zeros beyond the edges), objects across band edges too;
+    # stored by the runner in the frame's own row chunks, so a sky pass reads it like any checkpoint plane
+    from draconis.kernels.detect import spline_coefficients, transfer_mask_tile
+    from draconis.kernels.sky import dilate_mask
+
+    stack = mask_frame([], name="N20160102S0300")
+    block = np.zeros((64, 64), np.uint8)
+    block[13:19, 20:26] = 1  # across the 16-row band edge in the target
+    block[29:33, 40:43] = 1
+    block[0:2, 5:8] = 1  # at the top edge
+    stack = stack.with_extensions([stack[0].with_planes(OBJMASK=da.from_array(block, chunks=(64, 64)))])
+    target = mask_frame([], crpix_shift=(3.4, -2.3), name="N20160102S0301")
+    ctx = run_primitive.context(streams={"stacked": [stack]})
+    out = run_primitive("transferObjectMask", [target], ctx, source="stacked", interpolant="poly3",
+                        dilation=dilation)
+    plane = out[0][0].plane("OBJMASK")
+    assert stored_source(plane) is not None and plane.chunks == target[0].plane("SCI").chunks
+    whole = transfer_mask_tile([(spline_coefficients(block, 3), stack[0].wcs)], target[0].wcs, (0, 64, 0, 64),
+                               order=3, threshold=0.01, shape=(64, 64))
+    expected = dilate_mask(whole, dilation)
+    assert expected[14:18].any() and expected.sum() > whole.sum()
+    np.testing.assert_array_equal(plane.compute(), expected)
 
 
 def ndilate(mask):

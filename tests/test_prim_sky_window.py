@@ -23,6 +23,7 @@ from dask.utils import key_split
 
 import draconis
 from draconis.frame import Frame
+from draconis.io.zarr import stored_source
 from draconis.errors import DescriptorError
 from draconis.primitives.sky_window import WindowPlan, plan_windows, window_is_cheaper
 
@@ -169,6 +170,40 @@ def test_checkpointed_planes_are_read_inside_the_window_tasks(run_primitive, wit
     for got, (sci, _, _) in zip(on_cluster, window):
         np.testing.assert_array_equal(got, sci)
     _, direct, _, _ = sky_correct(run_primitive, "direct", main, skies, mask_objects=True)
+    assert_same(window, direct)
+
+
+def test_masks_transferred_from_a_stack_are_read_inside_the_window_tasks(run_primitive, with_masks):
+    """The ultradeep third pass: masks from transferObjectMask are stored, and the band tasks read them.
+
+    As lazy planes, every frame's transfer, dilation and OR into DQ were computed ahead of the band tasks
+    and held (156 full-size frames: ~9 GiB spilled, a pass 3.7x longer than the one before it).
+    """
+    main, skies = with_masks
+    ctx = run_primitive.context(streams={"main": main})
+    with dask.config.set(scheduler="synchronous"):
+        stored = ctx.run("flushPixels")
+    # a "stack": one frame's pixels with its first-pass mask, the source the others' masks come from
+    stack = stored[0].with_extensions([stored[0][0].with_planes(OBJMASK=skies[0][0].plane("OBJMASK"))])
+    ctx = run_primitive.context(streams={"main": stored, "stacked": [stack]})
+    with dask.config.set(scheduler="synchronous"):
+        moved = ctx.run("transferObjectMask", source="stacked", interpolant="poly3")
+    with dask.config.set({"draconis.memory_limit": 3_000_000, "draconis.n_workers": 2}):
+        ctx = run_primitive.context(streams={"main": moved, "sky": moved})
+        ctx.run("associateSky", time=150.0)
+        with dask.config.set({"draconis.sky_combine": "window", "scheduler": "synchronous"}):
+            out = ctx.run("skyCorrect", mask_objects=True)
+            window = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+    graph = out[0][0].plane("SCI").dask
+    layer = next(name for name in graph.layers if name.startswith("sky-window"))
+    # nothing but the levels ahead of the band tasks, and they read their samples themselves
+    assert all(d.startswith("sky-level") for d in graph.dependencies[layer])
+    assert all(not graph.dependencies[d] for d in graph.dependencies[layer])
+    assert not any(name.startswith("transfer-mask") for name in graph.layers)
+    assert all(stored_source(f[0].plane("OBJMASK")) is not None for f in moved)
+    assert sum(int(np.asarray(f[0].plane("OBJMASK")).sum()) for f in moved) > 100  # objects to mask
+    _, direct, _, used = sky_correct(run_primitive, "direct", moved, moved, mask_objects=True)
+    assert not used
     assert_same(window, direct)
 
 

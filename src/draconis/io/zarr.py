@@ -389,19 +389,24 @@ def finish_all(pending: Sequence[PendingWrite], computed: Sequence[np.ndarray]) 
     return reports
 
 
-def write_planes_now(store: str | os.PathLike, planes: Sequence[dict[str, np.ndarray]],
-                     rows: Sequence[int]) -> int:
-    """Write planes already computed (in this process) as a new group at ``store``; the bytes written.
+def prepare_planes(store: str | os.PathLike, planes: Sequence[dict[str, np.ndarray | da.Array]],
+                   rows: Sequence[int]) -> tuple[int, list[da.Array]]:
+    """Planes as a new group at ``store``: the bytes written now, and the lazy writes still to compute.
 
-    For results a primitive gathered anyway (detectSources' object masks):
-    on disk they leave the graphs that use them, which then read them back
-    like any checkpoint plane (:func:`open_stored_plane`) instead of carrying
-    them.  ``planes`` holds one ``{name: array}`` per extension, ``rows`` the
-    stored chunk height of each extension.  Layout and codecs are those of a
-    frame checkpoint (the group has no frame attributes: it is not a frame).
+    For planes a primitive hands to the runner so that they leave the graphs
+    that use them, which then read them back like any checkpoint plane
+    (:func:`open_stored_plane`) instead of carrying or recomputing them:
+    detectSources' object masks (computed: written now) and
+    transferObjectMask's (lazy: the metadata now and a write task per row
+    band, whose records ``{"bytes": ...}`` are computed in one computation
+    with the other frames', the pixels never passing through this process).
+    ``planes`` holds one ``{name: array}`` per extension, ``rows`` the stored
+    chunk height of each extension.  Layout and codecs are those of a frame
+    checkpoint (the group has no frame attributes: it is not a frame).
     """
     store = os.path.abspath(os.fspath(store))
     written = _write_json(store, _group({"draconis_planes": 1}))
+    records = []
     for i, (named, height) in enumerate(zip(planes, rows), start=1):
         group = os.path.join(store, f"ext{i}")
         written += _write_json(group, _group({}))
@@ -409,10 +414,19 @@ def write_planes_now(store: str | os.PathLike, planes: Sequence[dict[str, np.nda
             directory = os.path.join(group, name)
             codec = CODECS.get(name, RAW)
             chunk, blocks = stored_rows(codec, max(1, min(int(height), value.shape[0])), None)
-            written += _write_json(directory, _array(value.shape, chunk, value.dtype, codec, blocks))
+            dtype = np.dtype(value.dtype)
+            written += _write_json(directory, _array(value.shape, chunk, dtype, codec, blocks))
+            if isinstance(value, da.Array):
+                bands = aligned_rows(value, chunk)
+                records.append(da.map_blocks(
+                    write_band_block, value.rechunk((bands, -1)), dtype=object, chunks=((1,) * len(bands), (1,)),
+                    meta=np.empty((0, 0), object), targets=((directory, codec, dtype.str, chunk),),
+                    summary=(0, -1, None), starts=tuple(int(y) for y in np.cumsum((0,) + bands[:-1])),
+                    name=f"store-planes-{dask.base.tokenize(directory, value)}"))
+                continue
             for k, y in enumerate(range(0, value.shape[0], chunk)):
                 written += write_chunk(directory, codec, k, value[y:y + chunk], chunk)
-    return written
+    return written, records
 
 
 def is_frame_store(store: str) -> bool:

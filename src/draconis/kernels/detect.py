@@ -18,8 +18,6 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
-from .resample import coarse_axis, fine_map
-
 #: Smallest radius (px) of the aperture of FLUX_APER.
 APER_RADIUS = 5.0
 #: FLUX_APER's radius in units of the frame's median stellar FWHM: 2.5 FWHM holds all but ~1e-7 of a
@@ -415,7 +413,8 @@ MAP_STEP = 32
 
 
 def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: Any, box: tuple[int, int, int, int],
-                       *, order: int, threshold: float, step: int = MAP_STEP) -> np.ndarray:
+                       *, order: int, threshold: float, step: int = MAP_STEP,
+                       shape: tuple[int, int] | None = None) -> np.ndarray:
     """One tile of a mask resampled from other grids through their WCSs (transferObjectMask).
 
     Parameters
@@ -430,11 +429,16 @@ def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: An
     order, threshold
         Interpolation order; a pixel is set where the interpolated mask exceeds ``threshold``.
     step
-        Tile pixels between the WCS evaluations: the WCSs are evaluated on a
-        grid of this step (and the tile's last row and column) and the source
-        positions interpolated linearly in between, as resampleToCommonFrame
-        maps its pixels. Evaluating both WCSs at every pixel took ~85 % of
-        the transfer (~1.4 s of CPU per full-size F2 frame).
+        Pixels between the WCS evaluations: the WCSs are evaluated on a grid
+        of this step from the array's origin (and its last row and column)
+        and the source positions interpolated linearly in between, as
+        resampleToCommonFrame maps its pixels. Evaluating both WCSs at every
+        pixel took ~85 % of the transfer (~1.4 s of CPU per full-size F2 frame).
+    shape
+        The whole array's (ny, nx) (default: the box's ends). The grid is
+        the array's, not the tile's, so a pixel gets the same value from any
+        tile that holds it: tasks that compute a few rows beyond their band
+        (for a dilation) agree with the tasks those rows belong to.
 
     Returns
     -------
@@ -442,14 +446,53 @@ def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: An
         1 where any source mask covers the pixel.
     """
     y0, y1, x0, x1 = box
-    gy, gx = coarse_axis(y0, y1, step), coarse_axis(x0, x1, step)
+    ny, nx = shape if shape is not None else (y1, x1)
+    gy, gx = _anchored_axis(y0, y1, ny, step), _anchored_axis(x0, x1, nx, step)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
+    rows, cols = _linear_weights(gy, y0, y1), _linear_weights(gx, x0, x1)
     out = np.zeros((y1 - y0) * (x1 - x0), dtype=bool)
     for mask, wcs in sources:
         sx, sy = wcs.all_world2pix(ra, dec, 0)
-        fy = fine_map(sy.reshape(yy.shape), gy, gx, y0, y1, x1, x0=x0).ravel()
-        fx = fine_map(sx.reshape(yy.shape), gy, gx, y0, y1, x1, x0=x0).ravel()
+        fy = _bilinear(sy.reshape(yy.shape), rows, cols).ravel()
+        fx = _bilinear(sx.reshape(yy.shape), rows, cols).ravel()
         values = ndimage.map_coordinates(mask, [fy, fx], order=order, mode="constant", cval=0.0, prefilter=False)
         out |= values > threshold
     return out.reshape(y1 - y0, x1 - x0).astype(np.uint8)
+
+
+def _anchored_axis(start: int, stop: int, n: int, step: int) -> np.ndarray:
+    """The points of the array's grid (every ``step`` px from 0, and ``n - 1``) that bracket ``[start, stop)``."""
+    first = (start // step) * step
+    last = -(-(stop - 1) // step) * step
+    return np.unique(np.minimum(np.arange(first, last + 1, step), n - 1)).astype(float)
+
+
+def _linear_weights(grid: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """For pixels ``start..stop-1``: the index of the grid point below each and its fraction towards the next.
+
+    Both come from the pixel's own coordinate and its two grid points, so
+    they do not depend on where the grid array starts.
+    """
+    at = np.arange(start, stop, dtype=float)
+    j = np.clip(np.searchsorted(grid, at, side="right") - 1, 0, max(len(grid) - 2, 0))
+    if len(grid) < 2:
+        return j, np.zeros_like(at)
+    return j, (at - grid[j]) / (grid[j + 1] - grid[j])
+
+
+def _bilinear(coarse: np.ndarray, rows: tuple[np.ndarray, np.ndarray],
+              cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``coarse`` (grid rows x grid columns) interpolated linearly to the pixels of ``rows`` and ``cols``.
+
+    Separable: the grid rows to the pixel rows first (a small array), then along the columns.
+    """
+    def along(values: np.ndarray, weights: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndarray:
+        j, t = weights
+        n = values.shape[axis]
+        lo = np.take(values, j, axis=axis)
+        hi = np.take(values, np.minimum(j + 1, n - 1), axis=axis)
+        t = t[:, None] if axis == 0 else t[None, :]
+        return lo + (hi - lo) * t
+
+    return along(along(coarse, rows, 0), cols, 1)

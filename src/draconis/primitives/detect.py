@@ -5,17 +5,21 @@ Every array of every frame is detected in ONE ``dask.compute`` (a
 ``dask.delayed`` task per array); the results, a catalogue (OBJCAT) and the
 segmentation map bit-packed (1/8 byte per pixel), are attached to the frames,
 and OBJMASK is a lazy plane that unpacks its row band when computed. The
-mask primitives are lazy (overlapping blocks for dilation, one task per tile
-for the WCS transfer).
+mask primitives are lazy (overlapping blocks for dilation), but for the
+WCS transfer, whose masks the runner computes and stores (one task per row
+band) so that the sky pass using them reads them in its own tasks.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+from dask.typing import Key
 
 from .. import progress
 from ..errors import ParameterError
@@ -23,6 +27,7 @@ from ..frame import Extension, Frame
 from ..io._tasks import StoredPlane
 from ..io.zarr import stored_source
 from ..kernels import detect as kdetect
+from ..kernels import sky as ksky
 from ..kernels.detect import detect_array
 from ..parameters import P, Params, suffix_param
 from .bookkeeping import checkpoint_computed
@@ -65,7 +70,10 @@ def detect_sources(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
     # Detection takes whole arrays: pulling a lazy sky subtraction into those tasks ran ~3x slower
     # than checkpointing it first (10 x 1024^2 F2 frames: 18 s against 6 s), and later steps then
     # read the checkpoint instead of computing it again.
-    frames = checkpoint_computed(frames, ctx, "detectSources")
+    # The frames' own OBJMASK is replaced below: not computed nor written (a transferred mask would be
+    # computed again for the checkpoint alone).
+    frames = checkpoint_computed([f.map_extensions(lambda e: e.with_planes(OBJMASK=None)) for f in frames], ctx,
+                                 "detectSources")
     # a checkpointed plane is read whole by the detection task itself: no task per chunk and none
     # concatenating them on another worker, whose frame would then be moved
     tasks = [dask.delayed(_detect_packed)(*(_whole(ext.plane(n)) for n in ("SCI", "VAR", "DQ")),
@@ -219,18 +227,33 @@ def _mask_into_dq(ext: Extension) -> Extension:
              low=0.0, high=1.0),
            P("dilation", float, 1.5, "OBJMASK dilation radius (pix)", low=0.0))
 def transfer_object_mask(frames: list[Frame], p: Params, ctx: Context) -> list[Frame]:
-    """Resample the OBJMASK of a stacked image onto every frame through the WCSs, then dilate it."""
+    """Resample the OBJMASK of a stacked image onto every frame through the WCSs, then dilate it.
+
+    The masks are handed to the runner, which computes and stores them
+    (``keep_computed``): the sky passes that use them then read their rows
+    inside their own tasks, as they read detectSources' masks. As lazy
+    planes, the mask pipeline of every frame (transfer, dilation, the OR into
+    the skies' DQ) was computed ahead of the sky combine and held: at 156
+    full-size F2 frames on 2 GiB workers the third ultradeep sky pass spilled
+    ~9 GiB and took 208 s against 57 s for the second.
+    """
     source = _source_frame(p.source, ctx)
     sources = [(ext.plane("OBJMASK"), ext.wcs) for ext in source.extensions if ext.plane("OBJMASK") is not None]
     if not sources:
         raise ParameterError(f"transferObjectMask: source {source.filename} has no OBJMASK (run detectSources)")
     order = _INTERPOLANT_ORDER[p.interpolant]
+    coefficients = _coefficients(sources, order)
+    masks = [[transfer_mask(ext, coefficients, order=order, threshold=p.dq_threshold, dilation=p.dilation)
+              for ext in frame.extensions] for frame in frames]
+    kept = ctx.keep_computed(frames, "OBJMASK", masks, "transferObjectMask_masks")
     outputs = []
-    for frame in frames:
+    for f, frame in enumerate(frames):
         exts = []
-        for ext in frame.extensions:
-            mask = transfer_mask(ext, sources, order=order, threshold=p.dq_threshold)
-            exts.append(ext.with_planes(OBJMASK=dilate_lazy(mask, p.dilation)))
+        for j, ext in enumerate(frame.extensions):
+            mask = masks[f][j] if kept is None else kept[f][j]
+            if mask.chunks != ext.plane("SCI").chunks:
+                mask = mask.rechunk(ext.plane("SCI").chunks)
+            exts.append(ext.with_planes(OBJMASK=mask))
         outputs.append(frame.with_extensions(exts).with_suffix(p.suffix))
     return outputs
 
@@ -245,24 +268,49 @@ def _source_frame(frames: list[Frame] | None, ctx) -> Frame:
     return frames[0]
 
 
-def transfer_mask(ext: Extension, sources: Sequence, *, order: int, threshold: float) -> da.Array:
-    """Lazy uint8 mask of ``ext`` from source (mask, wcs) pairs, one task per tile of ``ext``."""
+def _coefficients(sources: Sequence, order: int) -> list:
+    """Per source mask: its spline coefficients (one lazy value, computed once for every frame) and its WCS."""
+    return [(dask.delayed(kdetect.spline_coefficients, pure=True)(m.rechunk(-1).to_delayed().ravel()[0], order), w)
+            for m, w in sources]
+
+
+def transfer_mask(ext: Extension, coefficients: Sequence, *, order: int, threshold: float,
+                  dilation: float = 0.0) -> da.Array:
+    """Lazy uint8 mask of ``ext`` from the source masks, dilated by ``dilation`` px: one task per row band.
+
+    ``coefficients`` are :func:`_coefficients`' (lazy coefficients, wcs)
+    pairs. Each task computes its band of ``ext``'s SCI row chunks (whole
+    rows) and the rows the dilation reaches beyond it, dilates (zeros beyond
+    the array's edges) and keeps the band: what dilating the whole
+    transferred mask gives, without the dilation's overlap tasks.
+    """
     template = ext.plane("SCI")
-    target_wcs = ext.wcs
-    # the spline coefficients of each source mask are computed once, shared by every tile
-    whole = [(dask.delayed(kdetect.spline_coefficients, pure=True)(m.rechunk(-1).to_delayed().ravel()[0], order), w)
-             for m, w in sources]
-    y_edges = np.cumsum((0,) + template.chunks[0])
-    x_edges = np.cumsum((0,) + template.chunks[1])
-    rows = []
-    for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
-        row = []
-        for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
-            tile = dask.delayed(kdetect.transfer_mask_tile, pure=True)(
-                whole, target_wcs, (int(y0), int(y1), int(x0), int(x1)), order=order, threshold=threshold)
-            row.append(da.from_delayed(tile, shape=(int(y1 - y0), int(x1 - x0)), dtype=np.uint8))
-        rows.append(row)
-    return da.block(rows)
+    ny, nx = template.shape
+    reach = ksky.dilation_reach(dilation)
+    headers = [w.to_header_string(relax=True) for _, w in coefficients] + [ext.wcs.to_header_string(relax=True)]
+    token = dask.base.tokenize([c.key for c, _ in coefficients], headers, template.shape, template.chunks[0], order,
+                               threshold, dilation)
+    name = f"transfer-mask-{token}"
+    pairs = [[c.key, w] for c, w in coefficients]
+    layer: dict[Key, Any] = {}
+    y0 = 0
+    for b, height in enumerate(template.chunks[0]):
+        y1 = y0 + height
+        layer[(name, b, 0)] = (_transferred_band, pairs, ext.wcs, (ny, nx), y0, y1, order, threshold, dilation, reach)
+        y0 = y1
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[c for c, _ in coefficients])
+    return da.Array(graph, name, chunks=(template.chunks[0], (nx,)), dtype=np.uint8,
+                    meta=np.empty((0, 0), np.uint8))
+
+
+def _transferred_band(sources, target_wcs, shape: tuple[int, int], y0: int, y1: int, order: int, threshold: float,
+                      dilation: float, reach: int) -> np.ndarray:
+    """Rows ``y0:y1`` of the transferred mask dilated by ``dilation`` (computed with ``reach`` rows either side)."""
+    ny, nx = shape
+    m0, m1 = max(0, y0 - reach), min(ny, y1 + reach)
+    mask = kdetect.transfer_mask_tile([tuple(s) for s in sources], target_wcs, (m0, m1, 0, nx), order=order,
+                                      threshold=threshold, shape=shape)
+    return ksky.dilate_mask(mask, dilation)[y0 - m0:y1 - m0]
 
 
 

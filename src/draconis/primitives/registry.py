@@ -62,11 +62,12 @@ class Context(Protocol):
 
     def keep_computed(self, frames: Sequence[Frame], plane: str, values: Iterable[Sequence[Any]],
                       label: str) -> list[list[Any]] | None:
-        """Computed planes kept by the runner out of the graphs; lazy arrays reading them back, or None.
+        """Planes kept by the runner out of the graphs; lazy arrays reading them back, or None.
 
-        ``values[frame][array]`` is plane ``plane`` of each frame's arrays
-        (on disk under the work directory; None: the runner cannot, the
-        caller keeps them in its graphs).
+        ``values[frame][array]`` is plane ``plane`` of each frame's arrays,
+        computed or lazy (lazy ones are computed and written band by band,
+        in one computation).  On disk under the work directory; None: the
+        runner cannot, the caller keeps them in its graphs.
         """
 
     def write_outputs(self, frames: Sequence[Frame], outdir: str | None = None, *,

@@ -276,8 +276,8 @@ def _among_skies(targets: Sequence[Frame], skies: Sequence[Frame]) -> bool:
 def _given_bytes(builder, skies: Sequence[Frame]) -> int:
     """Bytes per pixel of a sky that its task is given as dependencies, the most of any sky.
 
-    A plane the task cannot read itself (not a stored checkpoint, e.g. object masks transferred from a
-    stack and dilated lazily) is held twice: as the dependency's result and in the task's cube.
+    A plane the task cannot read itself (not a stored checkpoint, e.g. a mask still to be computed) is
+    held twice: as the dependency's result and in the task's cube.
     """
     most = 0
     for sky in skies:

@@ -406,7 +406,7 @@ class RunContext:
 
     def keep_computed(self, frames: Sequence[Frame], plane: str, values: Iterable[Sequence[Any]],
                       label: str) -> list[list[Any]] | None:
-        """Plane ``plane`` of ``frames``' arrays, computed already, stored under the work directory.
+        """Plane ``plane`` of ``frames``' arrays (computed, or lazy: computed now), stored under the work directory.
 
         Lazy arrays reading it back, or None when checkpoints are on an fsspec URL
         (:meth:`Checkpoints.write_computed`).

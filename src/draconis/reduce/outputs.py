@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import fsspec
+import numpy as np
 
 from .. import progress
 from ..errors import InputError
@@ -30,8 +31,8 @@ from ..io.zarr import (
     live_stores,
     open_stored_plane,
     open_zarr,
+    prepare_planes,
     prepare_zarr,
-    write_planes_now,
 )
 
 log = logging.getLogger("draconis")
@@ -191,7 +192,7 @@ class Checkpoints:
 
     def write_computed(self, frames: Sequence[Frame], name: str, values: Iterable[Sequence[Any]],
                        label: str) -> list[list[Any]] | None:
-        """Store plane ``name`` of each frame's arrays, already computed here (``values[frame][array]``).
+        """Store plane ``name`` of each frame's arrays (``values[frame][array]``: computed, or lazy arrays).
 
         Returns the planes reopened lazily (chunked like each array's SCI
         rows), or None where checkpoints live on an fsspec URL (the caller
@@ -202,12 +203,17 @@ class Checkpoints:
             return None
         start = time.perf_counter()
         directory = self._new_directory(label)
-        written, out = 0, []
+        written, out, pending = 0, [], []
         for i, (frame, arrays) in enumerate(zip(frames, values)):
             store = _store_path(directory, i, frame)
             rows = [ext.plane("SCI").chunks[0][0] for ext in frame.extensions]
-            written += write_planes_now(store, [{name: v} for v in arrays], rows)
+            now, lazy = prepare_planes(store, [{name: v} for v in arrays], rows)
+            written += now
+            pending += lazy
             out.append([open_stored_plane(store, j, name) for j in range(len(arrays))])
+        if pending:  # lazy planes: computed and written band by band, in one computation
+            records = progress.compute([r for r in pending], f"checkpoint {label}")
+            written += sum(int(rec["bytes"]) for block in records for rec in np.asarray(block).ravel())
         record = CheckpointRecord(label, directory, len(frames), written, time.perf_counter() - start)
         self.records.append(record)
         log.info("Stored %s of %d frame(s) in %s (%.1f MB, %.1f s)", name, len(frames), directory,
