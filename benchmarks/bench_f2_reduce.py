@@ -205,6 +205,8 @@ def main(argv=None) -> None:
 
         if importlib.util.find_spec("ccdproc") is None:  # found out before the draconis half, not after it
             parser.error('ccdproc is not installed: pip install -e ".[bench]", or pass --no-ccdproc')
+    from draconis.cluster import SCHEDULER_SETTINGS
+
     mem = int(parse_bytes(args.mem))
     for n in args.frames:
         workdir = tempfile.mkdtemp(prefix=f"bench_f2_reduce_{n}_")
@@ -217,7 +219,9 @@ def main(argv=None) -> None:
             files = sorted(glob.glob(os.path.join(workdir, "raw", "*.fits")))
             # the run plans its tasks for these workers (as for any cluster it is given the address of):
             # without the settings it planned for this machine's default LocalCluster (~10 GiB workers)
-            with dask.config.set({"draconis.memory_limit": args.mem, "draconis.n_workers": args.workers}), \
+            # and with the scheduler settings of the LocalClusters draconis starts itself
+            with dask.config.set({"draconis.memory_limit": args.mem, "draconis.n_workers": args.workers,
+                                  **SCHEDULER_SETTINGS}), \
                     distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
                                              processes=True, dashboard_address=None) as cluster, \
                     distributed.Client(cluster) as client:

@@ -152,9 +152,9 @@ def run_mode(frames, workdir, mode, args, mem, masks=None, sample=None):
     import distributed
     from bench_stack import _worker_spilled  # (benchmarks/ is the script's folder: on sys.path, the workers' too)
 
-    from draconis.cluster import execution
+    from draconis.cluster import SCHEDULER_SETTINGS, execution
 
-    with dask.config.set({"draconis.memory_limit": args.mem}), \
+    with dask.config.set({"draconis.memory_limit": args.mem, **SCHEDULER_SETTINGS}), \
             distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=mem,
                                      processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client, execution(cluster.scheduler_address):
@@ -201,7 +201,7 @@ class _null:
 def main(argv=None) -> None:
     from dask.utils import parse_bytes
 
-    from draconis.cluster import execution
+    from draconis.cluster import SCHEDULER_SETTINGS, execution
     from draconis.simulate import make_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -207,6 +207,62 @@ def test_masks_transferred_from_a_stack_are_read_inside_the_window_tasks(run_pri
     assert_same(window, direct)
 
 
+def test_a_worker_holds_one_band_result_at_a_time(run_primitive, with_masks):
+    """On the LocalClusters draconis starts, a worker makes its next band only once the last one is used.
+
+    With distributed's default worker saturation (two slots for a one-thread worker) a worker was sent
+    its next band while making one and, Dask's order putting every band ahead of their consumers, ran
+    it first: two band results held (three with work stealing), which spilled at full size.
+    """
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from draconis.cluster import SCHEDULER_SETTINGS
+
+    main, skies = with_masks
+    ctx = run_primitive.context(streams={"main": main})
+    with dask.config.set({"scheduler": "synchronous", "draconis.chunk_rows": 32}):
+        stored = ctx.run("flushPixels")
+    # 32-row chunks and a budget that cuts them into 16-row bands: one segment of six band tasks, as a
+    # full-size pass has one of 16. (With fewer than five, distributed takes the bands' consumers for
+    # root tasks too, and queues them behind the next band.)
+    with dask.config.set({"draconis.memory_limit": 2_000_000, "draconis.n_workers": 1}):
+        ctx = run_primitive.context(streams={"main": stored, "sky": stored})
+        ctx.run("associateSky", time=150.0)
+        with dask.config.set({"draconis.sky_combine": "window"}):
+            out = ctx.run("skyCorrect", mask_objects=False)
+    # consumers that release each band as soon as its planes are used, as the checkpoint writes do
+    sums = [f[0].plane(name).sum() for f in out for name in ("SCI", "VAR")]
+
+    class HeldBands(SchedulerPlugin):
+        def __init__(self):
+            self.held, self.most, self.bands = 0, 0, set()
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if key_split(key) != "sky-window":
+                return
+            self.bands.add(key)
+            if finish == "memory":
+                self.held += 1
+                self.most = max(self.most, self.held)
+            elif start == "memory":
+                self.held -= 1
+
+    def most_held(settings) -> tuple[int, int]:
+        plugin = HeldBands()
+        with dask.config.set(settings), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                                     dashboard_address=":0") as cluster, Client(cluster) as client:
+            cluster.scheduler.add_plugin(plugin)
+            got = client.compute(sums, sync=True)
+        np.testing.assert_allclose(got, da.compute(*sums, scheduler="synchronous"), rtol=1e-6)
+        return plugin.most, len(plugin.bands)
+
+    most, bands = most_held(SCHEDULER_SETTINGS)
+    assert bands == 6 and most == 1
+    # distributed's default: the mechanism this guards against shows up on this graph too
+    assert most_held({"distributed.scheduler.worker-saturation": 1.1})[0] >= 2
+
+
 @pytest.mark.parametrize("params,associate", [
     ({"operation": "mean", "nlow": 2, "nhigh": 0}, {"max_skies": 4}),
     ({"operation": "lmedian", "scale": False, "zero": True, "scale_sky": False, "offset_sky": True}, None),

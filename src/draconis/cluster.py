@@ -68,6 +68,18 @@ def scheduler_address(requested: str | None) -> str | None:
     return address
 
 
+#: Scheduler settings of the LocalClusters draconis starts (the scheduler reads them when it starts).
+#:
+#: ``worker-saturation`` 1.0: a worker is sent its next queued root-like task (a sliding-window sky
+#: band, :func:`draconis.primitives.sky_window._queued`) only once it has nothing else to do. With
+#: distributed's default (1.1: two slots for a one-thread worker) a worker was sent a second band while
+#: making one, and ran it before the first band's checkpoint writes: Dask's order puts every band ahead
+#: of the writes (each band feeds every frame), and work stealing moved a third band onto a worker still
+#: holding two. At 156 full-size F2 frames on 2 GiB workers a worker then held 2-3 band results
+#: (~400 MB each) and spilled 0.4-2 GiB per sky pass; with 1.0 it holds one.
+SCHEDULER_SETTINGS: dict[str, Any] = {"distributed.scheduler.worker-saturation": 1.0}
+
+
 def local_cluster_kwargs(plan: ClusterPlan | None = None) -> dict[str, Any]:
     """LocalCluster arguments: the machine's plan (:mod:`draconis.cluster_plan`) and the configuration."""
     plan = plan or machine_plan()
@@ -364,7 +376,8 @@ def _client(address: str | None) -> Iterator[Any]:
     if plan.n_workers * plan.memory_limit > plan.total_memory:
         log.warning("Dask: %d workers x %s promise more memory than the machine has (%s)", plan.n_workers,
                     dask.utils.format_bytes(plan.memory_limit), dask.utils.format_bytes(plan.total_memory))
-    with LocalCluster(**local_cluster_kwargs(plan)) as cluster, Client(cluster, set_as_default=False) as client:
+    with dask.config.set(SCHEDULER_SETTINGS), LocalCluster(**local_cluster_kwargs(plan)) as cluster, \
+            Client(cluster, set_as_default=False) as client:
         _log_plan(client, "LocalCluster")
         yield client
 
