@@ -98,3 +98,27 @@ def test_workers_import_ahead_what_the_recipe_needs():
             assert len(checks) == 2 and all(f.result(timeout=300) for f in checks.values())
             # a module that fails is named, not raised: the task that needs it reports it
             assert [f.result(timeout=300) for f in warming] == [["no_such_module_here"]] * 2
+
+
+def _saturation(client) -> float:
+    return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+
+
+def test_schedulers_send_a_worker_one_sky_band_at_a_time_or_say_so(scheduler_processes, caplog):
+    """The LocalCluster draconis starts runs with worker-saturation 1.0; a user's scheduler with more is named.
+
+    With more, a worker is sent its next sky band while making one and can spill (docs/distributed-runs.md).
+    """
+    import logging
+
+    from draconis.cluster import execution
+
+    with caplog.at_level(logging.WARNING, logger="draconis"):
+        with dask.config.set({"draconis.n_workers": 1, "draconis.threads_per_worker": 1}), \
+                execution(None) as client:
+            assert _saturation(client) == 1.0
+        assert "worker-saturation" not in caplog.text
+        with execution(scheduler_processes) as client:  # a `dask scheduler` with distributed's defaults
+            assert _saturation(client) > 1.0
+    assert f"the scheduler at {scheduler_processes} has worker-saturation 1.1" in caplog.text
+    assert "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1" in caplog.text

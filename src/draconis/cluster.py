@@ -80,6 +80,21 @@ def scheduler_address(requested: str | None) -> str | None:
 SCHEDULER_SETTINGS: dict[str, Any] = {"distributed.scheduler.worker-saturation": 1.0}
 
 
+def _check_saturation(client: Any, what: str) -> None:
+    """Warn when a scheduler draconis did not start sends a worker more queued tasks than SCHEDULER_SETTINGS."""
+    wanted = SCHEDULER_SETTINGS["distributed.scheduler.worker-saturation"]
+    try:
+        # a lambda: pickled by value, so a scheduler without draconis installed can run it
+        saturation = float(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION))
+    except Exception as err:  # noqa: BLE001 - an older or other scheduler: nothing to say
+        log.debug("Dask: could not read the worker saturation of %s (%s)", what, err)
+        return
+    if saturation > wanted:
+        log.warning("Dask: %s has worker-saturation %g: a worker may be sent a second sky band while making "
+                    "one and spill; start it with DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=%g "
+                    "(docs/distributed-runs.md)", what, saturation, wanted)
+
+
 def local_cluster_kwargs(plan: ClusterPlan | None = None) -> dict[str, Any]:
     """LocalCluster arguments: the machine's plan (:mod:`draconis.cluster_plan`) and the configuration."""
     plan = plan or machine_plan()
@@ -359,6 +374,7 @@ def _client(address: str | None) -> Iterator[Any]:
         for name in _CONNECTION_LOGGERS:
             logging.getLogger(name).addFilter(quiet)
         _log_plan(client, f"scheduler {address}")
+        _check_saturation(client, f"the scheduler at {address}")
         try:
             yield client
         finally:
@@ -369,6 +385,7 @@ def _client(address: str | None) -> Iterator[Any]:
     existing = _existing_client()
     if existing is not None:
         _log_plan(existing, "the existing client")
+        _check_saturation(existing, "the existing client's scheduler")
         yield existing
         return
     plan = machine_plan()
