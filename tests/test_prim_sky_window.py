@@ -90,6 +90,16 @@ def sky_correct(runner, mode, main, skies, associate=None, **params):
     return targets, planes, saved, any(name.startswith("sky-window") for name in layers)
 
 
+def masked_window_pass(runner, main, skies):
+    """The window path with object masks on 2 x 3 MB workers (24-row bands); its output frames and planes."""
+    with dask.config.set({"draconis.memory_limit": 3_000_000, "draconis.n_workers": 2}):
+        ctx = runner.context(streams={"main": main, "sky": skies})
+        ctx.run("associateSky", time=150.0)
+        with dask.config.set({"draconis.sky_combine": "window", "scheduler": "synchronous"}):
+            out = ctx.run("skyCorrect", mask_objects=True)
+            return out, da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+
+
 def assert_same(window, direct):
     for (s1, v1, d1), (s2, v2, d2) in zip(window, direct):
         scale = np.nanmax(np.abs(s2)) + 1.0
@@ -127,12 +137,7 @@ def test_checkpointed_planes_are_read_inside_the_window_tasks(run_primitive, wit
                     for s, m in zip(skies, masks)]
     # a small worker budget: the window's bands (24 rows) cut the stored chunks, and the object masks'
     # dilation reaches across band edges
-    with dask.config.set({"draconis.memory_limit": 3_000_000, "draconis.n_workers": 2}):
-        ctx = run_primitive.context(streams={"main": stored, "sky": stored_skies})
-        ctx.run("associateSky", time=150.0)
-        with dask.config.set({"draconis.sky_combine": "window", "scheduler": "synchronous"}):
-            out = ctx.run("skyCorrect", mask_objects=True)
-            window = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+    out, window = masked_window_pass(run_primitive, stored, stored_skies)
     graph = out[0][0].plane("SCI").dask
     layer = next(name for name in graph.layers if name.startswith("sky-window"))
     bands = graph.layers[layer]
@@ -188,12 +193,7 @@ def test_masks_transferred_from_a_stack_are_read_inside_the_window_tasks(run_pri
     ctx = run_primitive.context(streams={"main": stored, "stacked": [stack]})
     with dask.config.set(scheduler="synchronous"):
         moved = ctx.run("transferObjectMask", source="stacked", interpolant="poly3")
-    with dask.config.set({"draconis.memory_limit": 3_000_000, "draconis.n_workers": 2}):
-        ctx = run_primitive.context(streams={"main": moved, "sky": moved})
-        ctx.run("associateSky", time=150.0)
-        with dask.config.set({"draconis.sky_combine": "window", "scheduler": "synchronous"}):
-            out = ctx.run("skyCorrect", mask_objects=True)
-            window = da.compute(*[(f[0].plane("SCI"), f[0].plane("VAR"), f[0].plane("DQ")) for f in out])
+    out, window = masked_window_pass(run_primitive, moved, moved)
     graph = out[0][0].plane("SCI").dask
     layer = next(name for name in graph.layers if name.startswith("sky-window"))
     # nothing but the levels ahead of the band tasks, and they read their samples themselves
