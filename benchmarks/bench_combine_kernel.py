@@ -58,6 +58,7 @@ def _astropy_sigclip_mean(sci):
 
 
 def main() -> None:
+    """The command line: see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--ny", type=int, default=512)
@@ -96,7 +97,10 @@ def main() -> None:
         t_base = _best_time(baseline, 1 if "astropy" in bname else args.repeat)
         base_rate = bvals / t_base / 1e6
         for par in (True, False):
-            t = _best_time(lambda: combine_block(sci, var, dq, CombineSpec(**kw), parallel=par), args.repeat)
+            def run(kw=kw, par=par):
+                return combine_block(sci, var, dq, CombineSpec(**kw), parallel=par)
+
+            t = _best_time(run, args.repeat)
             rate = nvals / t / 1e6
             print(f"{name:<24}{threads if par else 1:>8}{t:>8.3f}{rate:>9.1f}   "
                   f"{bname:<20}{base_rate:>9.1f}{rate / base_rate:>7.1f}x")

@@ -43,8 +43,8 @@ DEFAULTS = dict(detect_thresh=2.0, analysis_thresh=2.0, detect_minarea=8, deblen
 def sky_subtracted(workdir: str, frames: int, size: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(SCI, VAR, DQ) of every simulated frame after the first sky pass of the F2 recipe."""
     import dask
-
     from bench_sky import calibrated
+
     from draconis.cluster import execution
     from draconis.reduce.context import RunContext
     from draconis.simulate import make_dataset
@@ -121,6 +121,7 @@ def same(a, b) -> bool:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--size", type=int, default=2048)

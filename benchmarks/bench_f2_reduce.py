@@ -112,13 +112,13 @@ def science(files, dark: str, flat: str, address: str, workdir: str, recipe: str
     the final stack and its write.
     """
     import draconis
+    from draconis import runrecord
     from draconis.cluster import execution, warm_workers
     from draconis.primitives.registry import worker_imports
     from draconis.recipes import image_f2
     from draconis.recipes.caller import PrimitiveCaller
     from draconis.recipes.caller import record as record_calls
     from draconis.recipes.image_common import part2_mask_transfer, two_pass_sky
-    from draconis import runrecord
     from draconis.reduce.context import RunContext
 
     frames = [draconis.open(p) for p in _by_tags(files, {"IMAGE"}, {"FLAT", "DARK", "CAL"})]
@@ -182,6 +182,7 @@ def ccdproc_stack(scaled, workdir: str, mem: int) -> dict:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     import dask
     import distributed
     from bench_stack import _worker_spilled  # (benchmarks/ is the script's folder: on sys.path, the workers' too)

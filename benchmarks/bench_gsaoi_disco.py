@@ -65,8 +65,11 @@ def sky_corrected(directory: str, size: int, n_unique: int) -> list[str]:
     ctx.run("addDQ", static_bpm=None)
     ctx.run("ADUToElectrons")
     ctx.run("addVAR", read_noise=True, poisson_noise=True)
-    ctx.set_stream("main", [f.map_extensions(lambda e, s=np.float32(sky[f.stem + ".fits"]):
-                                              e.with_planes(SCI=e.plane("SCI") - s)) for f in ctx.stream("main")])
+    def minus_sky(frame):
+        level = np.float32(sky[frame.stem + ".fits"])
+        return frame.map_extensions(lambda e: e.with_planes(SCI=e.plane("SCI") - level))
+
+    ctx.set_stream("main", [minus_sky(f) for f in ctx.stream("main")])
     ctx.run("detectSources")
     ctx.run("writeOutputs", suffix="_skyCorrected", strip=True)
     ctx.close(True)
@@ -91,6 +94,7 @@ def sequence(unique: list[str], n: int, directory: str) -> list[str]:
 
 
 def run_disco(files: list[str], out: str, address: str, workdir: str) -> float:
+    """Time draconis.disco (the GSAOI mosaic) on the cluster at ``address``; seconds."""
     import draconis
 
     t0 = time.perf_counter()
@@ -123,8 +127,9 @@ def _reproject_child(files, headers, out_header, shape, out_path, queue) -> None
         sci = [h for h in hdul if h.header.get("EXTNAME") == "SCI"]
         for hdu, header in zip(sci, hdrs):
             inputs.append((hdu.data, WCS(header)))
-    array, footprint = reproject_and_coadd(inputs, WCS(out_header), shape_out=shape, reproject_function=reproject_interp,
-                                           combine_function="mean", match_background=False)
+    array, footprint = reproject_and_coadd(inputs, WCS(out_header), shape_out=shape,
+                                           reproject_function=reproject_interp, combine_function="mean",
+                                           match_background=False)
     fits.PrimaryHDU(array.astype(np.float32), header=out_header).writeto(out_path, overwrite=True)
     for h in handles:
         h.close()
@@ -153,6 +158,7 @@ def run_reproject(files: list[str], stack: str, workdir: str) -> dict:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     import distributed
     from dask.utils import parse_bytes
 
@@ -196,7 +202,8 @@ def main(argv=None) -> None:
                 r = run_reproject(files, stack, workdir)
                 print(f"reproject_and_coadd (reproject_interp, mean): {r['time']:.1f} s ({n / r['time']:.3f} "
                       f"frames/s), peak RSS {r['peak'] / MIB:.0f} MiB, {100 * r['covered']:.1f} % of the grid covered")
-                print(f"ratios draconis/reproject: time {seconds / r['time']:.3f} (speed-up {r['time'] / seconds:.2f}x); "
+                print(f"ratios draconis/reproject: time {seconds / r['time']:.3f} "
+                      f"(speed-up {r['time'] / seconds:.2f}x); "
                       f"peak memory largest worker / reproject {max(peaks.values()) / r['peak']:.2f}, all workers / "
                       f"reproject {sum(peaks.values()) / r['peak']:.2f}")
         finally:

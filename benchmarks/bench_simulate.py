@@ -17,6 +17,7 @@ from draconis.simulate import make_dataset
 
 
 def main() -> None:
+    """The command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="f2-deep")
     parser.add_argument("--nframes", type=int, default=156)

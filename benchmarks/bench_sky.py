@@ -58,7 +58,6 @@ def calibrated(raw_dir: str, workdir: str):
 
 
 def _tasks(frames) -> int:
-    import dask
 
     graphs = [ext.plane(n).__dask_graph__() for f in frames for ext in f.extensions for n in ("SCI", "VAR", "DQ")
               if ext.plane(n) is not None]
@@ -199,9 +198,10 @@ class _null:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     from dask.utils import parse_bytes
 
-    from draconis.cluster import SCHEDULER_SETTINGS, execution
+    from draconis.cluster import execution
     from draconis.simulate import make_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

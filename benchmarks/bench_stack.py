@@ -89,7 +89,7 @@ def _write_ccd(store: str, path: str) -> None:
 
 
 def peak_rss() -> int:
-    """This process's peak RSS since it started (VmHWM; ``ru_maxrss`` would include its parent's at fork)."""
+    """The peak RSS of this process since it started (VmHWM; ``ru_maxrss`` would include its parent's at fork)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -98,8 +98,11 @@ def peak_rss() -> int:
 
 
 def _warm_up() -> float:
-    """Worker start-up: the imports any array task makes (dask.array, which imports xarray and pandas), the
-    checkpoint reader's, and the stack's kernel run once (numba loads its cached machine code)."""
+    """Worker start-up, untimed: the imports, and the stack's kernel run once.
+
+    The imports any array task makes (dask.array, which imports xarray and pandas) and the checkpoint
+    reader's; the kernel run loads numba's cached machine code.
+    """
     t0 = time.perf_counter()
     import dask.array  # noqa: F401
     import numcodecs  # noqa: F401
@@ -130,7 +133,7 @@ def _graph_figures(frame) -> tuple[int, int]:
 
 
 def draconis_stack(stores: list[str], workdir: str, stack_memory: float, address: str) -> dict:
-    """stackFrames + writeOutputs on the checkpoints, timed; graph figures."""
+    """Time stackFrames + writeOutputs on the checkpoints; graph figures."""
     from draconis.cluster import execution
     from draconis.io.zarr import open_zarr
     from draconis.primitives.stack import BYTES_PER_PIXEL_STORED
@@ -173,6 +176,7 @@ def _ccdproc_child(paths, mem: int, out_path: str, queue) -> None:
 
 
 def ccdproc_stack(paths: list[str], workdir: str, mem: int) -> dict:
+    """Time ccdproc.combine on the CCDData files in a spawned single-threaded process; its figures."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_ccdproc_child, args=(paths, mem, os.path.join(workdir, "ccdproc_stack.fits"), queue))
@@ -183,6 +187,7 @@ def ccdproc_stack(paths: list[str], workdir: str, mem: int) -> dict:
 
 
 def one_run(size: int, n: int, args, mem: int) -> dict:
+    """One N at one size: inputs written, then draconis on a fresh LocalCluster and ccdproc; their figures."""
     import distributed
 
     need = n * size * size * BYTES_PER_INPUT_PIXEL
@@ -216,6 +221,7 @@ def one_run(size: int, n: int, args, mem: int) -> dict:
 
 
 def report(size: int, n: int, made: float, d: dict, c: dict | None, args, mem: int) -> None:
+    """Print one run's figures and the draconis/ccdproc ratios."""
     print(f"\n== stackFrames, {n} resampled frames of {size}x{size} (inputs written in {made:.0f} s); "
           f"{args.workers} workers x {mem / MIB:.0f} MiB, stackFrames:memory {args.stack_memory} GB")
     print(f"draconis: {d['total']:.1f} s ({n / d['total']:.2f} frames/s): open {d['open']:.2f} s, graph "
@@ -251,7 +257,7 @@ def scaling(results: list[dict]) -> None:
 
 
 def profile_run(size: int, n: int, args) -> None:
-    """cProfile of stackFrames + writeOutputs on the synchronous scheduler (inputs written first, untimed)."""
+    """Profile (cProfile) stackFrames + writeOutputs, synchronous scheduler (inputs written first, untimed)."""
     import cProfile
     import pstats
 
@@ -270,6 +276,7 @@ def profile_run(size: int, n: int, args) -> None:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     from dask.utils import parse_bytes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -127,6 +127,7 @@ def _report(results: dict) -> None:
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     # the workers import this module to run install/collect: they must find it
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
     sys.path.insert(0, HERE)

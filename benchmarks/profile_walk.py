@@ -20,6 +20,7 @@ import time
 
 
 def main(argv=None) -> None:
+    """The command line: see the module docstring."""
     import numpy as np
 
     from draconis.kernels import _sky_walk as walk
