@@ -18,6 +18,8 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
+from .resample import anchored_axis, grid_weights, lerp_along
+
 #: Smallest radius (px) of the aperture of FLUX_APER.
 APER_RADIUS = 5.0
 #: FLUX_APER's radius in units of the frame's median stellar FWHM: 2.5 FWHM holds all but ~1e-7 of a
@@ -447,52 +449,16 @@ def transfer_mask_tile(sources: Sequence[tuple[np.ndarray, Any]], target_wcs: An
     """
     y0, y1, x0, x1 = box
     ny, nx = shape if shape is not None else (y1, x1)
-    gy, gx = _anchored_axis(y0, y1, ny, step), _anchored_axis(x0, x1, nx, step)
+    gy, gx = anchored_axis(y0, y1, ny, step), anchored_axis(x0, x1, nx, step)
     yy, xx = np.meshgrid(gy, gx, indexing="ij")
     ra, dec = target_wcs.all_pix2world(xx.ravel(), yy.ravel(), 0)
-    rows, cols = _linear_weights(gy, y0, y1), _linear_weights(gx, x0, x1)
+    rows, cols = grid_weights(gy, y0, y1), grid_weights(gx, x0, x1)
     out = np.zeros((y1 - y0) * (x1 - x0), dtype=bool)
     for mask, wcs in sources:
         sx, sy = wcs.all_world2pix(ra, dec, 0)
-        fy = _bilinear(sy.reshape(yy.shape), rows, cols).ravel()
-        fx = _bilinear(sx.reshape(yy.shape), rows, cols).ravel()
+        # bilinear between the grid points, separably: the grid rows to the tile's rows, then along them
+        fy = lerp_along(lerp_along(sy.reshape(yy.shape), *rows, 0), *cols, 1).ravel()
+        fx = lerp_along(lerp_along(sx.reshape(yy.shape), *rows, 0), *cols, 1).ravel()
         values = ndimage.map_coordinates(mask, [fy, fx], order=order, mode="constant", cval=0.0, prefilter=False)
         out |= values > threshold
     return out.reshape(y1 - y0, x1 - x0).astype(np.uint8)
-
-
-def _anchored_axis(start: int, stop: int, n: int, step: int) -> np.ndarray:
-    """The points of the array's grid (every ``step`` px from 0, and ``n - 1``) that bracket ``[start, stop)``."""
-    first = (start // step) * step
-    last = -(-(stop - 1) // step) * step
-    return np.unique(np.minimum(np.arange(first, last + 1, step), n - 1)).astype(float)
-
-
-def _linear_weights(grid: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """For pixels ``start..stop-1``: the index of the grid point below each and its fraction towards the next.
-
-    Both come from the pixel's own coordinate and its two grid points, so
-    they do not depend on where the grid array starts.
-    """
-    at = np.arange(start, stop, dtype=float)
-    j = np.clip(np.searchsorted(grid, at, side="right") - 1, 0, max(len(grid) - 2, 0))
-    if len(grid) < 2:
-        return j, np.zeros_like(at)
-    return j, (at - grid[j]) / (grid[j + 1] - grid[j])
-
-
-def _bilinear(coarse: np.ndarray, rows: tuple[np.ndarray, np.ndarray],
-              cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """``coarse`` (grid rows x grid columns) interpolated linearly to the pixels of ``rows`` and ``cols``.
-
-    Separable: the grid rows to the pixel rows first (a small array), then along the columns.
-    """
-    def along(values: np.ndarray, weights: tuple[np.ndarray, np.ndarray], axis: int) -> np.ndarray:
-        j, t = weights
-        n = values.shape[axis]
-        lo = np.take(values, j, axis=axis)
-        hi = np.take(values, np.minimum(j + 1, n - 1), axis=axis)
-        t = t[:, None] if axis == 0 else t[None, :]
-        return lo + (hi - lo) * t
-
-    return along(along(coarse, rows, 0), cols, 1)

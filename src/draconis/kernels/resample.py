@@ -72,6 +72,30 @@ def coarse_axis(start: int, stop: int, step: int) -> np.ndarray:
     return np.unique(np.append(np.arange(start, stop, step), stop - 1)).astype(float)
 
 
+def anchored_axis(start: int, stop: int, n: int, step: int) -> np.ndarray:
+    """The points of an array's grid (every ``step`` px from 0, and ``n - 1``) that bracket ``[start, stop)``.
+
+    Unlike :func:`coarse_axis` the grid is the array's, not the band's: two
+    bands that share a pixel interpolate it between the same grid points.
+    """
+    first = (start // step) * step
+    last = -(-(stop - 1) // step) * step
+    return np.unique(np.minimum(np.arange(first, last + 1, step), n - 1)).astype(float)
+
+
+def grid_weights(grid: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """For pixels ``start..stop-1``: the index of the grid point below each and its fraction towards the next.
+
+    Both come from the pixel's own coordinate and its two grid points, so
+    they do not depend on where the grid array starts (for :func:`lerp_along`).
+    """
+    at = np.arange(start, stop, dtype=float)
+    j = np.clip(np.searchsorted(grid, at, side="right") - 1, 0, max(len(grid) - 2, 0))
+    if len(grid) < 2:
+        return j, np.zeros_like(at)
+    return j, (at - grid[j]) / (grid[j + 1] - grid[j])
+
+
 def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: int, nx: int,
              x0: int = 0) -> np.ndarray:
     """Linear interpolation of a coarse (ny_c, nx_c) map sampled at output rows ``gy``, cols ``gx``.
@@ -90,10 +114,13 @@ def fine_map(coarse: np.ndarray, gy: np.ndarray, gx: np.ndarray, y0: int, y1: in
 
 def _linear_along(values: np.ndarray, at: np.ndarray, axis: int) -> np.ndarray:
     """``values`` interpolated linearly at fractional indices ``at`` (within [0, n-1]) along ``axis``."""
-    n = values.shape[axis]
-    j0 = np.clip(np.floor(at).astype(np.intp), 0, max(n - 2, 0))
-    j1 = np.minimum(j0 + 1, n - 1)
-    t = at - j0
+    j0 = np.clip(np.floor(at).astype(np.intp), 0, max(values.shape[axis] - 2, 0))
+    return lerp_along(values, j0, at - j0, axis)
+
+
+def lerp_along(values: np.ndarray, j0: np.ndarray, t: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` interpolated linearly along ``axis`` (0 or 1): from index ``j0`` towards the next, by ``t``."""
+    j1 = np.minimum(j0 + 1, values.shape[axis] - 1)
     if axis == 0:
         return values[j0] * (1.0 - t)[:, None] + values[j1] * t[:, None]
     return values[:, j0] * (1.0 - t)[None, :] + values[:, j1] * t[None, :]

@@ -79,7 +79,9 @@ TASK_MEMORY_FRACTION = 0.3
 #: of the task's skies' planes. Measured at 156 full-size frames on 2 GiB workers, with the band tasks
 #: queued by the scheduler (:func:`_queued`): 0.5 (one segment of 128-row bands) a 56 s pass, peak RSS
 #: 1116 MiB a worker, nothing spilled; 0.38 (64-row bands) 62 s, 940 MiB. Before the queuing a worker ran
-#: its band tasks ahead of the writes and held 4-6 results: 0.5 spilled ~177 writes a worker.
+#: its band tasks ahead of the writes and held 4-6 results: 0.5 spilled ~177 writes a worker. With one band
+#: per worker at a time (worker-saturation 1.0, draconis.cluster.SCHEDULER_SETTINGS): 52.8 s, 726 MiB, and
+#: in the recipes no spill (at saturation 1.1 a recipe's worker held 2-3 results and spilled 0.4-2 GiB).
 WINDOW_MEMORY_FRACTION = 0.5
 #: Most bytes one window (or direct) sky task plans for, whatever the worker budget (skyCorrect's ``memory``
 #: parameter is declared unsupported: both paths plan their bands from the workers' memory).
@@ -460,11 +462,13 @@ def _queued(key: Key, known: set, task: tuple) -> Task:
     task was sent to the workers, and dask's order ran them before the
     writes: at 156 full-size frames a 2 GiB worker held 4-6 band results
     and spilled.  Queued, a worker is sent a band task only while it has a
-    free slot (distributed's ``worker-saturation``: two for one thread), and
-    the writes of a finished band take its slots: a worker holds at most
-    two bands, a finished one waiting for its writes and the one it is
-    making (timeline of the pass above: never more), which is what
-    :func:`band_and_segment` plans for (the task and its held result).
+    free slot (distributed's ``worker-saturation``), and the writes of a
+    finished band take its slots. With the saturation draconis' clusters
+    run with (1.0, :data:`draconis.cluster.SCHEDULER_SETTINGS`) a worker
+    holds one band at a time, made or waiting for its writes; with
+    distributed's default (1.1, two slots for one thread) it was sent a
+    second band while making one and ran it first, and held two or three.
+    :func:`band_and_segment` plans for the task and one held result.
 
     The mark is part of the task itself (dask's task spec), so it survives
     the graph optimisation that drops layer annotations such as priorities.

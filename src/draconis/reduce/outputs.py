@@ -212,7 +212,7 @@ class Checkpoints:
             pending += lazy
             out.append([open_stored_plane(store, j, name) for j in range(len(arrays))])
         if pending:  # lazy planes: computed and written band by band, in one computation
-            records = progress.compute([r for r in pending], f"checkpoint {label}")
+            records = progress.compute(pending, f"checkpoint {label}")
             written += sum(int(rec["bytes"]) for block in records for rec in np.asarray(block).ravel())
         record = CheckpointRecord(label, directory, len(frames), written, time.perf_counter() - start)
         self.records.append(record)
